@@ -1,0 +1,119 @@
+"""The provider protocol: what the middleware needs from a certificate service.
+
+The middleware, ``exemption_for`` and the widget speak only these types, so which provider is
+behind them (the CertCapture API, Commenda, the embedded sandbox) does not leak out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+CertificateStatus = Literal["Active", "Pending", "Expired", "Revoked"]
+
+
+class ProviderError(Exception):
+    """A provider answered with an error that retrying will not fix (4xx)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached, timed out, or failed (5xx): worth retrying later."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderToken:
+    """An upstream token for one buyer, as minted by the provider."""
+
+    token: str
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerProfile:
+    """What the shop knows about the buyer; ``code`` is the shop's stable customer number."""
+
+    code: str
+    name: str = ""
+    line1: str = ""
+    city: str = ""
+    region: str = ""
+    postal_code: str = ""
+    country: str = "US"
+    email: str = ""
+    phone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateDraft:
+    """One certificate to create at the provider: one exposure zone, one reason."""
+
+    customer_code: str
+    zone: str
+    reason: str
+    exemption_number: str = ""
+    signed_date: dt.date | None = None
+    expiration_date: dt.date | None = None
+    exempt_percentage: float = 100.0
+    # Sent as the provider's idempotency key where it has one, so a retried delivery
+    # never makes a second certificate.
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCertificate:
+    """A certificate on file at the provider, in provider-neutral terms."""
+
+    id: str
+    zone: str
+    reason: str
+    status: CertificateStatus
+    number: str = ""
+    exemption_number: str = ""
+    exempt_percentage: float = 100.0
+    signed_date: dt.date | None = None
+    expiration_date: dt.date | None = None
+    customer_code: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class CertificateProvider(Protocol):
+    """A certificate service the middleware can deliver to and read from."""
+
+    #: A short name for logs and docs ("certcapture", "commenda", "sandbox").
+    name: str
+    #: True when the provider mints per-buyer tokens (CertCapture's /ecommerce/token).
+    can_mint_tokens: bool
+
+    async def mint_token(self, customer_code: str) -> ProviderToken:
+        """Mint an upstream token scoped to one buyer (only when ``can_mint_tokens``)."""
+        ...
+
+    async def ensure_customer(self, profile: CustomerProfile) -> str:
+        """Create the customer or update it; answer the provider's customer id."""
+        ...
+
+    async def create_certificate(self, draft: CertificateDraft) -> ProviderCertificate:
+        """Create one certificate linked to ``draft.customer_code``."""
+        ...
+
+    async def attach_document(
+        self, certificate_id: str, content: bytes, *, media_type: str, filename: str
+    ) -> None:
+        """Attach the certificate's document (the signed PDF or the buyer's upload)."""
+        ...
+
+    async def certificates_for(self, customer_code: str) -> list[ProviderCertificate]:
+        """All certificates on file for a buyer (an unknown buyer has none)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
