@@ -1,7 +1,25 @@
-"""certwidget: an embeddable tax-exemption-certificate collector for Starlette and FastAPI shops."""
+"""certwidget: an embeddable tax-exemption-certificate collector for Starlette and FastAPI shops.
+
+    from certwidget import CertWidgetMiddleware, exemption_for
+
+    app.add_middleware(CertWidgetMiddleware, secret_key=SECRET, customer=current_customer)
+    ...
+    exemption = await exemption_for(request, "WA")
+"""
 
 from __future__ import annotations
 
+from .exemptions import Exemption, exemption_for
+from .middleware import CertWidgetMiddleware
+from .providers.base import CertificateProvider, CustomerProfile
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "CertWidgetMiddleware",
+    "CertificateProvider",
+    "CustomerProfile",
+    "Exemption",
+    "__version__",
+    "exemption_for",
+]

@@ -1,4 +1,8 @@
-"""The ``certwidget`` command: ``certwidget demo`` and ``certwidget sandbox``."""
+"""The ``certwidget`` command: ``certwidget demo`` and ``certwidget sandbox``.
+
+$ certwidget sandbox --port 8765 --db ./certwidget-sandbox.sqlite3
+certwidget sandbox: http://127.0.0.1:8765/v2
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,48 @@ import argparse
 from collections.abc import Sequence
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="certwidget")
-    parser.add_subparsers(dest="command", required=True)
-    parser.parse_args(argv)
+def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the embedded CertCapture-compatible sandbox API",
+        description="Serve the CertCapture-compatible sandbox (SQLite-backed) under uvicorn.",
+    )
+    sandbox.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    sandbox.add_argument("--port", type=int, default=8765, help="port to listen on")
+    sandbox.add_argument(
+        "--db",
+        default="./certwidget-sandbox.sqlite3",
+        help="SQLite file holding the sandbox's data (created if missing)",
+    )
+    sandbox.add_argument("--username", default="sandbox", help="Basic auth username")
+    sandbox.add_argument("--password", default="sandbox", help="Basic auth password")
+    sandbox.set_defaults(run=_run_sandbox)
+
+
+def _run_sandbox(args: argparse.Namespace) -> int:
+    # Imported here so `certwidget --help` does not load uvicorn and the sandbox.
+    from .sandbox import serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        db_path=args.db,
+        username=args.username,
+        password=args.password,
+    )
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="certwidget")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # `certwidget demo` (the example shop with the sandbox in one process) registers here:
+    # _add_demo(commands)
+    _add_sandbox(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result

@@ -1,0 +1,236 @@
+"""Delivery of stored submissions to the provider, resumable and retried with backoff.
+
+A submission becomes, at the provider: the customer (created or updated), one certificate per
+zone linked to that customer, and the document attached to each. Each step's result is saved in
+the outbox row before the next step runs, and certificates are created with an idempotency key
+derived from the submission, so a retry (after an outage or a crash) resumes without making a
+second certificate.
+
+Provider outages (:class:`ProviderUnavailable`) are retried with exponential backoff and jitter
+for as long as it takes; a refusal (:class:`ProviderError`, a 4xx) is kept as ``failed`` with
+the provider's message and is never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from anyio import to_thread
+
+from .outbox import Outbox, Submission
+from .providers.base import (
+    CertificateDraft,
+    CertificateProvider,
+    CustomerProfile,
+    ProviderError,
+    ProviderUnavailable,
+)
+
+logger = logging.getLogger("certwidget.delivery")
+
+
+def profile_for(submission: Submission) -> CustomerProfile:
+    """The customer record to create or update at the provider for this submission."""
+    known: dict[str, Any] = submission.payload.get("customer") or {}
+    purchaser: dict[str, Any] = submission.payload.get("purchaser") or {}
+    source = purchaser or known
+    return CustomerProfile(
+        code=submission.customer,
+        name=str(source.get("name") or known.get("name") or submission.customer),
+        line1=str(source.get("line1", "")),
+        city=str(source.get("city", "")),
+        region=str(source.get("region", "")),
+        postal_code=str(source.get("postalCode", "")),
+        country=str(source.get("country") or "US"),
+        email=str(source.get("email") or known.get("email") or ""),
+    )
+
+
+def _date(value: Any) -> dt.date | None:
+    return dt.date.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+class Deliverer:
+    """Runs delivery in the background; ``wake()`` after a new submission is stored."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        provider: CertificateProvider,
+        *,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        concurrency: int = 4,
+        lease_seconds: float = 120.0,
+        on_delivered: Callable[[Submission], None] | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._provider = provider
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._lease = lease_seconds
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._on_delivered = on_delivered
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start the background loop (idempotent); needs a running event loop."""
+        if not self.running:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="certwidget-delivery"
+            )
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def deliver_now(self, submission_id: str) -> Submission | None:
+        """Try to deliver one submission at once; answers its row afterwards (None if unknown).
+
+        Used right after intake so most buyers get a provider reference in the same response.
+        """
+        submission = await to_thread.run_sync(
+            lambda: self._outbox.claim(submission_id, lease_seconds=self._lease)
+        )
+        if submission is not None:
+            await self._attempt(submission)
+        return await to_thread.run_sync(self._outbox.get, submission_id)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                batch = await to_thread.run_sync(
+                    lambda: self._outbox.claim_due(limit=20, lease_seconds=self._lease)
+                )
+                if batch:
+                    await asyncio.gather(*(self._attempt(row) for row in batch))
+                    continue
+                due_in = await to_thread.run_sync(self._outbox.next_due_in)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The loop must outlive any one failure (a locked database, a bug in a hook):
+                # a dead loop would silently stop all deliveries.
+                logger.exception("certwidget delivery loop error; retrying in 5 s")
+                due_in = 5.0
+            self._wake.clear()
+            timeout = 60.0 if due_in is None else min(max(due_in, 0.05), 60.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _backoff(self, attempts: int) -> float:
+        delay = min(self._max_delay, self._base_delay * float(2 ** min(attempts, 20)))
+        return delay * random.uniform(0.5, 1.0)
+
+    async def _attempt(self, submission: Submission) -> None:
+        async with self._slots:
+            try:
+                progress = await self._deliver(submission)
+            except ProviderUnavailable as exc:
+                delay = self._backoff(submission.attempts)
+                logger.warning(
+                    "certwidget: provider unavailable delivering %s (attempt %d), retry in %.1fs: %s",
+                    submission.id, submission.attempts + 1, delay, exc,
+                )
+                await to_thread.run_sync(
+                    lambda: self._outbox.mark_retry(submission.id, error=str(exc), delay=delay)
+                )
+            except ProviderError as exc:
+                logger.error(
+                    "certwidget: provider refused submission %s: %s", submission.id, exc.message
+                )
+                await to_thread.run_sync(
+                    lambda: self._outbox.mark_failed(submission.id, error=exc.message)
+                )
+            except Exception as exc:
+                # Our own bug or an unexpected answer: keep the row and retry later rather
+                # than lose an acknowledged certificate.
+                logger.exception("certwidget: unexpected error delivering %s", submission.id)
+                delay = self._backoff(submission.attempts)
+                await to_thread.run_sync(
+                    lambda: self._outbox.mark_retry(
+                        submission.id, error=f"{type(exc).__name__}: {exc}", delay=delay
+                    )
+                )
+            else:
+                await to_thread.run_sync(
+                    lambda: self._outbox.mark_delivered(submission.id, progress)
+                )
+                submission.state = "delivered"
+                submission.progress = progress
+                if self._on_delivered is not None:
+                    self._on_delivered(submission)
+
+    async def _deliver(self, submission: Submission) -> dict[str, Any]:
+        progress: dict[str, Any] = dict(submission.progress)
+        certificates: dict[str, str] = dict(progress.get("certificates", {}))
+        numbers: dict[str, str] = dict(progress.get("numbers", {}))
+        attached: list[str] = list(progress.get("attached", []))
+
+        async def save() -> None:
+            progress["certificates"] = dict(certificates)
+            progress["numbers"] = dict(numbers)
+            progress["attached"] = list(attached)
+            snapshot = dict(progress)
+            await to_thread.run_sync(lambda: self._outbox.save_progress(submission.id, snapshot))
+
+        if "customer_id" not in progress:
+            progress["customer_id"] = await self._provider.ensure_customer(
+                profile_for(submission)
+            )
+            await save()
+        payload = submission.payload
+        for zone in submission.zones:
+            if zone not in certificates:
+                created = await self._provider.create_certificate(
+                    CertificateDraft(
+                        customer_code=submission.customer,
+                        zone=zone,
+                        reason=str(payload["reason"]),
+                        exemption_number=str(payload.get("exemptionNumber", "")),
+                        signed_date=_date(payload.get("signedDate")),
+                        expiration_date=_date(payload.get("expirationDate")),
+                        exempt_percentage=float(payload.get("exemptPercentage", 100.0)),
+                        idempotency_key=f"certwidget-{submission.id}-{zone}",
+                    )
+                )
+                certificates[zone] = created.id
+                numbers[zone] = created.number
+                await save()
+        document: bytes | None = None
+        for zone in submission.zones:
+            if zone in attached:
+                continue
+            if document is None:
+                document = await to_thread.run_sync(self._outbox.document, submission.id)
+            if document:
+                await self._provider.attach_document(
+                    certificates[zone],
+                    document,
+                    media_type=submission.media_type,
+                    filename=submission.filename or "certificate.pdf",
+                )
+            attached.append(zone)
+            await save()
+        progress["certificates"] = certificates
+        progress["numbers"] = numbers
+        progress["attached"] = attached
+        return progress
+

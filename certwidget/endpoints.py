@@ -1,0 +1,231 @@
+"""The widget's HTTP endpoints under the middleware's prefix (see docs/protocol.md).
+
+Only requests under the prefix get here, so the shop's own routes pay nothing for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from . import catalog
+from .assets import Assets
+from .buyers import Buyer
+from .http import HTTPProblem, bearer_token, check_same_origin, json_response, read_body
+from .intake import receive_certificate
+from .providers.base import ProviderError
+from .runtime import Runtime
+from .tokens import TokenRejected, WidgetClaims, fingerprint
+
+logger = logging.getLogger("certwidget")
+
+MAX_TOKEN_BODY = 16 * 1024
+EXPIRES_SOON_DAYS = 30
+
+
+class Endpoints:
+    def __init__(self, runtime: Runtime, assets: Assets) -> None:
+        self.runtime = runtime
+        self.assets = assets
+        self.prefix = runtime.settings.prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self.dispatch(request, scope["path"][len(self.prefix) :])
+        except HTTPProblem as problem:
+            response = problem.response()
+        await response(scope, receive, send)
+
+    async def dispatch(self, request: Request, path: str) -> Response:
+        method = request.method
+        if path.startswith("/static/"):
+            self._allow(method, "GET", "HEAD")
+            return self.assets.response(
+                path[len("/static/") :],
+                accept_encoding=request.headers.get("accept-encoding", ""),
+                if_none_match=request.headers.get("if-none-match"),
+            )
+        if path == "/ecommerce/token":
+            self._allow(method, "POST")
+            return await self.mint(request)
+        if path == "/zones":
+            self._allow(method, "GET", "HEAD")
+            return json_response(catalog.zones_json())
+        if path == "/reasons":
+            self._allow(method, "GET", "HEAD")
+            return self.reasons(request)
+        if path == "/certificates":
+            self._allow(method, "GET", "POST")
+            if method == "GET":
+                return await self.list_certificates(request)
+            check_same_origin(request, self.runtime.settings.allowed_origins)
+            buyer, _ = await self.authenticate(request)
+            return await receive_certificate(self.runtime, request, buyer)
+        if path.startswith("/certificates/") and path.endswith("/use"):
+            self._allow(method, "POST")
+            check_same_origin(request, self.runtime.settings.allowed_origins)
+            return await self.use_certificate(request, path[len("/certificates/") : -len("/use")])
+        raise HTTPProblem(
+            404, "not_found",
+            f"No widget endpoint at {self.prefix}{path[:100]}; see the certwidget README.",
+        )
+
+    @staticmethod
+    def _allow(method: str, *allowed: str) -> None:
+        if method not in allowed:
+            raise HTTPProblem(
+                405, "method_not_allowed", f"Use {' or '.join(allowed)} here, not {method}.",
+                headers={"Allow": ", ".join(allowed)},
+            )
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    async def mint(self, request: Request) -> Response:
+        runtime = self.runtime
+        check_same_origin(request, runtime.settings.allowed_origins)
+        zones = await self._requested_zones(request)
+        buyer = await runtime.buyer(request, create_guest=True)
+        assert buyer is not None
+        upstream, degraded = "", False
+        if runtime.provider.can_mint_tokens:
+            try:
+                upstream = fingerprint((await self._upstream(buyer)).token)
+            except ProviderError as exc:
+                # The widget still works without the provider: certificates are stored and
+                # delivered when it is back. Say so, so the widget can tell the buyer.
+                logger.warning("certwidget: token mint for %s failed: %s", buyer.code, exc)
+                degraded = True
+        claims = WidgetClaims(customer=buyer.code, guest=buyer.guest, zones=zones, upstream=upstream)
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=runtime.settings.token_max_age)
+        response = json_response(
+            {
+                "token": runtime.tokens.issue(claims),
+                "expiresAt": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "customerNumber": buyer.code,
+                "guest": buyer.guest,
+                "zones": list(zones),
+                "providerAvailable": not degraded,
+            }
+        )
+        runtime.set_guest_cookie(response, request, buyer)
+        return response
+
+    async def _upstream(self, buyer: Buyer) -> Any:
+        runtime = self.runtime
+        try:
+            return await runtime.upstream.get(buyer.code)
+        except ProviderError as exc:
+            if exc.status != 404:
+                raise
+        # The provider does not know this buyer yet: create it, then mint.
+        await runtime.provider.ensure_customer(buyer.profile)
+        return await runtime.upstream.get(buyer.code)
+
+    async def _requested_zones(self, request: Request) -> tuple[str, ...]:
+        body = await read_body(request, limit=MAX_TOKEN_BODY)
+        if not body.strip():
+            return ()
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HTTPProblem(400, "malformed_json", f"The body is not valid JSON: {exc}.") from exc
+        raw = data.get("zones", []) if isinstance(data, dict) else None
+        if not isinstance(raw, list) or not all(isinstance(z, str) for z in raw) or len(raw) > 60:
+            raise HTTPProblem(
+                422, "invalid_fields", "zones must be a list of state codes such as [\"WA\"].",
+                fields={"zones": "Use a list of state codes such as [\"WA\"]."},
+            )
+        try:
+            return tuple(dict.fromkeys(catalog.zone(z).code for z in raw))
+        except catalog.UnknownZone as exc:
+            raise HTTPProblem(
+                422, "invalid_fields", str(exc), fields={"zones": str(exc)}
+            ) from exc
+
+    async def authenticate(self, request: Request) -> tuple[Buyer, WidgetClaims]:
+        """The buyer a valid widget token was issued to, who must be this request's buyer."""
+        try:
+            claims = self.runtime.tokens.verify(bearer_token(request))
+        except TokenRejected as exc:
+            raise HTTPProblem(
+                401, exc.code, exc.message, headers={"WWW-Authenticate": 'Bearer realm="certwidget"'}
+            ) from exc
+        buyer = await self.runtime.buyer(request)
+        if buyer is None or buyer.code != claims.customer:
+            raise HTTPProblem(
+                403, "other_buyer",
+                "This certificate form was opened for another buyer (signed in or out since?). "
+                "Reload the page to continue.",
+            )
+        return buyer, claims
+
+    # -- catalog ---------------------------------------------------------------------------
+
+    def reasons(self, request: Request) -> Response:
+        zone = request.query_params.get("zone")
+        try:
+            return json_response(catalog.reasons_json(zone or None))
+        except catalog.UnknownZone as exc:
+            raise HTTPProblem(400, "unknown_zone", str(exc)) from exc
+
+    # -- certificates on file --------------------------------------------------------------
+
+    async def list_certificates(self, request: Request) -> Response:
+        buyer, claims = await self.authenticate(request)
+        today = dt.date.today()
+        soon = today + dt.timedelta(days=EXPIRES_SOON_DAYS)
+        listed = []
+        for certificate in await self.runtime.certificates_on_file(buyer.code):
+            if claims.zones and certificate.zone not in claims.zones:
+                continue
+            if certificate.status in ("Revoked", "Expired"):
+                continue
+            expiry = certificate.expiration_date
+            listed.append(
+                {
+                    "id": certificate.id,
+                    "number": certificate.number,
+                    "zone": certificate.zone,
+                    "reason": certificate.reason,
+                    "reasonName": _reason_name(certificate.reason),
+                    "exemptionNumber": certificate.exemption_number,
+                    "status": certificate.status,
+                    "usable": self.runtime.on_file_is_usable(certificate, today),
+                    "expirationDate": expiry.isoformat() if expiry else None,
+                    "expiresSoon": expiry is not None and today <= expiry <= soon,
+                }
+            )
+        return json_response({"certificates": listed})
+
+    async def use_certificate(self, request: Request, certificate_id: str) -> Response:
+        buyer, _ = await self.authenticate(request)
+        today = dt.date.today()
+        for certificate in await self.runtime.certificates_on_file(buyer.code):
+            if certificate.id != certificate_id:
+                continue
+            if not self.runtime.on_file_is_usable(certificate, today):
+                raise HTTPProblem(
+                    409, "certificate_not_usable",
+                    f"Certificate {certificate.number or certificate.id} is {certificate.status}"
+                    " or expired; fill in a new one.",
+                )
+            exemption = self.runtime.on_file_exemption(certificate)
+            await self.runtime.notify(request, [exemption])
+            return json_response({"exemptions": [exemption.to_json()]})
+        raise HTTPProblem(
+            404, "certificate_not_found", "No certificate with that id is on file for you."
+        )
+
+
+def _reason_name(code: str) -> str:
+    try:
+        return catalog.reason(code).name
+    except KeyError:
+        return code

@@ -1,0 +1,81 @@
+"""The order-flow API: does this buyer's order to this state go out tax-exempt?
+
+    from certwidget import exemption_for
+
+    @app.post("/orders")
+    async def place_order(request: Request) -> Response:
+        exemption = await exemption_for(request, cart.ship_to_state)
+        tax = 0 if exemption else compute_tax(cart)   # or scale by exemption.exempt_percentage
+
+The answer comes from the certificate this checkout just submitted (carried in a signed,
+HttpOnly cookie, so the browser cannot forge it) or from the signed-in buyer's certificates on
+file at the provider. A certificate for one state never exempts another.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from starlette.requests import HTTPConnection
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+SCOPE_KEY = "certwidget"
+
+
+@dataclass(frozen=True, slots=True)
+class Exemption:
+    """A certificate that exempts an order shipped to ``zone``."""
+
+    zone: str
+    reason: str
+    reason_name: str
+    exempt_percentage: float
+    #: "Received" (stored, not yet at the provider), "Pending" or "Active" at the provider.
+    status: str
+    #: What to print on the order: the provider's certificate number, or our submission id.
+    reference: str
+    expiration_date: dt.date | None = None
+    certificate_id: str | None = None
+    submission_id: str | None = None
+    source: Literal["submission", "on_file"] = "submission"
+
+    @property
+    def taxable_fraction(self) -> float:
+        """The share of the order that stays taxable (0.0 for a full exemption)."""
+        return max(0.0, 1.0 - self.exempt_percentage / 100.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "zone": self.zone,
+            "reason": self.reason,
+            "reasonName": self.reason_name,
+            "exemptPercentage": self.exempt_percentage,
+            "status": self.status,
+            "reference": self.reference,
+            "expirationDate": self.expiration_date.isoformat() if self.expiration_date else None,
+            "source": self.source,
+        }
+
+
+def runtime_of(connection: HTTPConnection) -> Runtime:
+    runtime: Runtime | None = connection.scope.get(SCOPE_KEY)
+    if runtime is None:
+        raise RuntimeError(
+            "certwidget.exemption_for() needs CertWidgetMiddleware: add it with "
+            "app.add_middleware(CertWidgetMiddleware, secret_key=..., customer=...)"
+        )
+    return runtime
+
+
+async def exemption_for(request: HTTPConnection, zone: str) -> Exemption | None:
+    """The exemption that applies to this buyer's order shipped to ``zone``, or None.
+
+    ``zone`` is a state code such as ``"WA"``. Answers None for a guest with no certificate in
+    this checkout, for a state the buyer holds no valid certificate for, and when the provider
+    is unreachable and nothing is known about the buyer (the order is then taxed: the safe side).
+    """
+    return await runtime_of(request).exemption_for(request, zone)

@@ -1,0 +1,424 @@
+"""Streaming HTML injection: a `send` wrapper that adds the widget to an HTML page as it passes.
+
+The middleware wraps one response's `send` in an `HtmlInjector`; the app never knows. Bodies are
+never buffered whole: the injector holds back only an unfinished tag at a chunk boundary (so a
+split `</body>` or `<div data-certwidget>` is still seen) and the short tail after the last
+`</body>` seen so far (so the widget lands before the *last* one).
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import html
+import logging
+import re
+from collections.abc import Callable, Iterable
+
+from starlette.types import Message, Send
+
+__all__ = ["HtmlInjector", "csp_nonce", "is_html_response"]
+
+logger = logging.getLogger(__name__)
+
+Headers = Iterable[tuple[bytes, bytes]]
+Render = Callable[[str | None], tuple[bytes, bytes]]
+
+DEFAULT_MOUNT_HTML = b"<div data-certwidget></div>"
+
+# An unfinished tag at a chunk boundary is held back so a marker split across chunks is still
+# found; a "tag" longer than this is not one we care about, so we stop holding it.
+MAX_TAG_HOLD = 8 * 1024
+# Bytes held after a `</body>` candidate waiting to see whether a later one supersedes it. Pages
+# normally end with `</body></html>` a few bytes later; past this we inject at the candidate
+# rather than delay (or buffer) an odd page that keeps streaming after its `</body>`.
+MAX_AFTER_BODY_HOLD = 64 * 1024
+
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+# Statuses whose body is absent (1xx, 204, 205, 304) or a byte range of the app's representation
+# (206): injecting into either would corrupt the response.
+_NO_INJECT_STATUSES = frozenset({204, 205, 206, 304})
+
+_ATTR_NAME = b"data-certwidget"
+# After a partial scan, the next scan starts this many bytes back so a marker straddling the
+# boundary is found; the longest marker we `find` is `data-certwidget`.
+_RESCAN = len(_ATTR_NAME) - 1
+_TAG_DELIMITERS = frozenset(b"\t\n\f\r />")
+_TAG_START = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ/")
+
+# One attribute as the HTML tokenizer reads it: a name, then optionally `=` and a double-quoted,
+# single-quoted or unquoted value (quoted values may contain `>`).
+_ATTR = rb"""[^\s"'>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
+# An opening tag that carries `data-certwidget` as a whole attribute name (not
+# `data-certwidget-foo`); group `attr` locates it so it can be matched to the `find` hit.
+_PLACEHOLDER_TAG = re.compile(
+    rb"<[a-z][^\s/>]*"
+    rb"(?:[\s/]+" + _ATTR + rb")*?"
+    rb"[\s/]+(?P<attr>data-certwidget)(?=[\s/>=])"
+    rb"""(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
+    rb"(?:[\s/]+" + _ATTR + rb")*"
+    rb"[\s/]*>",
+    re.IGNORECASE,
+)
+# A tag from `<` to its closing `>`, skipping `>` inside quoted attribute values. No match at a
+# `<` means the tag is still open (more bytes to come).
+_CLOSED_TAG = re.compile(rb"""<[^>"']*(?:(?:"[^"]*"|'[^']*')[^>"']*)*>""")
+# The CSP grammar for a nonce is base64-value; browsers ignore a source that is not, so anything
+# else is no nonce at all, and what we accept can never break out of an attribute.
+_CSP_NONCE = re.compile(r"'nonce-([A-Za-z0-9+/_-]+={0,2})'")
+# Directives that govern the elements we inject, most specific first.
+_NONCE_DIRECTIVES = ("script-src-elem", "script-src", "style-src-elem", "style-src", "default-src")
+_NONCE_TARGET = re.compile(rb"<(script|link|style)(?=[\s/>])(?![^>]*\snonce\s*=)", re.IGNORECASE)
+# Printable ASCII plus whitespace: a charset that round-trips these bytes unchanged is one where
+# our ASCII markers can be found, and our ASCII snippets inserted, without decoding the body.
+_ASCII_PROBE = bytes(range(0x20, 0x7F)) + b"\t\n\r"
+
+_warned_about_encoding = False
+
+
+class HtmlInjector:
+    """Wraps one response's `send` and injects snippets into an HTML body while it streams.
+
+    Use an instance as the `send` passed to the app, one per request:
+
+        await app(scope, receive, HtmlInjector(send, head_html=assets, body_html=b"",
+                                                  method=scope["method"]))
+
+    What is inserted, at one place, exactly once:
+
+    - `head_html`: the widget's assets (stylesheet `<link>`, deferred `<script>`, JSON config
+      `<script type="application/json">`). Despite the name they go in the body, where the mount
+      point is: browsers load them the same from there, and it needs no second insertion point.
+    - `body_html`: further markup placed right after `head_html` (often empty).
+    - `mount_html`: the element the widget mounts into, added only when the page has none.
+
+    Where: right after the opening tag of the first element carrying a `data-certwidget`
+    attribute (inside it; no `mount_html` then); else before the last `</body>`
+    (case-insensitive); else at the end of the body. Snippets must be ASCII (use
+    `json.dumps(..., ensure_ascii=True)`), since they are spliced into bytes of any
+    ASCII-compatible charset.
+
+    CSP nonce: `nonce` if given, else (with `nonce_from_csp`) the nonce in the response's
+    `Content-Security-Policy` header. With `render`, the snippets come from
+    `render(nonce) -> (head_html, body_html)`, called at most once and only when injecting; it
+    receives the raw nonce and must escape it (Jinja autoescape does). Without `render`,
+    `nonce="..."` (escaped) is added to every `<script>`, `<link>` and `<style>` in the static
+    snippets.
+
+    Untouched (headers and bytes as the app sent them): `method="HEAD"`; statuses 1xx, 204, 205,
+    206 and 304; media types other than text/html and application/xhtml+xml; bodies with a
+    Content-Encoding (logged once: CertWidgetMiddleware must sit inside GZipMiddleware);
+    charsets that are not ASCII-compatible (utf-16, utf-32, ...) or unknown.
+
+    `Content-Length` is corrected when the body arrives in one message and dropped when it
+    streams (the server then uses chunked encoding); `http.response.start` is held until the
+    first body message for that reason. A strong `ETag` is made weak: it names the app's bytes.
+    """
+
+    def __init__(
+        self,
+        send: Send,
+        *,
+        head_html: bytes = b"",
+        body_html: bytes = b"",
+        mount_html: bytes = DEFAULT_MOUNT_HTML,
+        nonce_from_csp: bool = True,
+        nonce: str | None = None,
+        render: Render | None = None,
+        method: str = "GET",
+    ) -> None:
+        # Built once per response: keep this to attribute stores, the work happens on demand.
+        self._send = send
+        self._head_html = head_html
+        self._body_html = body_html
+        self._mount_html = mount_html
+        self._nonce_from_csp = nonce_from_csp
+        self._nonce = nonce
+        self._render = render
+        # Once True every message goes straight through: not HTML, or already injected.
+        self._passthrough = method.upper() == "HEAD"
+        self._start: Message | None = None  # held until the first body message
+        self._csp: list[str] = []
+        self._pending = bytearray()  # received, not yet sent
+        self._scan = 0  # offset in _pending where the next marker search starts
+        self._body_at = -1  # offset in _pending of the last `</body` candidate, -1 if none
+
+    async def __call__(self, message: Message) -> None:
+        if self._passthrough:
+            await self._send(message)
+            return
+        message_type = message["type"]
+        if message_type == "http.response.start":
+            await self._on_start(message)
+        elif message_type == "http.response.body" and self._start is not None:
+            await self._on_first_body(message)
+        elif message_type == "http.response.body":
+            more_body = message.get("more_body", False)
+            body = self._feed(message.get("body", b""), final=not more_body)
+            if body or not more_body:
+                await self._send(
+                    {"type": "http.response.body", "body": body, "more_body": more_body}
+                )
+        elif message_type == "http.response.pathsend" and self._start is not None:
+            # The server sends the file itself; we never see its bytes, so leave it as it is.
+            self._passthrough = True
+            start, self._start = self._start, None
+            await self._send(start)
+            await self._send(message)
+        else:
+            # Early hints precede the start and trailers follow the body: neither is ours.
+            await self._send(message)
+
+    async def _on_start(self, message: Message) -> None:
+        status: int = message["status"]
+        raw_headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
+        content_type = content_encoding = b""
+        for name, value in raw_headers:
+            lowered = name.lower()
+            if lowered == b"content-type":
+                content_type = value
+            elif lowered == b"content-encoding":
+                content_encoding = value
+            elif lowered == b"content-security-policy":
+                self._csp.append(value.decode("latin-1"))
+        if (
+            status < 200
+            or status in _NO_INJECT_STATUSES
+            or not _is_injectable_type(content_type.decode("latin-1"))
+            or _is_encoded(content_encoding)
+        ):
+            self._passthrough = True
+            await self._send(message)
+            return
+        self._start = {**message, "headers": raw_headers}
+
+    async def _on_first_body(self, message: Message) -> None:
+        start, self._start = self._start, None
+        assert start is not None
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        headers = [
+            (name, _weak_etag(value) if name.lower() == b"etag" else value)
+            for name, value in start["headers"]
+            if name.lower() != b"content-length"
+        ]
+        declared_length = len(headers) != len(start["headers"])
+        if more_body:
+            # The final length is unknown until the end: no Content-Length, the server chunks.
+            out = self._feed(body, final=False)
+        else:
+            out = self._feed(body, final=True)
+            if declared_length:
+                headers.append((b"content-length", str(len(out)).encode("latin-1")))
+        await self._send({**start, "headers": headers})
+        if out or not more_body:
+            await self._send({"type": "http.response.body", "body": out, "more_body": more_body})
+
+    def _feed(self, data: bytes, *, final: bool) -> bytes:
+        """Take the next body bytes; return what may be sent now (injected, if it is time)."""
+        pending = self._pending
+        # Fast path: nothing held from earlier, so search the app's bytes in place, no copy.
+        buf: bytes | bytearray
+        if pending:
+            pending += data
+            buf = pending
+        else:
+            buf = data
+        size = len(buf)
+        scan = self._scan
+        hold = size
+
+        hit = buf.find(_ATTR_NAME, scan)
+        while hit != -1:
+            tag_start = buf.rfind(b"<", max(0, hit - MAX_TAG_HOLD), hit)
+            if tag_start != -1:
+                match = _PLACEHOLDER_TAG.match(buf, tag_start, tag_start + MAX_TAG_HOLD)
+                if match is not None and match.start("attr") == hit:
+                    return self._inject(buf, match.end(), mount=False)
+                if not final and size - tag_start < MAX_TAG_HOLD and _is_open_tag(buf, tag_start):
+                    # Possibly our tag, cut off mid-way: hold it and look again with more bytes.
+                    hold = tag_start
+                    break
+            hit = buf.find(_ATTR_NAME, hit + 1)
+
+        body_at = _rfind_body_close(buf, max(scan, self._body_at + 1), size, final=final)
+        if body_at != -1:
+            self._body_at = body_at
+        if final:
+            at = self._body_at if self._body_at != -1 else size
+            return self._inject(buf, at, mount=True)
+        if self._body_at != -1:
+            if size - self._body_at > MAX_AFTER_BODY_HOLD:
+                return self._inject(buf, self._body_at, mount=True)
+            hold = min(hold, self._body_at)
+        hold = min(hold, _open_tag_start(buf))
+
+        if buf is pending:
+            with memoryview(pending) as view:
+                out = bytes(view[:hold])
+            del pending[:hold]
+        else:
+            out = data if hold == size else data[:hold]
+            pending += data[hold:]
+        if self._body_at != -1:
+            self._body_at -= hold
+        rescan_from = max(0, len(pending) - _RESCAN)
+        # An unfinished candidate tag must be searched again from its `data-certwidget`.
+        self._scan = min(rescan_from, hit - hold) if hit != -1 else rescan_from
+        return out
+
+    def _inject(self, buf: bytes | bytearray, at: int, *, mount: bool) -> bytes:
+        self._passthrough = True
+        snippet = self._snippet(mount=mount)
+        # join over memoryviews copies each byte once; slicing then `+` copies the body twice.
+        with memoryview(buf) as view:
+            out = b"".join((view[:at], snippet, view[at:]))
+        self._pending = bytearray()
+        return out
+
+    def _snippet(self, *, mount: bool) -> bytes:
+        nonce = self._nonce
+        if nonce is None and self._nonce_from_csp:
+            nonce = csp_nonce(self._csp)
+        if self._render is not None:
+            head_html, body_html = self._render(nonce)
+        else:
+            head_html, body_html = self._head_html, self._body_html
+            if nonce is not None:
+                # The nonce may come from a header: escape it like any attribute value.
+                escaped = html.escape(nonce, quote=True).encode("ascii", "xmlcharrefreplace")
+                attribute = b' nonce="' + escaped + b'"'
+                head_html = _add_nonce(head_html, attribute)
+                body_html = _add_nonce(body_html, attribute)
+        if mount:
+            return head_html + body_html + self._mount_html
+        return head_html + body_html
+
+
+def is_html_response(headers: Headers) -> bool:
+    """Whether a response with these raw headers is one `HtmlInjector` would inject into.
+
+    HTML or XHTML, in an ASCII-compatible (or unstated) charset, with no Content-Encoding.
+    Status and request method are not considered.
+    """
+    content_type = content_encoding = b""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-type":
+            content_type = value
+        elif lowered == b"content-encoding":
+            content_encoding = value
+    return _is_injectable_type(content_type.decode("latin-1")) and not _is_encoded(
+        content_encoding, warn=False
+    )
+
+
+def csp_nonce(policies: Iterable[str]) -> str | None:
+    """The nonce in `Content-Security-Policy` header values that scripts and styles must carry.
+
+    >>> csp_nonce(["default-src 'self'; script-src 'nonce-r4nd0m' 'strict-dynamic'"])
+    'r4nd0m'
+    """
+    for policy in policies:
+        directives: dict[str, str] = {}
+        for directive in policy.split(";"):
+            name, *sources = directive.split(None, 1) or [""]
+            # A repeated directive is ignored by browsers: the first one counts.
+            directives.setdefault(name.lower(), " ".join(sources))
+        for name in _NONCE_DIRECTIVES:
+            if name in directives:
+                match = _CSP_NONCE.search(directives[name])
+                if match is not None:
+                    return match.group(1)
+    return None
+
+
+def _is_injectable_type(content_type: str) -> bool:
+    media_type, _, parameters = content_type.partition(";")
+    if media_type.strip().lower() not in _HTML_TYPES:
+        return False
+    for parameter in parameters.split(";"):
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset":
+            return _is_ascii_compatible(value.strip().strip("\"'").lower())
+    return True  # no charset: HTML then defaults to an ASCII-compatible one
+
+
+@functools.lru_cache(maxsize=64)
+def _is_ascii_compatible(charset: str) -> bool:
+    try:
+        codec = codecs.lookup(charset)
+        return _ASCII_PROBE.decode(codec.name) == _ASCII_PROBE.decode("ascii")
+    except (LookupError, UnicodeError):
+        # A charset Python does not know could be anything: safer to leave the page alone.
+        return False
+
+
+def _is_encoded(content_encoding: bytes, *, warn: bool = True) -> bool:
+    global _warned_about_encoding
+    encoding = content_encoding.strip().lower()
+    if not encoding or encoding == b"identity":
+        return False
+    if warn and not _warned_about_encoding:
+        _warned_about_encoding = True
+        logger.warning(
+            "certwidget: an HTML response is already Content-Encoding: %s, so the widget cannot "
+            "be injected into it. CertWidgetMiddleware must run inside GZipMiddleware: call "
+            "app.add_middleware(CertWidgetMiddleware, ...) before app.add_middleware("
+            "GZipMiddleware), or list it after GZipMiddleware in middleware=[...].",
+            encoding.decode("latin-1"),
+        )
+    return True
+
+
+def _rfind_body_close(buf: bytes | bytearray, start: int, end: int, *, final: bool) -> int:
+    """Offset of the last `</body` (any case) in buf[start:end], or -1.
+
+    Lowercasing the window would cost a full copy per chunk; instead find `</b` / `</B` with
+    the C search and check the three bytes after it, which only loops over the rare `</b...`
+    end tags (`</b>`, `</button>`) that happen to come after the last `</body`.
+    """
+    best = -1
+    for prefix in (b"</b", b"</B"):
+        hi = end
+        while True:
+            at = buf.rfind(prefix, max(start, best + 1), hi)
+            if at == -1:
+                break
+            after = at + 6
+            if buf[at + 3 : after].lower() == b"ody" and (
+                buf[after] in _TAG_DELIMITERS if after < end else final and after == end
+            ):
+                best = at
+                break
+            hi = at + 2  # the next search ends before this `</b`
+    return best
+
+
+def _open_tag_start(buf: bytes | bytearray) -> int:
+    """Where an unfinished tag at the end of buf starts (len(buf) if there is none).
+
+    Only `<` followed by a letter or `/` can start one of our markers; `a < b` in a script or a
+    comment is text and is not held.
+    """
+    size = len(buf)
+    tag_start = buf.rfind(b"<", max(0, size - MAX_TAG_HOLD))
+    if tag_start == -1:
+        return size
+    if tag_start + 1 < size and buf[tag_start + 1] not in _TAG_START:
+        return size
+    return tag_start if _is_open_tag(buf, tag_start) else size
+
+
+def _is_open_tag(buf: bytes | bytearray, tag_start: int) -> bool:
+    return _CLOSED_TAG.match(buf, tag_start, tag_start + MAX_TAG_HOLD) is None
+
+
+def _add_nonce(snippet: bytes, attribute: bytes) -> bytes:
+    return _NONCE_TARGET.sub(lambda match: match.group(0) + attribute, snippet)
+
+
+def _weak_etag(value: bytes) -> bytes:
+    # A strong validator promises byte-identical bodies (If-Range relies on it); ours differ
+    # from the app's, so keep the validator only in its weak, "semantically equivalent" form.
+    return value if value.startswith(b"W/") else b"W/" + value

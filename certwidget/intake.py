@@ -1,0 +1,251 @@
+"""Intake: ``POST {prefix}/certificates`` validated, stored durably, then delivered.
+
+The order of events is the promise made to the buyer: nothing is acknowledged before the
+submission (and its document) is committed to the outbox on disk. Delivery to the provider is
+tried at once for a short while, so most buyers get the provider's reference in the answer
+(201); otherwise the answer is 202 and the background deliverer keeps trying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from anyio import to_thread
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from . import uploads
+from .buyers import Buyer
+from .documents import FilledCertificate, render_certificate_pdf
+from .http import HTTPProblem, json_response, read_body, replay
+from .outbox import NewSubmission, Submission
+from .runtime import Runtime
+from .validation import (
+    CertificateRequest,
+    InvalidSubmission,
+    purchaser_json,
+    validate_filled,
+    validate_upload_fields,
+)
+
+MAX_JSON_BYTES = 2 * 1024 * 1024
+# Multipart framing and the other fields ride on top of the file's own cap.
+MAX_MULTIPART_BYTES = uploads.MAX_UPLOAD_BYTES + 64 * 1024
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get("idempotency-key", "").strip()
+    if not key:
+        raise HTTPProblem(
+            400, "missing_idempotency_key",
+            "Send an Idempotency-Key header (a random id made once per certificate, reused "
+            "on retries) so a retried submission never makes a second certificate.",
+        )
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise HTTPProblem(
+            400, "bad_idempotency_key",
+            f"The Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} printable characters.",
+        )
+    return key
+
+
+def _payload(request: CertificateRequest, buyer: Buyer, today: dt.date) -> dict[str, Any]:
+    profile = buyer.profile
+    return {
+        "zones": list(request.zones),
+        "reason": request.reason,
+        "exemptionNumber": request.exemption_number,
+        "taxIdType": request.tax_id_type,
+        "purchaser": purchaser_json(request.purchaser) if request.purchaser else None,
+        "signature": (
+            {"type": request.signature.kind, "name": request.signature.name}
+            if request.signature else None
+        ),
+        "signedDate": today.isoformat(),
+        "expirationDate": request.expiration_date.isoformat() if request.expiration_date else None,
+        "exemptPercentage": request.exempt_percentage,
+        "customer": {"name": profile.name, "email": profile.email} if profile.name else None,
+    }
+
+
+def _render_pdf(request: CertificateRequest, reference: str, today: dt.date) -> bytes:
+    assert request.purchaser is not None and request.signature is not None
+    signature = request.signature
+    return render_certificate_pdf(
+        FilledCertificate(
+            zones=request.zones,
+            reason=request.reason,
+            exemption_number=request.exemption_number,
+            tax_id_type=request.tax_id_type,
+            purchaser=request.purchaser,
+            signer_name=signature.name or request.purchaser.name,
+            signature=signature.png if signature.kind == "drawn" else signature.name,
+            signed_date=today,
+            reference=reference,
+            expiration_date=request.expiration_date,
+            exempt_percentage=request.exempt_percentage,
+        )
+    )
+
+
+async def _filled(request: Request) -> tuple[CertificateRequest, str, bytes | None]:
+    body = await read_body(request, limit=MAX_JSON_BYTES)
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HTTPProblem(400, "malformed_json", f"The body is not valid JSON: {exc}.") from exc
+    validated = validate_filled(data)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return validated, hashlib.sha256(canonical).hexdigest(), None
+
+
+async def _uploaded(
+    request: Request,
+) -> tuple[CertificateRequest, str, uploads.UploadedDocument]:
+    body = await read_body(request, limit=MAX_MULTIPART_BYTES)
+    parsed = Request(request.scope, replay(body))
+    try:
+        form = await parsed.form(max_files=1, max_fields=200)
+    except Exception as exc:  # python-multipart raises several types for broken framing
+        raise HTTPProblem(
+            400, "malformed_multipart", f"The upload could not be read as a form: {exc}."
+        ) from exc
+    try:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise HTTPProblem(
+                422, "invalid_fields", "Choose the certificate file to upload.",
+                fields={"file": "Choose the certificate file to upload (PDF, PNG, JPEG or TIFF)."},
+            )
+        content = await file.read()
+        fields = {
+            "zones": [value for value in form.getlist("zones") if isinstance(value, str)],
+            "reason": form.get("reason"),
+            "exemptionNumber": form.get("exemptionNumber"),
+        }
+        validated = validate_upload_fields(fields)
+        try:
+            document = await to_thread.run_sync(
+                lambda: uploads.check_upload(
+                    content, filename=file.filename or "certificate", declared_type=file.content_type
+                )
+            )
+        except uploads.UploadRejected as exc:
+            raise HTTPProblem(
+                exc.status, exc.code, exc.message, fields={"file": exc.message}
+            ) from exc
+    finally:
+        await form.close()
+    digest = hashlib.sha256(
+        json.dumps(fields, sort_keys=True).encode() + hashlib.sha256(content).digest()
+    ).hexdigest()
+    return validated, digest, document
+
+
+async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) -> Response:
+    """Handle ``POST {prefix}/certificates`` for an authenticated, same-origin buyer."""
+    key = _idempotency_key(request)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    document: uploads.UploadedDocument | None = None
+    try:
+        if media_type == "application/json":
+            validated, body_hash, _ = await _filled(request)
+        elif media_type == "multipart/form-data":
+            validated, body_hash, document = await _uploaded(request)
+        else:
+            raise HTTPProblem(
+                415, "unsupported_media_type",
+                "Send a filled-in certificate as application/json or an uploaded one as "
+                "multipart/form-data.",
+            )
+    except InvalidSubmission as exc:
+        raise HTTPProblem(422, "invalid_fields", exc.message, fields=exc.fields) from exc
+
+    if not validated.zones:
+        return json_response({"notNeeded": True, "zones": list(validated.not_needed)})
+
+    today = dt.date.today()
+    payload = _payload(validated, buyer, today)
+    if document is None:
+        try:
+            pdf = await to_thread.run_sync(lambda: _render_pdf(validated, key, today))
+        except ValueError as exc:  # a signature image the PDF library cannot read
+            raise HTTPProblem(
+                422, "invalid_fields", "The drawn signature could not be read; draw it again.",
+                fields={"signature.image": "The drawn signature could not be read; draw it again."},
+            ) from exc
+        content, stored_type, filename = pdf, "application/pdf", "certificate.pdf"
+    else:
+        content, stored_type, filename = document.content, document.media_type, document.filename
+
+    new = NewSubmission(
+        customer=buyer.code,
+        guest=buyer.guest,
+        idempotency_key=key,
+        body_hash=body_hash,
+        kind="upload" if document is not None else "filled",
+        payload=payload,
+        document=content,
+        media_type=stored_type,
+        filename=filename,
+    )
+    submission, created = await to_thread.run_sync(runtime.outbox.add, new)
+    if not created and submission.body_hash != body_hash:
+        raise HTTPProblem(
+            409, "idempotency_key_reused",
+            "This Idempotency-Key was already used for a different certificate. Make a new key "
+            "for a new certificate.",
+        )
+    if created:
+        runtime.ensure_started()
+        submission = await _deliver_briefly(runtime, submission)
+    exemptions = runtime.submission_exemptions(submission)
+    response = _answer(submission, exemptions, validated.not_needed)
+    runtime.remember_submission(response, request, submission)
+    if created:
+        await runtime.notify(request, exemptions)
+    return response
+
+
+async def _deliver_briefly(runtime: Runtime, submission: Submission) -> Submission:
+    """Give delivery ``deliver_wait`` seconds; past that the background deliverer takes over."""
+    attempt = asyncio.ensure_future(runtime.deliverer.deliver_now(submission.id))
+    try:
+        done = await asyncio.wait_for(asyncio.shield(attempt), runtime.settings.deliver_wait)
+    except TimeoutError:
+        runtime.deliverer.wake()
+        return submission
+    except Exception:
+        with contextlib.suppress(Exception):
+            attempt.exception()
+        runtime.deliverer.wake()
+        return submission
+    if done is None or done.state != "delivered":
+        runtime.deliverer.wake()
+    return done or submission
+
+
+def _answer(
+    submission: Submission, exemptions: list[Any], not_needed: tuple[str, ...]
+) -> JSONResponse:
+    delivered = submission.state == "delivered"
+    return json_response(
+        {
+            "submission": {
+                "id": submission.id,
+                "status": "delivered" if delivered else "received",
+                "zones": submission.zones,
+                "reason": submission.payload.get("reason"),
+                "notNeededZones": list(not_needed),
+            },
+            "exemptions": [exemption.to_json() for exemption in exemptions],
+        },
+        status=201 if delivered else 202,
+    )

@@ -1,0 +1,234 @@
+"""CertWidgetMiddleware: one ``add_middleware`` line and the checkout collects certificates.
+
+    from certwidget import CertWidgetMiddleware
+
+    app.add_middleware(
+        CertWidgetMiddleware,
+        secret_key=os.environ["CERTWIDGET_SECRET"],
+        customer=lambda request: request.session.get("customer_number"),
+        ship_zone=lambda request: request.session.get("ship_to_state"),
+    )
+
+Pure ASGI: a request outside the prefix and the inject paths costs one dictionary write and two
+string checks, and is handed to the app with its own ``receive`` and ``send``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .assets import Assets
+from .buyers import CustomerCallable
+from .endpoints import Endpoints
+from .exemptions import SCOPE_KEY
+from .injection import HtmlInjector
+from .providers.base import CertificateProvider
+from .runtime import CertificateHook, Runtime, Settings, ShipZoneCallable
+from .snippet import SnippetRenderer
+from .tokens import normalize_keys
+
+InjectRule = Sequence[str] | Callable[[HTTPConnection], bool]
+LOCALES = ("en", "es")
+
+
+def _compile_paths(patterns: Sequence[str]) -> re.Pattern[str]:
+    """One regex for all inject globs; a plain path also covers the paths below it."""
+    parts = []
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern.startswith("/"):
+            raise ValueError(f"inject paths must be strings starting with '/', got {pattern!r}")
+        if any(ch in pattern for ch in "*?["):
+            parts.append(fnmatch.translate(pattern))  # anchored with its own \Z
+        else:
+            stem = re.escape(pattern.rstrip("/") or "/")
+            parts.append(f"(?s:{stem}(?:/.*)?)\\Z")
+    return re.compile("|".join(f"(?:{part})" for part in parts))
+
+
+class CertWidgetMiddleware:
+    """Collects tax-exemption certificates at the checkout of a Starlette or FastAPI shop.
+
+    Options (all keyword-only):
+
+    - ``secret_key``: signs widget tokens and cookies; a list (oldest first) rotates keys.
+    - ``provider``: a :class:`~certwidget.providers.CertificateProvider`; None runs the embedded
+      sandbox in-process on a SQLite file next to ``database``.
+    - ``inject``: path globs (``"/checkout"`` also covers ``/checkout/...``) or a predicate
+      ``inject(request) -> bool`` choosing the HTML pages that get the widget.
+    - ``customer``: ``customer(request)`` (sync or async) answers the signed-in buyer (a customer
+      number, a CustomerProfile or a mapping) or None for a guest.
+    - ``ship_zone``: ``ship_zone(request)`` answers the order's ship-to state, pre-selected.
+    - ``prefix``: where the widget's endpoints live (default ``/certwidget``).
+    - ``on_certificate``: ``on_certificate(request, exemption)`` (sync or async), called for
+      each zone once a submission is stored, and when a buyer uses a certificate on file.
+    - ``database``: the outbox's SQLite file (default ``.certwidget/certwidget.sqlite3``).
+    - ``accept_pending``: let on-file certificates still Pending review exempt orders.
+    - ``token_max_age``: widget token lifetime in seconds (default 1800).
+    - ``allowed_origins``: other origins allowed to call the endpoints (default none).
+    - ``locale``: the widget's default language, ``"en"`` or ``"es"``.
+    - ``cookie_secure``: force the Secure cookie flag (default: when the request is https).
+    - ``deliver_wait``: seconds intake waits for the provider before answering 202.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        secret_key: str | bytes | Sequence[str | bytes],
+        provider: CertificateProvider | None = None,
+        inject: InjectRule = ("/checkout",),
+        customer: CustomerCallable | None = None,
+        ship_zone: ShipZoneCallable | None = None,
+        prefix: str = "/certwidget",
+        on_certificate: CertificateHook | None = None,
+        database: str | os.PathLike[str] = ".certwidget/certwidget.sqlite3",
+        accept_pending: bool = False,
+        token_max_age: int = 1800,
+        allowed_origins: Sequence[str] = (),
+        locale: str = "en",
+        cookie_secure: bool | None = None,
+        deliver_wait: float = 2.0,
+    ) -> None:
+        self.app = app
+        keys = normalize_keys(secret_key)
+        if not (isinstance(prefix, str) and prefix.startswith("/") and len(prefix) > 1):
+            raise ValueError(f"prefix must start with '/' and name a path, got {prefix!r}")
+        prefix = prefix.rstrip("/")
+        for name, value in (
+            ("customer", customer), ("ship_zone", ship_zone), ("on_certificate", on_certificate)
+        ):
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be a callable taking the request, or None")
+        if isinstance(token_max_age, bool) or not isinstance(token_max_age, int) or not (
+            60 <= token_max_age <= 86400
+        ):
+            raise ValueError("token_max_age must be a whole number of seconds from 60 to 86400")
+        if locale not in LOCALES:
+            raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {locale!r}")
+        if isinstance(allowed_origins, str):
+            raise TypeError("allowed_origins must be a list of origins, e.g. ['https://shop.example']")
+        if callable(inject):
+            self._inject_paths: re.Pattern[str] | None = None
+            self._inject_predicate: Callable[[HTTPConnection], bool] | None = inject
+        elif isinstance(inject, str):
+            raise TypeError("inject must be a list of paths, e.g. ['/checkout'], or a predicate")
+        else:
+            self._inject_paths = _compile_paths(list(inject)) if inject else None
+            self._inject_predicate = None
+        if provider is not None and not isinstance(provider, CertificateProvider):
+            raise TypeError(
+                "provider must implement certwidget.providers.CertificateProvider "
+                "(e.g. CertCaptureProvider), or be None for the embedded sandbox"
+            )
+        database = Path(database)
+        if provider is None:
+            from .providers.sandbox import embedded_sandbox
+
+            provider = embedded_sandbox(database.with_name(database.stem + "-sandbox.sqlite3"))
+        settings = Settings(
+            prefix=prefix,
+            accept_pending=accept_pending,
+            token_max_age=token_max_age,
+            allowed_origins=tuple(allowed_origins),
+            locale=locale,
+            cookie_secure=cookie_secure,
+            deliver_wait=deliver_wait,
+            database=database,
+        )
+        self.runtime = Runtime(
+            provider=provider,
+            keys=keys,
+            customer=customer,
+            ship_zone=ship_zone,
+            on_certificate=on_certificate,
+            settings=settings,
+        )
+        self._prefix = prefix
+        self._prefix_slash = prefix + "/"
+        assets = Assets()
+        self._endpoints = Endpoints(self.runtime, assets)
+        self._snippet = SnippetRenderer(
+            js_url=f"{prefix}/static/{assets.urls['certwidget.js']}",
+            css_url=f"{prefix}/static/{assets.urls['certwidget.css']}",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type == "http":
+            scope[SCOPE_KEY] = self.runtime
+            path: str = scope["path"]
+            if path.startswith(self._prefix_slash) or path == self._prefix:
+                self.runtime.ensure_started()
+                await self._endpoints(scope, receive, send)
+                return
+            if self._should_inject(scope, path):
+                await self._inject(scope, receive, send)
+                return
+        elif scope_type == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        elif scope_type == "websocket":
+            scope[SCOPE_KEY] = self.runtime
+        await self.app(scope, receive, send)
+
+    def _should_inject(self, scope: Scope, path: str) -> bool:
+        if self._inject_paths is not None:
+            return self._inject_paths.match(path) is not None
+        if self._inject_predicate is not None:
+            return bool(self._inject_predicate(HTTPConnection(scope)))
+        return False
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # Resume deliveries a previous process acknowledged but did not finish.
+                self.runtime.ensure_started()
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.shutdown()
+            return message
+
+        return wrapped
+
+    async def _inject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        config = await self._page_config(request)
+        state: dict[str, Any] = scope.setdefault("state", {})
+
+        def render(csp_nonce: str | None) -> tuple[bytes, bytes]:
+            nonce = state.get("csp_nonce") or csp_nonce
+            return self._snippet.render(config, nonce), b""
+
+        injector = HtmlInjector(send, method=scope["method"], render=render)
+        await self.app(scope, receive, injector)
+
+    async def _page_config(self, request: Request) -> dict[str, Any]:
+        runtime = self.runtime
+        profile = await runtime.buyers.signed_in(request)
+        purchaser = None
+        if profile is not None:
+            purchaser = {
+                "name": profile.name,
+                "line1": profile.line1,
+                "city": profile.city,
+                "region": profile.region,
+                "postalCode": profile.postal_code,
+                "country": profile.country,
+                "email": profile.email,
+            }
+        return {
+            "endpoint": self._prefix,
+            "shipZone": await runtime.ship_zone(request),
+            "locale": runtime.settings.locale,
+            "signedIn": profile is not None,
+            "purchaser": purchaser,
+        }
+

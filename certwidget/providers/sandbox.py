@@ -1,0 +1,49 @@
+"""The embedded sandbox as a provider: the zero-configuration default.
+
+The CertCapture-compatible sandbox app runs in-process; the ordinary CertCapture client talks
+to it through httpx's ASGI transport, so the middleware exercises exactly the code path it uses
+against a real CertCapture server, with no network and no account.
+
+    provider = embedded_sandbox(".certwidget/certwidget-sandbox.sqlite3")
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import httpx
+from starlette.applications import Starlette
+
+from .certcapture import CertCaptureProvider
+
+SANDBOX_BASE_URL = "http://certwidget-sandbox.invalid/v2"
+
+
+class EmbeddedSandbox(CertCaptureProvider):
+    """The CertCapture provider wired to an in-process sandbox; ``app`` is that sandbox."""
+
+    name = "sandbox"
+
+    def __init__(self, app: Starlette, *, username: str, password: str) -> None:
+        super().__init__(
+            SANDBOX_BASE_URL,
+            username=username,
+            password=password,
+            transport=httpx.ASGITransport(app=app),
+            retries=2,
+        )
+        self.app = app
+
+
+def embedded_sandbox(
+    db_path: str | os.PathLike[str], *, username: str = "sandbox", password: str | None = None
+) -> EmbeddedSandbox:
+    """A CertCapture provider backed by an in-process sandbox on the SQLite file ``db_path``."""
+    from ..sandbox import create_app
+
+    # The in-process sandbox is reachable only through this object, so a random password
+    # costs nothing and keeps a guessable credential out of every log and response.
+    password = password or secrets.token_urlsafe(24)
+    app = create_app(db_path=db_path, username=username, password=password)
+    return EmbeddedSandbox(app, username=username, password=password)

@@ -1,0 +1,287 @@
+"""The middleware's shared state: provider, outbox, tokens, buyers and the exemption lookup.
+
+One :class:`Runtime` exists per middleware instance. Requests reach it through
+``scope["certwidget"]`` so that ``exemption_for(request, zone)`` works in any route of the shop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from . import catalog
+from .buyers import GUEST_COOKIE, GUEST_COOKIE_MAX_AGE, Buyer, BuyerResolver, CustomerCallable
+from .delivery import Deliverer
+from .exemptions import Exemption
+from .minting import UpstreamTokens
+from .outbox import Outbox, Submission
+from .providers.base import CertificateProvider, ProviderCertificate, ProviderError
+from .tokens import CHECKOUT_COOKIE_SALT, Signed, TokenRejected, WidgetTokens
+
+logger = logging.getLogger("certwidget")
+
+CHECKOUT_COOKIE = "certwidget_checkout"
+CHECKOUT_COOKIE_MAX_AGE = 60 * 60 * 24
+MAX_CHECKOUT_ENTRIES = 8
+ON_FILE_TTL = 30.0
+
+CertificateHook = Callable[[HTTPConnection, Exemption], Awaitable[None] | None]
+ShipZoneCallable = Callable[[HTTPConnection], str | None | Awaitable[str | None]]
+
+
+@dataclass(slots=True)
+class _OnFile:
+    certificates: list[ProviderCertificate]
+    fetched_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Options of :class:`CertWidgetMiddleware`, checked once at construction."""
+
+    prefix: str = "/certwidget"
+    accept_pending: bool = False
+    token_max_age: int = 1800
+    allowed_origins: tuple[str, ...] = ()
+    locale: str = "en"
+    cookie_secure: bool | None = None
+    deliver_wait: float = 2.0
+    provider_timeout: float = 5.0
+    database: Path = field(default_factory=lambda: Path(".certwidget/certwidget.sqlite3"))
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        provider: CertificateProvider,
+        keys: list[bytes],
+        customer: CustomerCallable | None,
+        ship_zone: ShipZoneCallable | None,
+        on_certificate: CertificateHook | None,
+        settings: Settings,
+    ) -> None:
+        self.provider = provider
+        self.settings = settings
+        self.tokens = WidgetTokens(keys, max_age=settings.token_max_age)
+        self.buyers = BuyerResolver(customer, keys)
+        self.upstream = UpstreamTokens(provider)
+        self.outbox = Outbox(settings.database)
+        self.deliverer = Deliverer(self.outbox, provider, on_delivered=self._delivered)
+        self._checkout = Signed(keys, salt=CHECKOUT_COOKIE_SALT, max_age=CHECKOUT_COOKIE_MAX_AGE)
+        self._ship_zone = ship_zone
+        self._on_certificate = on_certificate
+        self._on_file: dict[str, _OnFile] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def ensure_started(self) -> None:
+        """Start background delivery once an event loop runs (idempotent, cheap)."""
+        if not self.deliverer.running:
+            self.deliverer.start()
+
+    async def shutdown(self) -> None:
+        await self.deliverer.stop()
+        await self.provider.aclose()
+
+    def _delivered(self, submission: Submission) -> None:
+        # A new certificate at the provider: the buyer's on-file list is stale now.
+        self._on_file.pop(submission.customer, None)
+
+    # -- buyers and tokens -----------------------------------------------------------------
+
+    async def buyer(self, connection: HTTPConnection, *, create_guest: bool = False) -> Buyer | None:
+        return await self.buyers.resolve(connection, create_guest=create_guest)
+
+    async def ship_zone(self, connection: HTTPConnection) -> str | None:
+        if self._ship_zone is None:
+            return None
+        value = self._ship_zone(connection)
+        if inspect.isawaitable(value):
+            value = await value
+        if not value:
+            return None
+        try:
+            return catalog.zone(str(value)).code
+        except catalog.UnknownZone:
+            logger.warning("certwidget: ship_zone(request) returned unknown zone %r", value)
+            return None
+
+    def cookie_secure(self, connection: HTTPConnection) -> bool:
+        if self.settings.cookie_secure is not None:
+            return self.settings.cookie_secure
+        return connection.url.scheme == "https"
+
+    def set_guest_cookie(self, response: Response, connection: HTTPConnection, buyer: Buyer) -> None:
+        if buyer.set_guest_cookie:
+            response.set_cookie(
+                GUEST_COOKIE,
+                buyer.set_guest_cookie,
+                max_age=GUEST_COOKIE_MAX_AGE,
+                httponly=True,
+                samesite="lax",
+                secure=self.cookie_secure(connection),
+                path="/",
+            )
+
+    def verify_token(self, token: str) -> Any:
+        return self.tokens.verify(token)
+
+    # -- checkout cookie -------------------------------------------------------------------
+
+    def checkout_entries(self, connection: HTTPConnection) -> list[dict[str, Any]]:
+        raw = connection.cookies.get(CHECKOUT_COOKIE)
+        if not raw:
+            return []
+        try:
+            value = self._checkout.loads(raw)
+        except TokenRejected:
+            return []
+        if not isinstance(value, list):
+            return []
+        return [entry for entry in value if isinstance(entry, dict)]
+
+    def remember_submission(
+        self, response: Response, connection: HTTPConnection, submission: Submission
+    ) -> None:
+        """Carry the fresh submission in a signed, HttpOnly cookie for ``exemption_for``."""
+        entries = [
+            entry for entry in self.checkout_entries(connection) if entry.get("s") != submission.id
+        ]
+        entries.append({"s": submission.id, "c": submission.customer, "z": submission.zones})
+        response.set_cookie(
+            CHECKOUT_COOKIE,
+            self._checkout.dumps(entries[-MAX_CHECKOUT_ENTRIES:]),
+            max_age=CHECKOUT_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="lax",
+            secure=self.cookie_secure(connection),
+            path="/",
+        )
+
+    # -- exemptions ------------------------------------------------------------------------
+
+    def submission_exemptions(self, submission: Submission) -> list[Exemption]:
+        payload = submission.payload
+        reason = str(payload.get("reason", ""))
+        certificates: dict[str, str] = submission.progress.get("certificates", {})
+        numbers: dict[str, str] = submission.progress.get("numbers", {})
+        expiry = payload.get("expirationDate")
+        result = []
+        for zone in submission.zones:
+            certificate_id = certificates.get(zone)
+            result.append(
+                Exemption(
+                    zone=zone,
+                    reason=reason,
+                    reason_name=_reason_name(reason),
+                    exempt_percentage=float(payload.get("exemptPercentage", 100.0)),
+                    status="Pending" if certificate_id else "Received",
+                    reference=numbers.get(zone) or certificate_id or submission.id,
+                    expiration_date=dt.date.fromisoformat(expiry) if expiry else None,
+                    certificate_id=certificate_id,
+                    submission_id=submission.id,
+                    source="submission",
+                )
+            )
+        return result
+
+    def on_file_is_usable(self, certificate: ProviderCertificate, today: dt.date) -> bool:
+        allowed = ("Active", "Pending") if self.settings.accept_pending else ("Active",)
+        if certificate.status not in allowed:
+            return False
+        return certificate.expiration_date is None or certificate.expiration_date >= today
+
+    def on_file_exemption(self, certificate: ProviderCertificate) -> Exemption:
+        return Exemption(
+            zone=certificate.zone,
+            reason=certificate.reason,
+            reason_name=_reason_name(certificate.reason),
+            exempt_percentage=certificate.exempt_percentage,
+            status=certificate.status,
+            reference=certificate.number or certificate.id,
+            expiration_date=certificate.expiration_date,
+            certificate_id=certificate.id,
+            source="on_file",
+        )
+
+    async def certificates_on_file(self, customer: str) -> list[ProviderCertificate]:
+        """The buyer's certificates at the provider, cached briefly; stale when it is down."""
+        cached = self._on_file.get(customer)
+        if cached is not None and time.monotonic() - cached.fetched_at < ON_FILE_TTL:
+            return cached.certificates
+        try:
+            certificates = await asyncio.wait_for(
+                self.provider.certificates_for(customer), self.settings.provider_timeout
+            )
+        except (ProviderError, TimeoutError) as exc:
+            # The checkout must not break because the provider is slow or down: answer what
+            # we last knew (possibly nothing, which taxes the order: the safe side).
+            logger.warning("certwidget: certificates for %s unavailable: %s", customer, exc)
+            return cached.certificates if cached is not None else []
+        self._on_file[customer] = _OnFile(certificates, time.monotonic())
+        return certificates
+
+    async def exemption_for(self, connection: HTTPConnection, zone: str) -> Exemption | None:
+        if not isinstance(zone, str):
+            raise TypeError(f"zone must be a state code such as 'WA', not {type(zone).__name__}")
+        try:
+            code = catalog.zone(zone).code
+        except catalog.UnknownZone:
+            return None
+        buyer = await self.buyer(connection)
+        if buyer is None:
+            return None
+        for entry in reversed(self.checkout_entries(connection)):
+            if entry.get("c") != buyer.code or code not in entry.get("z", ()):
+                continue
+            submission = await to_thread.run_sync(self.outbox.get, str(entry.get("s")))
+            if submission is None or submission.state == "failed":
+                continue
+            for exemption in self.submission_exemptions(submission):
+                if exemption.zone == code:
+                    return exemption
+        today = dt.date.today()
+        usable = [
+            certificate
+            for certificate in await self.certificates_on_file(buyer.code)
+            if certificate.zone == code and self.on_file_is_usable(certificate, today)
+        ]
+        if not usable:
+            return None
+        # Prefer Active over Pending, then the one valid longest.
+        best = max(
+            usable,
+            key=lambda c: (c.status == "Active", c.expiration_date or dt.date.max),
+        )
+        return self.on_file_exemption(best)
+
+    async def notify(self, connection: HTTPConnection, exemptions: Sequence[Exemption]) -> None:
+        """Call the shop's ``on_certificate`` hook; its failure never fails the buyer."""
+        if self._on_certificate is None:
+            return
+        for exemption in exemptions:
+            try:
+                result = self._on_certificate(connection, exemption)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("certwidget: on_certificate hook failed for %s", exemption)
+
+
+def _reason_name(code: str) -> str:
+    try:
+        return catalog.reason(code).name
+    except KeyError:
+        return code

@@ -1,0 +1,569 @@
+"""The sandbox's SQLite store: customers, certificates, attachments, tokens, idempotency keys.
+
+One connection in WAL mode, shared by threads behind a lock: the sandbox is a test double and a
+demo server, so one writer at a time is plenty, and WAL lets another process (a second sandbox
+on the same file, the ``sqlite3`` shell) read while it writes. Every method is blocking; the HTTP
+layer calls them in a worker thread so the event loop never waits on the disk.
+
+Records come back already shaped as the CertCapture API shows them (camelCase keys, string ids),
+so the endpoints only decide *who* may see *what*.
+
+    >>> store = SandboxStore(":memory:")
+    >>> customer = store.create_customer({"customerCode": "C-1", "name": "Acme"})
+    >>> customer["id"], customer["customerCode"]
+    ('1', 'C-1')
+    >>> store.close()
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ApiError
+
+#: The customer fields besides ``customerCode``, named as the API names them.
+CUSTOMER_FIELDS = (
+    "name",
+    "line1",
+    "city",
+    "region",
+    "postalCode",
+    "country",
+    "emailAddress",
+    "phoneNumber",
+)
+
+#: The attribute list every sandbox starts with (CertCapture ships a similar system list).
+SEED_ATTRIBUTES = (
+    (1, "Resale", "Purchaser resells the goods in the regular course of business", True),
+    (2, "Manufacturing", "Goods become a component of a product manufactured for sale", True),
+    (3, "Direct pay", "Purchaser holds a direct pay permit and remits the tax itself", True),
+    (4, "Agricultural production", "Goods are used directly in farming or ranching", True),
+    (5, "Nonprofit organization", "Purchaser is a qualifying charitable organization", True),
+    (6, "Government", "Purchaser is a federal, state or local government agency", True),
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS customers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    customerCode TEXT NOT NULL UNIQUE,
+    {", ".join(f'"{name}" TEXT' for name in CUSTOMER_FIELDS)},
+    createdDate TEXT NOT NULL,
+    modifiedDate TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    customer_id INTEGER REFERENCES customers(id),
+    status TEXT NOT NULL,
+    exemptionNumber TEXT,
+    exemptionReason TEXT NOT NULL,
+    exposureZone TEXT NOT NULL,
+    signedDate TEXT,
+    expirationDate TEXT,
+    exemptPercentage REAL NOT NULL,
+    attributes TEXT NOT NULL,
+    createdDate TEXT NOT NULL,
+    modifiedDate TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificates_by_customer ON certificates(customer_id);
+CREATE TABLE IF NOT EXISTS attachments (
+    certificate_id INTEGER PRIMARY KEY REFERENCES certificates(id) ON DELETE CASCADE,
+    media_type TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content BLOB NOT NULL,
+    uploaded TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    digest TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    expires TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (scope, operation, key)
+);
+CREATE TABLE IF NOT EXISTS attributes (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    isSystemCode INTEGER NOT NULL
+);
+"""
+
+# A certificate past its expiration date reads as Expired whatever was stored, unless it was
+# revoked: computed in SQL so the status filter and the page agree.
+_EFFECTIVE_STATUS = (
+    "CASE WHEN c.status != 'Revoked' AND c.expirationDate IS NOT NULL"
+    " AND c.expirationDate < :today THEN 'Expired' ELSE c.status END"
+)
+
+_CERTIFICATE_SELECT = f"""
+SELECT c.*, {_EFFECTIVE_STATUS} AS effective_status,
+       u.id AS u_id, u.customerCode AS u_customerCode,
+       {", ".join(f'u."{name}" AS "u_{name}"' for name in CUSTOMER_FIELDS)}
+FROM certificates AS c LEFT JOIN customers AS u ON u.id = c.customer_id
+"""
+
+TokenKind = Literal["full", "ecommerce"]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso_datetime(moment: dt.datetime) -> str:
+    """An RFC 3339 UTC timestamp, as the API shows ``createdDate`` and ``expiresAt``."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _row_id(ref: str) -> int | None:
+    """The integer row id in a path segment, or None when it cannot be one."""
+    # isascii: str.isdigit() also accepts digits such as "²" that int() rejects.
+    if ref.isascii() and ref.isdigit() and len(ref) < 19:
+        return int(ref)
+    return None
+
+
+def _digest(token: str) -> str:
+    # Only a digest is stored, so a copied database file does not hand out live tokens.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """What a Bearer token stands for: full rights of a user, or one customer's widget."""
+
+    kind: TokenKind
+    #: The username for a full token, the customer's id for an ecommerce token.
+    subject: str
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An ``Idempotency-Key`` in the scope of the credentials that sent it."""
+
+    scope: str
+    key: str
+    #: A digest of the request body: the same key with another body is a client bug.
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFields:
+    """A checked certificate body. On update, ``None`` customer or status keeps the stored one."""
+
+    exemption_reason: str
+    exposure_zone: str
+    exemption_number: str | None = None
+    signed_date: dt.date | None = None
+    expiration_date: dt.date | None = None
+    exempt_percentage: float = 100.0
+    customer_id: int | None = None
+    attributes: list[dict[str, Any]] = field(default_factory=list)
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    content: bytes
+    media_type: str
+    filename: str
+
+
+class SandboxStore:
+    """The sandbox's data on one SQLite file (or ``":memory:"``); safe to share across threads."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        #: Replaceable so tests can move time forward (token expiry, Expired certificates).
+        self.clock = clock
+        self._lock = threading.RLock()
+        # isolation_level=None: transactions are opened explicitly (BEGIN IMMEDIATE) below.
+        self._db = sqlite3.connect(
+            os.fspath(path), check_same_thread=False, isolation_level=None, timeout=10
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL survives a crash of the process; only a power cut may lose the last
+        # commits, which is fine for a sandbox and keeps each write free of an fsync.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            # executescript commits on its own; the statements are idempotent.
+            self._db.executescript(_SCHEMA)
+        with self._write() as db:
+            db.executemany("INSERT OR IGNORE INTO attributes VALUES (?, ?, ?, ?)", SEED_ATTRIBUTES)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so another process writing the same file
+        # makes us wait (up to the timeout) instead of failing halfway through.
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _now(self) -> str:
+        return iso_datetime(self.clock())
+
+    def _today(self) -> str:
+        return self.clock().astimezone(dt.UTC).date().isoformat()
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def issue_token(self, kind: TokenKind, subject: str, ttl: int) -> tuple[str, dt.datetime]:
+        """A new random Bearer token for ``subject``, valid for ``ttl`` seconds."""
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        expires = now + dt.timedelta(seconds=ttl)
+        with self._write() as db:
+            # Expired tokens are useless; dropping them here keeps the table small.
+            db.execute("DELETE FROM tokens WHERE expires <= ?", (iso_datetime(now),))
+            db.execute(
+                "INSERT INTO tokens VALUES (?, ?, ?, ?)",
+                (_digest(token), kind, subject, iso_datetime(expires)),
+            )
+        return token, expires.replace(microsecond=0)
+
+    def lookup_token(self, token: str) -> TokenGrant | None:
+        """What ``token`` grants, or ``None`` if it is unknown or expired."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT kind, subject, expires FROM tokens WHERE digest = ?", (_digest(token),)
+            ).fetchone()
+        if row is None:
+            return None
+        expires = dt.datetime.fromisoformat(row["expires"])
+        if expires <= self.clock():
+            return None
+        return TokenGrant(kind=row["kind"], subject=row["subject"], expires_at=expires)
+
+    # -- idempotency ---------------------------------------------------------------------------
+
+    def _replay(
+        self, db: sqlite3.Connection, operation: str, idem: Idempotency | None
+    ) -> dict[str, Any] | None:
+        if idem is None:
+            return None
+        row = db.execute(
+            "SELECT fingerprint, body FROM idempotency WHERE scope=? AND operation=? AND key=?",
+            (idem.scope, operation, idem.key),
+        ).fetchone()
+        if row is None:
+            return None
+        if row["fingerprint"] != idem.fingerprint:
+            raise ApiError(
+                409,
+                "idempotency_key_reused",
+                f"Idempotency-Key {idem.key!r} was already used with a different request body; "
+                "use a new key for a new request",
+            )
+        body: dict[str, Any] = json.loads(row["body"])
+        return body
+
+    def _remember(
+        self,
+        db: sqlite3.Connection,
+        operation: str,
+        idem: Idempotency | None,
+        body: dict[str, Any],
+    ) -> None:
+        if idem is not None:
+            db.execute(
+                "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                (idem.scope, operation, idem.key, idem.fingerprint, json.dumps(body)),
+            )
+
+    # -- customers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _customer(row: sqlite3.Row, prefix: str = "") -> dict[str, Any]:
+        customer = {"id": str(row[f"{prefix}id"]), "customerCode": row[f"{prefix}customerCode"]}
+        for name in CUSTOMER_FIELDS:
+            if row[f"{prefix}{name}"] is not None:
+                customer[name] = row[f"{prefix}{name}"]
+        return customer
+
+    def _find_customer_row(
+        self, db: sqlite3.Connection, ref: str, *, code_only: bool = False
+    ) -> sqlite3.Row | None:
+        # The customer code first: it is how shops (and the middleware) know their buyers, and
+        # shop customer numbers are often digits that could collide with our ids.
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM customers WHERE customerCode = ?", (ref,)
+        ).fetchone()
+        row_id = _row_id(ref)
+        if row is None and row_id is not None and not code_only:
+            row = db.execute("SELECT * FROM customers WHERE id = ?", (row_id,)).fetchone()
+        return row
+
+    def find_customer(self, ref: str, *, code_only: bool = False) -> dict[str, Any] | None:
+        """The customer whose customerCode (or else, unless ``code_only``, id) is ``ref``."""
+        with self._read() as db:
+            row = self._find_customer_row(db, ref, code_only=code_only)
+        return None if row is None else self._customer(row)
+
+    def create_customer(
+        self, fields: dict[str, str | None], *, idempotency: Idempotency | None = None
+    ) -> dict[str, Any]:
+        """Create a customer from ``customerCode`` and any of :data:`CUSTOMER_FIELDS`."""
+        with self._write() as db:
+            replayed = self._replay(db, "createCustomer", idempotency)
+            if replayed is not None:
+                return replayed
+            code = fields["customerCode"]
+            self._check_code_free(db, code, None)
+            now = self._now()
+            values = [fields.get(name) for name in CUSTOMER_FIELDS]
+            columns = ", ".join(f'"{name}"' for name in CUSTOMER_FIELDS)
+            cursor = db.execute(
+                f"INSERT INTO customers (customerCode, {columns}, createdDate, modifiedDate) "
+                f"VALUES (?, {', '.join('?' * len(CUSTOMER_FIELDS))}, ?, ?)",
+                (code, *values, now, now),
+            )
+            row = db.execute("SELECT * FROM customers WHERE id = ?", (cursor.lastrowid,)).fetchone()
+            customer = self._customer(row)
+            self._remember(db, "createCustomer", idempotency, customer)
+            return customer
+
+    @staticmethod
+    def _check_code_free(db: sqlite3.Connection, code: str | None, own_id: int | None) -> None:
+        row = db.execute("SELECT id FROM customers WHERE customerCode = ?", (code,)).fetchone()
+        if row is not None and row["id"] != own_id:
+            raise ApiError(
+                409,
+                "conflict",
+                f"A customer with customerCode {code!r} already exists (id {row['id']}); "
+                "update it with PUT /customers/{id} instead",
+            )
+
+    def update_customer(self, ref: str, fields: dict[str, str | None]) -> dict[str, Any] | None:
+        """Replace a customer's fields; a missing ``customerCode`` keeps the current one."""
+        with self._write() as db:
+            row = self._find_customer_row(db, ref)
+            if row is None:
+                return None
+            code = fields.get("customerCode") or row["customerCode"]
+            self._check_code_free(db, code, row["id"])
+            assignments = ", ".join(f'"{name}" = ?' for name in CUSTOMER_FIELDS)
+            db.execute(
+                f"UPDATE customers SET customerCode = ?, {assignments}, modifiedDate = ? "
+                "WHERE id = ?",
+                (code, *(fields.get(name) for name in CUSTOMER_FIELDS), self._now(), row["id"]),
+            )
+            updated = db.execute("SELECT * FROM customers WHERE id = ?", (row["id"],)).fetchone()
+            return self._customer(updated)
+
+    def list_customers(self, *, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        with self._read() as db:
+            total = db.execute("SELECT COUNT(*) FROM customers").fetchone()[0]
+            rows = db.execute(
+                "SELECT * FROM customers ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
+        return total, [self._customer(row) for row in rows]
+
+    # -- certificates --------------------------------------------------------------------------
+
+    def _certificate(self, row: sqlite3.Row) -> dict[str, Any]:
+        certificate: dict[str, Any] = {
+            "id": str(row["id"]),
+            "certificateNumber": f"CERT-{row['id']:06d}",
+            "status": row["effective_status"],
+            "exemptionReason": row["exemptionReason"],
+            "exposureZone": row["exposureZone"],
+            "exemptPercentage": row["exemptPercentage"],
+            "attributes": json.loads(row["attributes"]),
+            "createdDate": row["createdDate"],
+            "modifiedDate": row["modifiedDate"],
+        }
+        for name in ("exemptionNumber", "signedDate", "expirationDate"):
+            if row[name] is not None:
+                certificate[name] = row[name]
+        if row["u_id"] is not None:
+            certificate["customer"] = self._customer(row, prefix="u_")
+        return certificate
+
+    def _certificate_by_id(self, db: sqlite3.Connection, ref: str) -> dict[str, Any] | None:
+        row_id = _row_id(ref)
+        if row_id is None:
+            return None
+        row = db.execute(
+            f"{_CERTIFICATE_SELECT} WHERE c.id = :id", {"id": row_id, "today": self._today()}
+        ).fetchone()
+        return None if row is None else self._certificate(row)
+
+    def get_certificate(self, ref: str) -> dict[str, Any] | None:
+        with self._read() as db:
+            return self._certificate_by_id(db, ref)
+
+    def create_certificate(
+        self, fields: CertificateFields, *, idempotency: Idempotency | None = None
+    ) -> dict[str, Any]:
+        """Create a certificate; it starts ``Pending`` unless ``fields.status`` says otherwise."""
+        with self._write() as db:
+            replayed = self._replay(db, "createCertificate", idempotency)
+            if replayed is not None:
+                return replayed
+            now = self._now()
+            cursor = db.execute(
+                "INSERT INTO certificates (customer_id, status, exemptionNumber, exemptionReason,"
+                " exposureZone, signedDate, expirationDate, exemptPercentage, attributes,"
+                " createdDate, modifiedDate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (fields.customer_id, fields.status or "Pending", *self._columns(fields), now, now),
+            )
+            certificate = self._certificate_by_id(db, str(cursor.lastrowid))
+            assert certificate is not None
+            self._remember(db, "createCertificate", idempotency, certificate)
+            return certificate
+
+    @staticmethod
+    def _columns(fields: CertificateFields) -> tuple[Any, ...]:
+        return (
+            fields.exemption_number,
+            fields.exemption_reason,
+            fields.exposure_zone,
+            fields.signed_date and fields.signed_date.isoformat(),
+            fields.expiration_date and fields.expiration_date.isoformat(),
+            fields.exempt_percentage,
+            json.dumps(fields.attributes),
+        )
+
+    def update_certificate(self, ref: str, fields: CertificateFields) -> dict[str, Any] | None:
+        """Replace a certificate's fields (the id, number and createdDate stay)."""
+        with self._write() as db:
+            current = self._certificate_by_id(db, ref)
+            if current is None:
+                return None
+            db.execute(
+                "UPDATE certificates SET customer_id = COALESCE(?, customer_id),"
+                " status = COALESCE(?, status), exemptionNumber = ?, exemptionReason = ?,"
+                " exposureZone = ?, signedDate = ?, expirationDate = ?, exemptPercentage = ?,"
+                " attributes = ?, modifiedDate = ? WHERE id = ?",
+                (
+                    fields.customer_id,
+                    fields.status,
+                    *self._columns(fields),
+                    self._now(),
+                    int(current["id"]),
+                ),
+            )
+            return self._certificate_by_id(db, ref)
+
+    def delete_certificate(self, ref: str) -> bool:
+        """Delete a certificate and its attachment; ``False`` if there was none."""
+        row_id = _row_id(ref)
+        if row_id is None:
+            return False
+        with self._write() as db:
+            db.execute("DELETE FROM attachments WHERE certificate_id = ?", (row_id,))
+            return db.execute("DELETE FROM certificates WHERE id = ?", (row_id,)).rowcount > 0
+
+    def list_certificates(
+        self,
+        *,
+        status: str | None = None,
+        customer_id: int | None = None,
+        limit: int,
+        offset: int,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """One page of certificates, filtered by effective status and customer."""
+        where = []
+        params: dict[str, Any] = {"today": self._today(), "limit": limit, "offset": offset}
+        if status is not None:
+            where.append(f"{_EFFECTIVE_STATUS} = :status")
+            params["status"] = status
+        if customer_id is not None:
+            where.append("c.customer_id = :customer")
+            params["customer"] = customer_id
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as db:
+            total = db.execute(
+                f"SELECT COUNT(*) FROM certificates AS c{clause}", params
+            ).fetchone()[0]
+            rows = db.execute(
+                f"{_CERTIFICATE_SELECT}{clause} ORDER BY c.id LIMIT :limit OFFSET :offset", params
+            ).fetchall()
+        return total, [self._certificate(row) for row in rows]
+
+    # -- attachments ---------------------------------------------------------------------------
+
+    def put_attachment(self, ref: str, attachment: Attachment) -> dict[str, Any] | None:
+        """Store (or replace) a certificate's document; ``None`` if the certificate is unknown."""
+        with self._write() as db:
+            certificate = self._certificate_by_id(db, ref)
+            if certificate is None:
+                return None
+            row_id, now = int(certificate["id"]), self._now()
+            db.execute(
+                "INSERT OR REPLACE INTO attachments VALUES (?, ?, ?, ?, ?)",
+                (row_id, attachment.media_type, attachment.filename, attachment.content, now),
+            )
+            db.execute("UPDATE certificates SET modifiedDate = ? WHERE id = ?", (now, row_id))
+        return {
+            "certificateId": certificate["id"],
+            "fileName": attachment.filename,
+            "mediaType": attachment.media_type,
+            "size": len(attachment.content),
+            "uploadedDate": now,
+        }
+
+    def get_attachment(self, ref: str) -> Attachment | None:
+        row_id = _row_id(ref)
+        if row_id is None:
+            return None
+        with self._read() as db:
+            row = db.execute(
+                "SELECT content, media_type, filename FROM attachments WHERE certificate_id = ?",
+                (row_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Attachment(bytes(row["content"]), row["media_type"], row["filename"])
+
+    # -- attributes ----------------------------------------------------------------------------
+
+    def list_attributes(self) -> list[dict[str, Any]]:
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM attributes ORDER BY id").fetchall()
+        return [
+            {
+                "id": row["id"],
+                "name": row["name"],
+                "description": row["description"],
+                "isSystemCode": bool(row["isSystemCode"]),
+            }
+            for row in rows
+        ]

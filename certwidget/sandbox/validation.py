@@ -1,0 +1,214 @@
+"""Turning what a client sent into checked Python values, or into a 4xx that says what to fix.
+
+Each reader names the field and shows what was received, so a message such as
+``expirationDate must be a date in YYYY-MM-DD form, got '2024-13-40'`` is enough to fix a request.
+
+    >>> parse_date({"signedDate": "2024-05-01"}, "signedDate")
+    datetime.date(2024, 5, 1)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+
+from .errors import ApiError, bad_request
+
+#: JSON bodies are small records; anything larger is a mistake or an attack.
+MAX_JSON_BYTES = 1024 * 1024
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+CERTIFICATE_STATUSES = ("Active", "Expired", "Revoked", "Pending")
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DIGITS = re.compile(r"[+-]?[0-9]{1,18}")
+_UNSIGNED = re.compile(r"[0-9]{1,30}")
+# SQLite stores 64-bit integers; an offset beyond this can only be past the last row.
+_MAX_OFFSET = 2**62
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """A short, printable rendering of a client value for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    The declared Content-Length is checked before reading; a chunked body is counted as it
+    arrives, so an oversized body is never held in memory.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and _UNSIGNED.fullmatch(declared) and int(declared) > limit:
+        raise too_large(limit)
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise too_large(limit)
+    return bytes(received)
+
+
+def too_large(limit: int) -> ApiError:
+    size = f"{limit // (1024 * 1024)} MB" if limit >= 1024 * 1024 else f"{limit} bytes"
+    return ApiError(413, "payload_too_large", f"The request body is larger than {size}")
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The JSON object in the request body (400 if malformed, 413 if huge, 415 if not JSON)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Send the body as application/json, not {_show(media_type)}",
+        )
+    raw = await read_body(request, MAX_JSON_BYTES)
+    if not raw.strip():
+        raise bad_request("The request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+        # Lone surrogates ("\ud800") parse but cannot be stored or sent back as UTF-8.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeError:
+        raise bad_request("The request body is not valid UTF-8 JSON") from None
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise bad_request(f"The request body must be a JSON object, got {type_name(data)}")
+    return data
+
+
+def type_name(value: object) -> str:
+    """The JSON name of a Python value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def optional_string(body: Mapping[str, Any], field: str) -> str | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad_request(f"{field} must be a string, got {type_name(value)}")
+    return value
+
+
+def required_string(body: Mapping[str, Any], field: str) -> str:
+    value = optional_string(body, field)
+    if value is None or not value.strip():
+        raise bad_request(f"{field} is required")
+    return value
+
+
+def parse_date(body: Mapping[str, Any], field: str) -> dt.date | None:
+    value = optional_string(body, field)
+    if value is None:
+        return None
+    if _DATE.fullmatch(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise bad_request(f"{field} must be a date in YYYY-MM-DD form, got {_show(value)}")
+
+
+def parse_percentage(body: Mapping[str, Any], field: str) -> float | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_request(f"{field} must be a number from 0 to 100, got {type_name(value)}")
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise bad_request(f"{field} must be a number from 0 to 100, got {_show(value)}")
+    return float(value)
+
+
+def parse_optional_int(body: Mapping[str, Any], field: str) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"{field} must be an integer, got {type_name(value)}")
+    return value
+
+
+def parse_attributes(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The certificate's ``attributes``: CertAttribute objects, each field type-checked."""
+    value = body.get("attributes")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_request(f"attributes must be an array, got {type_name(value)}")
+    kinds: dict[str, tuple[type, str]] = {
+        "id": (int, "an integer"),
+        "name": (str, "a string"),
+        "description": (str, "a string"),
+        "isSystemCode": (bool, "a boolean"),
+    }
+    attributes = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise bad_request(f"attributes[{index}] must be an object, got {type_name(item)}")
+        clean: dict[str, Any] = {}
+        for name, (kind, label) in kinds.items():
+            field = item.get(name)
+            if field is None:
+                continue
+            # bool is an int in Python; an attribute id of `true` is still a type error.
+            if not isinstance(field, kind) or (kind is int and isinstance(field, bool)):
+                raise bad_request(
+                    f"attributes[{index}].{name} must be {label}, got {type_name(field)}"
+                )
+            clean[name] = field
+        attributes.append(clean)
+    return attributes
+
+
+def query_int(request: Request, name: str, default: int, *, maximum: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    limit = f" and at most {maximum}" if maximum is not None else ""
+    if not _DIGITS.fullmatch(raw) or int(raw) < 1 or (maximum is not None and int(raw) > maximum):
+        raise bad_request(f"{name} must be an integer of at least 1{limit}, got {_show(raw)}")
+    return int(raw)
+
+
+class Page:
+    """``page`` and ``pageSize`` from the query string, checked, with the SQL offset."""
+
+    def __init__(self, request: Request) -> None:
+        self.number = query_int(request, "page", 1)
+        self.size = query_int(request, "pageSize", DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        self.offset = min((self.number - 1) * self.size, _MAX_OFFSET)
+
+
+def status_filter(request: Request) -> str | None:
+    raw = request.query_params.get("status")
+    if raw is None:
+        return None
+    if raw not in CERTIFICATE_STATUSES:
+        allowed = ", ".join(CERTIFICATE_STATUSES)
+        raise bad_request(f"status must be one of {allowed}, got {_show(raw)}")
+    return raw

@@ -1,0 +1,391 @@
+"""Checks on an uploaded certificate document, by its content rather than its name or label.
+
+A buyer may upload a PDF, PNG, JPEG or TIFF of at most :data:`MAX_UPLOAD_BYTES`. What the file
+*is* comes from its first bytes (the browser's ``Content-Type`` and the file name are only
+claims), images must have a sane size header, and a PDF must open with pypdf within a hard time
+budget so a hostile file cannot tie up the server.
+
+>>> sniff_media_type(b"%PDF-1.7 ...")
+'application/pdf'
+>>> sanitize_filename("../../etc/scan.PNG", "image/png")
+'scan.png'
+
+:func:`check_upload` may block for up to :data:`PDF_CHECK_SECONDS` on a PDF; call it from a
+worker thread (or ``await check_upload_async(...)``), never directly on the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import struct
+import subprocess
+import sys
+import unicodedata
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+__all__ = [
+    "ACCEPTED_TYPES",
+    "MAX_UPLOAD_BYTES",
+    "PDF_CHECK_SECONDS",
+    "UploadRejected",
+    "UploadedDocument",
+    "check_upload",
+    "check_upload_async",
+    "image_dimensions",
+    "sanitize_filename",
+    "sniff_media_type",
+]
+
+logger = logging.getLogger("certwidget.uploads")
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+# Wall-clock budget for opening a PDF, interpreter start-up included (about 0.3 s of it).
+PDF_CHECK_SECONDS = 1.5
+
+# Above Pillow's default decompression-bomb threshold (~89 Mpx) a reviewer's viewer may refuse the
+# image; a 600 dpi scan of a letter page is about 34 Mpx.
+MAX_IMAGE_PIXELS = 89_478_485
+
+MAX_FILENAME_CHARS = 120
+
+# The accepted types, with the extension a stored file gets and the ones that may stay.
+ACCEPTED_TYPES: dict[str, tuple[str, ...]] = {
+    "application/pdf": (".pdf",),
+    "image/png": (".png",),
+    "image/jpeg": (".jpg", ".jpeg", ".jpe"),
+    "image/tiff": (".tif", ".tiff"),
+}
+_ACCEPTED_NAMES = "PDF, PNG, JPEG or TIFF"
+
+# Magic numbers, written out by hand rather than taken from a library (puremagic, filetype): we
+# accept four formats whose signatures have been fixed for decades, and a dependency would add
+# hundreds of signatures we must not accept anyway. PDF readers tolerate junk before "%PDF-",
+# but we do not: a file that starts as something else (HTML, an executable) is something else.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "application/pdf"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"II*\x00", "image/tiff"),  # little-endian TIFF
+    (b"MM\x00*", "image/tiff"),  # big-endian TIFF
+)
+
+
+class UploadRejected(Exception):
+    """An upload the widget must refuse; ``status`` and ``code`` go straight into the answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"UploadRejected({self.status}, {self.code!r}, {self.message!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedDocument:
+    """An upload that passed the checks: the bytes, what they are, and a safe name for them."""
+
+    content: bytes
+    media_type: str
+    filename: str
+
+
+def sniff_media_type(head: bytes) -> str | None:
+    """The media type of a file from its first bytes (16 are plenty), or None if not accepted."""
+    for magic, media_type in _MAGIC:
+        if head.startswith(magic):
+            return media_type
+    return None
+
+
+def check_upload(
+    content: bytes,
+    *,
+    filename: str,
+    declared_type: str | None,
+    pdf_timeout: float | None = None,
+) -> UploadedDocument:
+    """Check an uploaded document and return it with its real media type and a safe file name.
+
+    Raises :class:`UploadRejected`: 400 empty, 413 too large, 415 not a PDF/PNG/JPEG/TIFF by
+    content, 422 a file of an accepted type that is corrupt, unreadable in time, or absurd.
+    ``declared_type`` is what the browser claimed; the content decides, the claim only makes a
+    better message.
+    """
+    if not content:
+        raise UploadRejected(400, "empty_file", "The uploaded file is empty.")
+    if len(content) > MAX_UPLOAD_BYTES:
+        raise UploadRejected(
+            413,
+            "file_too_large",
+            f"The file is {len(content) / 1_048_576:.1f} MB; upload at most "
+            f"{MAX_UPLOAD_BYTES // 1_048_576} MB.",
+        )
+    media_type = sniff_media_type(content[:16])
+    if media_type is None:
+        claimed = _printable(declared_type or "", 80)
+        said = f" (it was sent as {claimed})" if claimed else ""
+        raise UploadRejected(
+            415,
+            "unsupported_file_type",
+            f"The file is not a {_ACCEPTED_NAMES} document{said}; upload one of those.",
+        )
+    if media_type == "application/pdf":
+        _check_pdf(content, PDF_CHECK_SECONDS if pdf_timeout is None else pdf_timeout)
+    else:
+        try:
+            width, height = image_dimensions(content, media_type)
+        except ValueError as exc:
+            raise _unreadable(f"The image could not be read ({exc}).") from None
+        if width * height > MAX_IMAGE_PIXELS:
+            raise _unreadable(
+                f"The image is {width} x {height} pixels, too large to review; "
+                "scan it at a lower resolution (300 dpi is plenty)."
+            )
+    return UploadedDocument(content, media_type, sanitize_filename(filename, media_type))
+
+
+async def check_upload_async(
+    content: bytes, *, filename: str, declared_type: str | None
+) -> UploadedDocument:
+    """:func:`check_upload` in a worker thread, so the PDF check never blocks the event loop."""
+    call = functools.partial(check_upload, content, filename=filename, declared_type=declared_type)
+    return await anyio.to_thread.run_sync(call)
+
+
+def sanitize_filename(filename: str, media_type: str) -> str:
+    """A file name safe to store and show: base name only, no control or format characters, at
+    most 120 characters, ending in an extension that matches the content.
+
+    >>> sanitize_filename("C:\\\\Users\\\\me\\\\cert\\u202egpj.pdf", "application/pdf")
+    'certgpj.pdf'
+    """
+    name = unicodedata.normalize("NFC", filename)
+    # Browsers send a base name, but old ones (and scripts) send full Windows or POSIX paths.
+    name = re.split(r"[\\/]", name)[-1]
+    # Cc: control characters (NUL, newlines: header and log injection); Cf: format characters
+    # such as U+202E RIGHT-TO-LEFT OVERRIDE, which make "exe.pdf" display as "fdp.exe";
+    # Cs: lone surrogates from undecodable bytes, which cannot be encoded anywhere.
+    name = "".join(
+        ch for ch in name if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Zl", "Zp"}
+    )
+    # Leading dots hide a file on Unix; trailing dots and spaces are dropped by Windows.
+    name = name.strip(" .")
+    stem, ext = os.path.splitext(name)
+    allowed = ACCEPTED_TYPES[media_type]
+    if ext.lower() in allowed:
+        ext = ext.lower()
+    else:
+        # The content wins: a PNG named "cert.pdf" becomes "cert.png", and "scan" gets ".pdf".
+        if ext.lower() not in {e for exts in ACCEPTED_TYPES.values() for e in exts}:
+            stem = name
+        ext = allowed[0]
+    stem = stem.strip(" .") or "certificate"
+    return stem[: MAX_FILENAME_CHARS - len(ext)].rstrip(" .") + ext
+
+
+def image_dimensions(content: bytes, media_type: str) -> tuple[int, int]:
+    """(width, height) from an image's header, read cheaply; ValueError when it makes no sense.
+
+    Only the header is read: PNG's IHDR chunk, JPEG's start-of-frame segment, TIFF's first IFD.
+    """
+    if media_type == "image/png":
+        width, height = _png_size(content)
+    elif media_type == "image/jpeg":
+        width, height = _jpeg_size(content)
+    elif media_type == "image/tiff":
+        width, height = _tiff_size(content)
+    else:
+        raise ValueError(f"not an image type: {media_type}")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"it claims to be {width} x {height} pixels")
+    return width, height
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    # The PNG spec requires IHDR to be the first chunk: length 13, then width and height.
+    if len(data) < 33 or data[8:16] != b"\x00\x00\x00\x0dIHDR":
+        raise ValueError("no PNG header chunk")
+    width, height = struct.unpack(">II", data[16:24])
+    if width > 2**31 - 1 or height > 2**31 - 1:
+        raise ValueError("PNG dimensions out of range")
+    return int(width), int(height)
+
+
+# Start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC), which share the range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RST0-7, SOI.
+_JPEG_STANDALONE = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    pos = 2
+    # Each step moves forward by at least one byte, and the count is capped besides, so a file
+    # made of fill bytes cannot keep us walking for long.
+    for _ in range(100_000):
+        if pos + 4 > len(data):
+            break
+        if data[pos] != 0xFF:
+            raise ValueError("broken JPEG segment structure")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker in {0xD9, 0xDA}:  # end of image / start of scan before any frame header
+            break
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if length < 2:
+            raise ValueError("broken JPEG segment length")
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return int(width), int(height)
+        pos += 2 + length
+    raise ValueError("no JPEG frame header")
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    order = "<" if data[:2] == b"II" else ">"
+    if len(data) < 8:
+        raise ValueError("truncated TIFF header")
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    if ifd < 8 or ifd + 2 > len(data):
+        raise ValueError("TIFF directory outside the file")
+    (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
+    if count == 0 or ifd + 2 + 12 * count > len(data):
+        raise ValueError("truncated TIFF directory")
+    size: dict[int, int] = {}
+    for i in range(count):
+        entry = ifd + 2 + 12 * i
+        tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
+        if tag in (256, 257):  # ImageWidth, ImageLength
+            if kind == 3:  # SHORT, left-justified in the value field
+                (value,) = struct.unpack(order + "H", data[entry + 8 : entry + 10])
+            elif kind == 4:  # LONG
+                (value,) = struct.unpack(order + "I", data[entry + 8 : entry + 12])
+            else:
+                raise ValueError("TIFF size tag of an unexpected type")
+            size[tag] = int(value)
+    if 256 not in size or 257 not in size:
+        raise ValueError("TIFF without width and height")
+    return size[256], size[257]
+
+
+# The PDF check: a few structural facts read from the ends of the file (instant), then pypdf
+# counting pages in a child process that is killed when its time is up. pypdf has no time limit of
+# its own, and a thread cannot be stopped, so a separate process is the only hard bound; it also
+# caps the parser's memory. The child runs isolated (-I: no environment, no current directory).
+_PDF_TAIL = 2048
+_STARTXREF = re.compile(rb"startxref\s+(\d+)")
+_PROBE_MEMORY_BYTES = 1 << 30
+_PROBE_SOURCE = f"""
+import io, json, sys
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, ({_PROBE_MEMORY_BYTES}, {_PROBE_MEMORY_BYTES}))
+except Exception:
+    pass
+try:
+    from pypdf import PdfReader
+except Exception:
+    print(json.dumps({{"ok": None, "why": "pypdf is not installed"}}))
+    sys.exit(0)
+data = sys.stdin.buffer.read()
+try:
+    reader = PdfReader(io.BytesIO(data), strict=False)
+    if reader.is_encrypted:
+        try:
+            opened = reader.decrypt("")
+        except Exception:
+            # Typically AES without the optional crypto package: it is a real PDF we cannot
+            # look inside; the structure was sound enough to get this far.
+            print(json.dumps({{"ok": True, "pages": None}}))
+            sys.exit(0)
+        if not opened:
+            print(json.dumps({{"ok": False, "why": "it is protected by a password"}}))
+            sys.exit(0)
+    pages = len(reader.pages)
+except BaseException as exc:
+    print(json.dumps({{"ok": False, "why": type(exc).__name__}}))
+    sys.exit(0)
+if pages < 1:
+    print(json.dumps({{"ok": False, "why": "it has no pages"}}))
+else:
+    print(json.dumps({{"ok": True, "pages": pages}}))
+"""
+
+
+def _unreadable(message: str) -> UploadRejected:
+    return UploadRejected(422, "unreadable_file", message)
+
+
+def _check_pdf(content: bytes, timeout: float) -> None:
+    again = " Save or export it as a PDF again and upload the new file."
+    if not re.match(rb"%PDF-[12]\.\d", content):
+        raise _unreadable("The PDF header is broken." + again)
+    tail = content[-_PDF_TAIL:]
+    if b"%%EOF" not in tail:
+        raise _unreadable("The PDF is incomplete (it has no end marker)." + again)
+    found = _STARTXREF.findall(tail)
+    if not found or int(found[-1]) >= len(content):
+        raise _unreadable("The PDF's cross-reference table is missing." + again)
+    if not sys.executable:
+        logger.warning("no Python executable to run the PDF check in; structure checked only")
+        return
+    try:
+        # The command is fixed (this interpreter, our own source); the upload only goes to stdin.
+        result = subprocess.run(  # noqa: S603
+            [sys.executable, "-I", "-c", _PROBE_SOURCE],
+            input=content,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise _unreadable(
+            "The PDF took too long to read; it may be damaged or unusually complex." + again
+        ) from None
+    except OSError:
+        # Failing to start a process is our problem, not the buyer's: keep the structural check.
+        logger.warning("could not start the PDF check; structure checked only", exc_info=True)
+        return
+    verdict = _probe_verdict(result.stdout)
+    if verdict is None:
+        raise _unreadable("The PDF could not be read." + again)
+    ok = verdict.get("ok")
+    if ok is None:
+        logger.warning("PDF check unavailable (%s); structure checked only", verdict.get("why"))
+    elif not ok:
+        why = str(verdict.get("why", "damaged"))
+        detail = why if " " in why else "it is damaged"
+        raise _unreadable(f"The PDF could not be read: {detail}." + again)
+
+
+def _probe_verdict(stdout: bytes) -> dict[str, object] | None:
+    # The child was killed (memory cap) or crashed when its last line is not our JSON.
+    lines = stdout.strip().splitlines()
+    if not lines:
+        return None
+    try:
+        verdict = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return verdict if isinstance(verdict, dict) else None
+
+
+def _printable(text: str, limit: int) -> str:
+    cleaned = "".join(ch for ch in text if ch.isprintable())
+    return cleaned[:limit]

@@ -1,0 +1,294 @@
+"""Validation of what the widget submits, with a message per field a buyer can act on.
+
+Every problem is collected, not just the first, so the widget can show the whole error summary
+at once. Field paths follow the JSON (``purchaser.name``, ``zones``, ``signature.image``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from . import catalog
+from .documents import Purchaser, TaxIdType
+
+MAX_TEXT = 200
+MAX_NUMBER = 64
+MAX_ZONES = 60
+MAX_SIGNATURE_BYTES = 1024 * 1024
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TAX_ID_TYPES: tuple[TaxIdType, ...] = ("state", "fein", "foreign")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_DATA_URL_PREFIX = "data:image/png;base64,"
+
+
+class InvalidSubmission(Exception):
+    """One or more fields are invalid; ``fields`` maps each field path to its message."""
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self.fields = dict(fields)
+        names = ", ".join(self.fields)
+        super().__init__(f"Please correct: {names}.")
+        self.message = f"Some details need your attention: {names}."
+
+
+def purchaser_json(purchaser: Purchaser) -> dict[str, str]:
+    """The purchaser in the widget protocol's field names."""
+    return {
+        "name": purchaser.name,
+        "line1": purchaser.line1,
+        "city": purchaser.city,
+        "region": purchaser.region,
+        "postalCode": purchaser.postal_code,
+        "country": purchaser.country,
+        "email": purchaser.email,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    kind: Literal["drawn", "typed"]
+    #: The signer's typed name, or the purchaser's name for a drawn signature.
+    name: str
+    png: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRequest:
+    """A validated submission: a filled-in form (``signature`` set) or an upload."""
+
+    zones: tuple[str, ...]
+    reason: str
+    exemption_number: str
+    purchaser: Purchaser | None
+    signature: Signature | None = None
+    tax_id_type: TaxIdType = "state"
+    expiration_date: dt.date | None = None
+    exempt_percentage: float = 100.0
+    #: Zones the buyer named that levy no sales tax: nothing to certify there.
+    not_needed: tuple[str, ...] = field(default=())
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+
+    def add(self, path: str, message: str) -> None:
+        self.fields.setdefault(path, message)
+
+
+def _text(
+    data: Mapping[str, Any], key: str, path: str, errors: _Errors, *, required: bool,
+    label: str, limit: int = MAX_TEXT,
+) -> str:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            errors.add(path, f"Enter the {label}.")
+        return ""
+    if not isinstance(value, str):
+        errors.add(path, f"The {label} must be text.")
+        return ""
+    value = value.strip()
+    if required and not value:
+        errors.add(path, f"Enter the {label}.")
+    if len(value) > limit:
+        errors.add(path, f"The {label} must be at most {limit} characters.")
+    if any(ord(ch) < 32 for ch in value):
+        errors.add(path, f"The {label} must not contain control characters.")
+    return value
+
+
+def _zones(raw: Any, errors: _Errors) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, Sequence) or not raw:
+        errors.add("zones", "Choose at least one state.")
+        return (), ()
+    if len(raw) > MAX_ZONES:
+        errors.add("zones", f"Choose at most {MAX_ZONES} states.")
+        return (), ()
+    taxable: list[str] = []
+    not_needed: list[str] = []
+    for item in raw:
+        if not isinstance(item, str):
+            errors.add("zones", "States must be given as two-letter codes such as WA.")
+            continue
+        try:
+            zone = catalog.zone(item.strip())
+        except catalog.UnknownZone:
+            errors.add("zones", f"{item[:20]!r} is not a US state we know; use a code such as WA.")
+            continue
+        bucket = taxable if catalog.needs_certificate(zone.code) else not_needed
+        if zone.code not in bucket:
+            bucket.append(zone.code)
+    return tuple(taxable), tuple(not_needed)
+
+
+def _reason(raw: Any, zones: Sequence[str], errors: _Errors) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        errors.add("reason", "Choose the reason for the exemption.")
+        return ""
+    code = raw.strip().upper()
+    try:
+        reason = catalog.reason(code)
+    except KeyError:
+        errors.add("reason", f"{raw[:20]!r} is not an exemption reason; choose one from the list.")
+        return ""
+    for zone in zones:
+        if all(accepted.code != reason.code for accepted in catalog.reasons_for(zone)):
+            name = catalog.zone(zone).name
+            errors.add("reason", f"{name}'s form does not accept '{reason.name}'; choose another.")
+            break
+    return reason.code
+
+
+def _purchaser(raw: Any, errors: _Errors) -> Purchaser | None:
+    if not isinstance(raw, Mapping):
+        errors.add("purchaser.name", "Enter the purchaser's name.")
+        return None
+    name = _text(raw, "name", "purchaser.name", errors, required=True, label="purchaser's name")
+    line1 = _text(raw, "line1", "purchaser.line1", errors, required=True, label="street address")
+    city = _text(raw, "city", "purchaser.city", errors, required=True, label="city")
+    region = _text(raw, "region", "purchaser.region", errors, required=True, label="state")
+    postal = _text(
+        raw, "postalCode", "purchaser.postalCode", errors, required=True, label="ZIP code", limit=20
+    )
+    country = _text(raw, "country", "purchaser.country", errors, required=False, label="country")
+    email = _text(raw, "email", "purchaser.email", errors, required=False, label="email address")
+    if email and not _EMAIL.match(email):
+        errors.add("purchaser.email", "Enter an email address such as name@example.com.")
+    return Purchaser(name, line1, city, region, postal, country or "US", email)
+
+
+def _signature(raw: Any, purchaser: Purchaser | None, errors: _Errors) -> Signature | None:
+    if not isinstance(raw, Mapping) or raw.get("type") not in ("drawn", "typed"):
+        errors.add("signature", "Sign the certificate: draw your signature or type your name.")
+        return None
+    if raw["type"] == "typed":
+        name = _text(raw, "name", "signature.name", errors, required=True, label="full name")
+        return Signature("typed", name)
+    image = raw.get("image")
+    if not isinstance(image, str) or not image.startswith(_DATA_URL_PREFIX):
+        errors.add("signature.image", "Draw your signature, or type your name instead.")
+        return None
+    try:
+        png = base64.b64decode(image[len(_DATA_URL_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        errors.add("signature.image", "The drawn signature could not be read; draw it again.")
+        return None
+    if len(png) > MAX_SIGNATURE_BYTES or not png.startswith(PNG_MAGIC):
+        errors.add("signature.image", "The drawn signature could not be read; draw it again.")
+        return None
+    return Signature("drawn", purchaser.name if purchaser else "", png)
+
+
+def _number(raw: Any, reason: str, zones: Sequence[str], errors: _Errors) -> str:
+    number = _text(
+        {"n": raw}, "n", "exemptionNumber", errors, required=False,
+        label="exemption or permit number", limit=MAX_NUMBER,
+    )
+    if not number:
+        if reason and catalog.reason(reason).number_required:
+            errors.add("exemptionNumber", "Enter the exemption or permit number for this reason.")
+        return ""
+    for zone in zones:
+        problem = catalog.check_number(zone, number)
+        if problem:
+            errors.add("exemptionNumber", problem)
+            break
+    return number
+
+
+def _expiration(raw: Any, errors: _Errors, today: dt.date) -> dt.date | None:
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str):
+        errors.add("expirationDate", "Enter the expiry date as YYYY-MM-DD.")
+        return None
+    try:
+        value = dt.date.fromisoformat(raw)
+    except ValueError:
+        errors.add("expirationDate", "Enter the expiry date as YYYY-MM-DD.")
+        return None
+    if value <= today:
+        errors.add("expirationDate", "The expiry date must be in the future.")
+    return value
+
+
+def _percentage(raw: Any, errors: _Errors) -> float:
+    if raw is None:
+        return 100.0
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        errors.add("exemptPercentage", "The exempt percentage must be a number from 1 to 100.")
+        return 100.0
+    if not 0 < raw <= 100:
+        errors.add("exemptPercentage", "The exempt percentage must be a number from 1 to 100.")
+    return float(raw)
+
+
+def _common(data: Mapping[str, Any], errors: _Errors) -> tuple[
+    tuple[str, ...], tuple[str, ...], str, str
+]:
+    zones, not_needed = _zones(data.get("zones"), errors)
+    reason = _reason(data.get("reason"), zones, errors)
+    number = _number(data.get("exemptionNumber"), reason, zones, errors)
+    return zones, not_needed, reason, number
+
+
+def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRequest:
+    """Validate a filled-in certificate (the JSON body); raises InvalidSubmission."""
+    if not isinstance(data, Mapping):
+        raise InvalidSubmission({"body": "Send the certificate as a JSON object."})
+    errors = _Errors()
+    zones, not_needed, reason, number = _common(data, errors)
+    purchaser = _purchaser(data.get("purchaser"), errors)
+    signature = _signature(data.get("signature"), purchaser, errors)
+    if data.get("attest") is not True:
+        errors.add("attest", "Confirm that the information is correct to sign the certificate.")
+    tax_id_type: TaxIdType = "state"
+    raw_type = data.get("taxIdType") or "state"
+    if raw_type in TAX_ID_TYPES:
+        tax_id_type = raw_type
+    else:
+        errors.add("taxIdType", "Choose the type of tax ID: state, FEIN or foreign.")
+    expiration = _expiration(data.get("expirationDate"), errors, today or dt.date.today())
+    percentage = _percentage(data.get("exemptPercentage"), errors)
+    if errors.fields and zones == () and not_needed and "zones" not in errors.fields:
+        # Only no-sales-tax states: nothing else matters, the answer is "not needed".
+        errors.fields.clear()
+    if errors.fields:
+        raise InvalidSubmission(errors.fields)
+    return CertificateRequest(
+        zones=zones,
+        reason=reason,
+        exemption_number=number,
+        purchaser=purchaser,
+        signature=signature,
+        tax_id_type=tax_id_type,
+        expiration_date=expiration,
+        exempt_percentage=percentage,
+        not_needed=not_needed,
+    )
+
+
+def validate_upload_fields(data: Mapping[str, Any]) -> CertificateRequest:
+    """Validate the form fields sent with an uploaded certificate; raises InvalidSubmission."""
+    errors = _Errors()
+    zones, not_needed, reason, number = _common(data, errors)
+    if errors.fields and zones == () and not_needed and "zones" not in errors.fields:
+        errors.fields.clear()
+    if errors.fields:
+        raise InvalidSubmission(errors.fields)
+    return CertificateRequest(
+        zones=zones,
+        reason=reason,
+        exemption_number=number,
+        purchaser=None,
+        not_needed=not_needed,
+    )
