@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fpdf import FPDF
-from fpdf.enums import XPos, YPos
+from fpdf.enums import MethodReturnValue, XPos, YPos
 
 from . import catalog
 from .uploads import image_dimensions, sniff_media_type
@@ -61,8 +61,10 @@ ATTESTATION = (
 MAX_SIGNATURE_BYTES = 1024 * 1024
 MAX_SIGNATURE_SIDE = 4096
 
-# Long values wrap; capping them keeps the certificate on one page whatever a buyer pastes.
+# Long values wrap; a value longer than two lines is cut (with an ellipsis) and every value is
+# capped in characters, which keeps the certificate on one page whatever a buyer pastes.
 _MAX_FIELD_CHARS = 300
+_MAX_ROW_LINES = 2
 
 # The built-in fonts are encoded as Windows-1252: Latin-1 plus the typographic characters buyers
 # paste (dashes, curly quotes, the euro sign), all of which pypdf extracts back faithfully.
@@ -263,7 +265,26 @@ class _Certificate(FPDF):
         self.cell(self.LABEL_WIDTH, 6, pdf_text(label))
         self.set_font("helvetica", size=10)
         self.set_text_color(0, 0, 0)
-        self.multi_cell(0, 6, pdf_text(value) or "-", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        text = self._fit(pdf_text(value) or "-", _MAX_ROW_LINES)
+        self.multi_cell(0, 6, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def _fit(self, text: str, max_lines: int) -> str:
+        """``text`` cut at a word, with an ellipsis, so it wraps to at most ``max_lines`` lines."""
+
+        def lines(candidate: str) -> int:
+            wrapped = self.multi_cell(0, 6, candidate, dry_run=True, output=MethodReturnValue.LINES)
+            assert isinstance(wrapped, list)  # what output=LINES returns
+            return len(wrapped)
+
+        if lines(text) <= max_lines:
+            return text
+        words = text.split(" ")
+        # Halving the word count first keeps the number of trial layouts small.
+        while len(words) > 1 and lines(" ".join(words[: len(words) // 2]) + "…") > max_lines:
+            words = words[: len(words) // 2]
+        while len(words) > 1 and lines(" ".join(words) + "…") > max_lines:
+            words.pop()
+        return " ".join(words) + "…" if len(words) > 1 else text[:40] + "…"
 
     def signature(self, signature: bytes | str) -> None:
         top = self.get_y()

@@ -8,8 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -19,7 +17,7 @@ from .assets import Assets
 from .buyers import Buyer
 from .http import HTTPProblem, bearer_token, check_same_origin, json_response, read_body
 from .intake import receive_certificate
-from .providers.base import ProviderError
+from .providers.base import ProviderError, ProviderToken
 from .runtime import Runtime
 from .tokens import TokenRejected, WidgetClaims, fingerprint
 
@@ -117,16 +115,21 @@ class Endpoints:
         runtime.set_guest_cookie(response, request, buyer)
         return response
 
-    async def _upstream(self, buyer: Buyer) -> Any:
-        runtime = self.runtime
-        try:
-            return await runtime.upstream.get(buyer.code)
-        except ProviderError as exc:
-            if exc.status != 404:
-                raise
-        # The provider does not know this buyer yet: create it, then mint.
-        await runtime.provider.ensure_customer(buyer.profile)
-        return await runtime.upstream.get(buyer.code)
+    async def _upstream(self, buyer: Buyer) -> ProviderToken:
+        provider = self.runtime.provider
+
+        async def mint() -> ProviderToken:
+            try:
+                return await provider.mint_token(buyer.code)
+            except ProviderError as exc:
+                if exc.status != 404:
+                    raise
+            # The provider does not know this buyer yet: create it, then mint. Inside the
+            # single flight, so a burst of first visits creates the customer once.
+            await provider.ensure_customer(buyer.profile)
+            return await provider.mint_token(buyer.code)
+
+        return await self.runtime.upstream.get(buyer.code, mint)
 
     async def _requested_zones(self, request: Request) -> tuple[str, ...]:
         body = await read_body(request, limit=MAX_TOKEN_BODY)

@@ -76,6 +76,8 @@ class CertWidgetMiddleware:
     - ``locale``: the widget's default language, ``"en"`` or ``"es"``.
     - ``cookie_secure``: force the Secure cookie flag (default: when the request is https).
     - ``deliver_wait``: seconds intake waits for the provider before answering 202.
+    - ``retry_backoff``: first delay (seconds) before retrying a failed delivery; it doubles
+      per attempt, with jitter, up to five minutes.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class CertWidgetMiddleware:
         locale: str = "en",
         cookie_secure: bool | None = None,
         deliver_wait: float = 2.0,
+        retry_backoff: float = 1.0,
     ) -> None:
         self.app = app
         keys = normalize_keys(secret_key)
@@ -111,6 +114,10 @@ class CertWidgetMiddleware:
             60 <= token_max_age <= 86400
         ):
             raise ValueError("token_max_age must be a whole number of seconds from 60 to 86400")
+        if not (0 <= deliver_wait <= 30) or not (0 < retry_backoff <= 300):
+            raise ValueError(
+                "deliver_wait must be 0-30 seconds and retry_backoff more than 0, at most 300"
+            )
         if locale not in LOCALES:
             raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {locale!r}")
         if isinstance(allowed_origins, str):
@@ -141,6 +148,7 @@ class CertWidgetMiddleware:
             locale=locale,
             cookie_secure=cookie_secure,
             deliver_wait=deliver_wait,
+            retry_backoff=retry_backoff,
             database=database,
         )
         self.runtime = Runtime(

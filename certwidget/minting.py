@@ -7,6 +7,10 @@ so tokens are cached per buyer and concurrent requests for one buyer wait on a s
     cache = UpstreamTokens(provider)
     token = await cache.get("C-42")   # one provider call
     token = await cache.get("C-42")   # cached
+
+``get`` takes an optional ``mint`` coroutine function to use instead of the provider's
+``mint_token`` (the middleware's creates a customer the provider does not know yet, inside the
+same single flight).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from .providers.base import CertificateProvider, ProviderToken
 
@@ -50,24 +55,30 @@ class UpstreamTokens:
         """The cached token for a buyer, if it is still fresh; never calls the provider."""
         return self._fresh(customer)
 
-    async def get(self, customer: str) -> ProviderToken:
+    async def get(
+        self, customer: str, mint: Callable[[], Awaitable[ProviderToken]] | None = None
+    ) -> ProviderToken:
         """A fresh upstream token for ``customer``; raises the provider's errors."""
         cached = self._fresh(customer)
         if cached is not None:
             return cached
-        mint = self._inflight.get(customer)
-        if mint is None:
+        if customer not in self._inflight:
             # The mint runs as its own task so that the first requester going away (a closed
             # browser tab cancels its request) does not cancel the mint the others share.
-            mint = asyncio.ensure_future(self._mint(customer))
-            mint.add_done_callback(_retrieve_exception)
-            self._inflight[customer] = mint
-        return await asyncio.shield(mint)
+            task = asyncio.ensure_future(self._mint(customer, mint))
+            task.add_done_callback(_retrieve_exception)
+            self._inflight[customer] = task
+        return await asyncio.shield(self._inflight[customer])
 
-    async def _mint(self, customer: str) -> ProviderToken:
+    async def _mint(
+        self, customer: str, mint: Callable[[], Awaitable[ProviderToken]] | None
+    ) -> ProviderToken:
         try:
             self.upstream_calls += 1
-            token = await self._provider.mint_token(customer)
+            if mint is not None:
+                token = await mint()
+            else:
+                token = await self._provider.mint_token(customer)
             self._store(customer, token)
             return token
         finally:

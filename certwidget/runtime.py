@@ -57,6 +57,7 @@ class Settings:
     locale: str = "en"
     cookie_secure: bool | None = None
     deliver_wait: float = 2.0
+    retry_backoff: float = 1.0
     provider_timeout: float = 5.0
     database: Path = field(default_factory=lambda: Path(".certwidget/certwidget.sqlite3"))
 
@@ -78,7 +79,12 @@ class Runtime:
         self.buyers = BuyerResolver(customer, keys)
         self.upstream = UpstreamTokens(provider)
         self.outbox = Outbox(settings.database)
-        self.deliverer = Deliverer(self.outbox, provider, on_delivered=self._delivered)
+        self.deliverer = Deliverer(
+            self.outbox,
+            provider,
+            base_delay=settings.retry_backoff,
+            on_delivered=self._delivered,
+        )
         self._checkout = Signed(keys, salt=CHECKOUT_COOKIE_SALT, max_age=CHECKOUT_COOKIE_MAX_AGE)
         self._ship_zone = ship_zone
         self._on_certificate = on_certificate

@@ -298,33 +298,31 @@ try:
     resource.setrlimit(resource.RLIMIT_AS, ({_PROBE_MEMORY_BYTES}, {_PROBE_MEMORY_BYTES}))
 except Exception:
     pass
-try:
-    from pypdf import PdfReader
-except Exception:
-    print(json.dumps({{"ok": None, "why": "pypdf is not installed"}}))
-    sys.exit(0)
-data = sys.stdin.buffer.read()
-try:
-    reader = PdfReader(io.BytesIO(data), strict=False)
-    if reader.is_encrypted:
-        try:
-            opened = reader.decrypt("")
-        except Exception:
-            # Typically AES without the optional crypto package: it is a real PDF we cannot
-            # look inside; the structure was sound enough to get this far.
-            print(json.dumps({{"ok": True, "pages": None}}))
-            sys.exit(0)
-        if not opened:
-            print(json.dumps({{"ok": False, "why": "it is protected by a password"}}))
-            sys.exit(0)
-    pages = len(reader.pages)
-except BaseException as exc:
-    print(json.dumps({{"ok": False, "why": type(exc).__name__}}))
-    sys.exit(0)
-if pages < 1:
-    print(json.dumps({{"ok": False, "why": "it has no pages"}}))
-else:
-    print(json.dumps({{"ok": True, "pages": pages}}))
+
+def verdict(data):
+    try:
+        from pypdf import PdfReader
+    except Exception:
+        return {{"ok": None, "why": "pypdf is not installed"}}
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            try:
+                opened = reader.decrypt("")
+            except Exception:
+                # Typically AES without the optional crypto package: a real PDF we cannot look
+                # inside, whose structure was sound enough to get this far.
+                return {{"ok": True, "pages": None}}
+            if not opened:
+                return {{"ok": False, "why": "it is protected by a password"}}
+        pages = len(reader.pages)
+    except Exception as exc:
+        return {{"ok": False, "why": type(exc).__name__}}
+    if pages < 1:
+        return {{"ok": False, "why": "it has no pages"}}
+    return {{"ok": True, "pages": pages}}
+
+print(json.dumps(verdict(sys.stdin.buffer.read())))
 """
 
 

@@ -1,1 +1,1421 @@
-/* placeholder */
+/*! certwidget: tax-exemption certificate widget. Vanilla ES2020, no dependencies, no build step.
+ * Talks only to the shop's own CertWidgetMiddleware (docs/protocol.md). Builds every node with
+ * createElement/textContent: server and buyer data never pass through innerHTML. */
+(() => {
+  'use strict';
+  if (window.CertWidget && window.CertWidget.version) return; // loaded twice: keep the first
+
+  const VERSION = '0.1.0';
+  const SCRIPT = document.currentScript;
+  const MAX_FILE = 10 * 1024 * 1024;
+  const FILE_EXT = /\.(pdf|png|jpe?g|tiff?)$/i;
+  const ACCEPT = '.pdf,.png,.jpg,.jpeg,.tif,.tiff,application/pdf,image/png,image/jpeg,image/tiff';
+  const TIMEOUT = 20000;
+  const UPLOAD_TIMEOUT = 120000;
+  const STALE = { stale: true };
+  const DEAD_STATUSES = ['expired', 'revoked', 'invalid', 'rejected'];
+
+  // ---------------------------------------------------------------- strings (the one catalog)
+  const STRINGS = {
+    en: {
+      title: 'Tax-exempt purchase',
+      loading: 'Loading…',
+      zoneHeading: 'Where is this order shipped?',
+      zoneIntro: 'Buying for resale or for an exempt organization? Add your exemption certificate and we remove the tax.',
+      zoneLabel: 'Ship-to state',
+      chooseState: 'Choose a state',
+      addState: 'Add another state',
+      anotherState: 'Another state',
+      add: 'Add state',
+      alsoFor: 'Also signing for',
+      remove: 'Remove {name}',
+      added: '{name} added.',
+      removed: '{name} removed.',
+      already: '{name} is already on this certificate.',
+      pickFirst: 'Choose a state to add.',
+      notNeeded: 'No exemption certificate is needed for {name}.',
+      cont: 'Continue',
+      back: 'Back',
+      cancel: 'Cancel',
+      cancelled: 'Cancelled. Your order keeps its tax.',
+      edit: 'Edit',
+      onfileHeading: 'Certificates on file',
+      onfileIntro: 'You already have a certificate on file. Use it and you are done.',
+      certNo: 'Certificate {number}, {state}',
+      expires: 'Expires {date}',
+      expiresSoon: 'Expires soon: {date}',
+      noExpiry: 'Does not expire',
+      useCert: 'Use this certificate',
+      renew: 'Renew',
+      newCert: 'Add a new certificate',
+      choiceHeading: 'How would you like to provide your certificate?',
+      choiceFill: 'Fill in and sign online',
+      choiceFillHint: 'Takes about two minutes.',
+      choiceUpload: 'Upload a signed certificate',
+      fileKinds: 'PDF, PNG, JPEG or TIFF, up to 10 MB.',
+      fillHeading: 'Certificate details',
+      forStates: 'For: {states}',
+      purchaser: 'Purchaser',
+      fromAccount: 'These details come from your account.',
+      p_name: 'Purchaser name',
+      p_line1: 'Street address',
+      p_city: 'City',
+      p_region: 'State or province',
+      p_postalCode: 'ZIP or postal code',
+      p_country: 'Country',
+      p_email: 'Email',
+      optional: '(optional)',
+      reason: 'Reason for exemption',
+      chooseReason: 'Choose a reason',
+      number: 'Exemption or permit number',
+      numberHint: 'As shown on your permit or registration.',
+      taxIdType: 'Type of tax ID',
+      tax_state: 'State-issued',
+      tax_fein: 'Federal (FEIN)',
+      tax_foreign: 'Foreign diplomat',
+      signHeading: 'Sign the certificate',
+      signMethod: 'How would you like to sign?',
+      draw: 'Draw',
+      type: 'Type',
+      pad: 'Signature drawing area',
+      padHelp: 'Draw your signature in the box with a mouse, pen or finger. To use the keyboard instead, choose “Type” and type your full name.',
+      clear: 'Clear signature',
+      cleared: 'Signature cleared.',
+      typed: 'Type your full name',
+      attest: 'I certify that the information on this certificate is correct and that I am authorized to sign it for the purchaser.',
+      previewHeading: 'Review your certificate',
+      previewIntro: 'Check the details, then submit.',
+      states: 'States',
+      signature: 'Signature',
+      drawnAlt: 'Your drawn signature',
+      submit: 'Submit certificate',
+      submitting: 'Submitting…',
+      uploadHeading: 'Upload your certificate',
+      file: 'Certificate file',
+      selected: 'Selected: {name} ({size} MB). Choose another file to replace it.',
+      upload: 'Upload certificate',
+      doneHeading: 'Certificate received',
+      appliedHeading: 'Certificate applied',
+      done: 'Certificate received for {states}. Tax has been removed from your order.',
+      applied: 'Certificate on file applied for {states}. Tax has been removed from your order.',
+      pending: 'We are finishing the paperwork in the background; you do not need to do anything else.',
+      summary: 'There is a problem',
+      errorPrefix: 'Error: ',
+      netError: 'We couldn’t reach the server. Your details are kept — try again.',
+      retry: 'Retry',
+      generic: 'Something went wrong. Please try again.',
+      session: 'Your session has expired. Reload the page and try again.',
+      e_zones: 'Choose the state this order ships to.',
+      e_name: 'Enter the purchaser’s name.',
+      e_line1: 'Enter the street address.',
+      e_city: 'Enter the city.',
+      e_region: 'Enter the state or province.',
+      e_postalCode: 'Enter the ZIP or postal code.',
+      e_email: 'Enter an email address such as name@example.com.',
+      e_reason: 'Choose the reason for the exemption.',
+      e_number: 'Enter the exemption or permit number for this reason.',
+      e_numberFormat: 'Check the number for {state}: {hint}.',
+      e_numberFormatShort: 'Check the number: it is not in the format {state} uses.',
+      e_sig: 'Draw your signature, or choose “Type” and type your full name.',
+      e_sigName: 'Type your full name to sign.',
+      e_attest: 'Confirm that the information is correct to sign the certificate.',
+      e_file: 'Choose the certificate file to upload.',
+      e_fileType: 'Choose a PDF, PNG, JPEG or TIFF file.',
+      e_fileSize: 'The file is {size} MB. Choose a file of 10 MB or less.',
+    },
+    es: {
+      title: 'Compra exenta de impuestos',
+      loading: 'Cargando…',
+      zoneHeading: '¿A dónde se envía este pedido?',
+      zoneIntro: '¿Compra para reventa o para una organización exenta? Añada su certificado de exención y quitamos el impuesto.',
+      zoneLabel: 'Estado de envío',
+      chooseState: 'Elija un estado',
+      addState: 'Añadir otro estado',
+      anotherState: 'Otro estado',
+      add: 'Añadir estado',
+      alsoFor: 'También firma para',
+      remove: 'Quitar {name}',
+      added: '{name} añadido.',
+      removed: '{name} quitado.',
+      already: '{name} ya está en este certificado.',
+      pickFirst: 'Elija un estado para añadir.',
+      notNeeded: 'No se necesita certificado de exención para {name}.',
+      cont: 'Continuar',
+      back: 'Atrás',
+      cancel: 'Cancelar',
+      cancelled: 'Cancelado. Su pedido mantiene el impuesto.',
+      edit: 'Editar',
+      onfileHeading: 'Certificados registrados',
+      onfileIntro: 'Ya tiene un certificado registrado. Úselo y habrá terminado.',
+      certNo: 'Certificado {number}, {state}',
+      expires: 'Vence el {date}',
+      expiresSoon: 'Vence pronto: {date}',
+      noExpiry: 'No vence',
+      useCert: 'Usar este certificado',
+      renew: 'Renovar',
+      newCert: 'Añadir un certificado nuevo',
+      choiceHeading: '¿Cómo quiere aportar su certificado?',
+      choiceFill: 'Rellenar y firmar en línea',
+      choiceFillHint: 'Lleva unos dos minutos.',
+      choiceUpload: 'Subir un certificado firmado',
+      fileKinds: 'PDF, PNG, JPEG o TIFF, hasta 10 MB.',
+      fillHeading: 'Datos del certificado',
+      forStates: 'Para: {states}',
+      purchaser: 'Comprador',
+      fromAccount: 'Estos datos provienen de su cuenta.',
+      p_name: 'Nombre del comprador',
+      p_line1: 'Dirección',
+      p_city: 'Ciudad',
+      p_region: 'Estado o provincia',
+      p_postalCode: 'Código postal',
+      p_country: 'País',
+      p_email: 'Correo electrónico',
+      optional: '(opcional)',
+      reason: 'Motivo de la exención',
+      chooseReason: 'Elija un motivo',
+      number: 'Número de exención o permiso',
+      numberHint: 'Tal como aparece en su permiso o registro.',
+      taxIdType: 'Tipo de identificación fiscal',
+      tax_state: 'Emitida por el estado',
+      tax_fein: 'Federal (FEIN)',
+      tax_foreign: 'Diplomático extranjero',
+      signHeading: 'Firme el certificado',
+      signMethod: '¿Cómo quiere firmar?',
+      draw: 'Dibujar',
+      type: 'Escribir',
+      pad: 'Área para dibujar la firma',
+      padHelp: 'Dibuje su firma en el recuadro con el ratón, un lápiz o el dedo. Para usar el teclado, elija «Escribir» y escriba su nombre completo.',
+      clear: 'Borrar firma',
+      cleared: 'Firma borrada.',
+      typed: 'Escriba su nombre completo',
+      attest: 'Certifico que la información de este certificado es correcta y que estoy autorizado a firmarlo en nombre del comprador.',
+      previewHeading: 'Revise su certificado',
+      previewIntro: 'Compruebe los datos y envíelo.',
+      states: 'Estados',
+      signature: 'Firma',
+      drawnAlt: 'Su firma dibujada',
+      submit: 'Enviar certificado',
+      submitting: 'Enviando…',
+      uploadHeading: 'Suba su certificado',
+      file: 'Archivo del certificado',
+      selected: 'Seleccionado: {name} ({size} MB). Elija otro archivo para reemplazarlo.',
+      upload: 'Subir certificado',
+      doneHeading: 'Certificado recibido',
+      appliedHeading: 'Certificado aplicado',
+      done: 'Certificado recibido para {states}. Se ha quitado el impuesto de su pedido.',
+      applied: 'Certificado registrado aplicado para {states}. Se ha quitado el impuesto de su pedido.',
+      pending: 'Terminamos el trámite en segundo plano; no tiene que hacer nada más.',
+      summary: 'Hay un problema',
+      errorPrefix: 'Error: ',
+      netError: 'No pudimos contactar con el servidor. Sus datos se conservan; inténtelo de nuevo.',
+      retry: 'Reintentar',
+      generic: 'Algo salió mal. Inténtelo de nuevo.',
+      session: 'Su sesión ha caducado. Recargue la página e inténtelo de nuevo.',
+      e_zones: 'Elija el estado al que se envía este pedido.',
+      e_name: 'Escriba el nombre del comprador.',
+      e_line1: 'Escriba la dirección.',
+      e_city: 'Escriba la ciudad.',
+      e_region: 'Escriba el estado o la provincia.',
+      e_postalCode: 'Escriba el código postal.',
+      e_email: 'Escriba un correo electrónico como nombre@ejemplo.com.',
+      e_reason: 'Elija el motivo de la exención.',
+      e_number: 'Escriba el número de exención o permiso para este motivo.',
+      e_numberFormat: 'Revise el número: no tiene el formato que usa {state}.',
+      e_numberFormatShort: 'Revise el número: no tiene el formato que usa {state}.',
+      e_sig: 'Dibuje su firma, o elija «Escribir» y escriba su nombre completo.',
+      e_sigName: 'Escriba su nombre completo para firmar.',
+      e_attest: 'Confirme que la información es correcta para firmar el certificado.',
+      e_file: 'Elija el archivo del certificado que quiere subir.',
+      e_fileType: 'Elija un archivo PDF, PNG, JPEG o TIFF.',
+      e_fileSize: 'El archivo ocupa {size} MB. Elija uno de 10 MB o menos.',
+    },
+  };
+
+  // Purchaser fields: key, autocomplete token, required.
+  const PURCHASER = [
+    ['name', 'organization', true], ['line1', 'address-line1', true], ['city', 'address-level2', true],
+    ['region', 'address-level1', true], ['postalCode', 'postal-code', true],
+    ['country', 'country', false], ['email', 'email', false],
+  ];
+  const TAX_IDS = ['state', 'fein', 'foreign'];
+  // Server field path -> [step ('form' = fill or upload, whichever is in use), control id].
+  // Its key order is the order of the error summary.
+  const PATHS = { zones: ['zone', 'cw-zone'] };
+  PURCHASER.forEach(([k]) => { PATHS['purchaser.' + k] = ['fill', 'cw-p-' + k]; });
+  Object.assign(PATHS, {
+    reason: ['form', 'cw-reason'], exemptionNumber: ['form', 'cw-number'], taxIdType: ['fill', 'cw-taxid'],
+    file: ['upload', 'cw-file'], signature: ['sign', 'cw-sig'], 'signature.image': ['sign', 'cw-sig'],
+    'signature.name': ['sign', 'cw-sig-name'], attest: ['sign', 'cw-attest'],
+  });
+  const STEP_PATHS = {
+    zone: ['zones'],
+    fill: PURCHASER.map(([k]) => 'purchaser.' + k).concat('reason', 'exemptionNumber', 'taxIdType'),
+    sign: ['signature', 'signature.image', 'signature.name', 'attest'],
+    upload: ['reason', 'exemptionNumber', 'file'],
+  };
+  const STEP_ORDER = ['zone', 'onfile', 'choice', 'fill', 'upload', 'sign', 'preview', 'done'];
+
+  // ---------------------------------------------------------------- small helpers
+  function h(tag, props, ...kids) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (v == null || v === false) continue;
+      if (k === 'class') el.className = v;
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+    append(el, kids);
+    return el;
+  }
+  function append(el, kids) {
+    for (const kid of kids) {
+      if (kid == null || kid === false) continue;
+      if (Array.isArray(kid)) append(el, kid);
+      else el.append(kid instanceof Node ? kid : String(kid));
+    }
+  }
+  const fmt = (str, vars) => String(str).replace(/\{(\w+)\}/g, (m, k) => (vars && k in vars ? vars[k] : m));
+  const upper = (v) => (typeof v === 'string' && v.trim() ? v.trim().toUpperCase() : '');
+  const isTrue = (v) => v === true || (typeof v === 'string' && v !== 'false' && v !== '0');
+  const mb = (n) => (n / 1048576).toFixed(1);
+  const srOnly = (text) => h('span', { class: 'cw-sr' }, text);
+
+  function uuid() {
+    const c = window.crypto;
+    if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+    const b = c.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context
+    b[6] = (b[6] & 15) | 64;
+    b[8] = (b[8] & 63) | 128;
+    const x = Array.from(b, (v) => v.toString(16).padStart(2, '0')).join('');
+    return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+  }
+
+  function pickLocale(want) {
+    for (const cand of [want, document.documentElement.lang]) {
+      const code = String(cand || '').toLowerCase().split(/[-_]/)[0];
+      if (STRINGS[code]) return code;
+    }
+    return 'en';
+  }
+
+  function readConfig() {
+    const node = document.getElementById('certwidget-config');
+    if (!node) return {};
+    try {
+      const cfg = JSON.parse(node.textContent || '{}');
+      return cfg && typeof cfg === 'object' ? cfg : {};
+    } catch (e) {
+      return {};
+    }
+  }
+
+  function cssSource() {
+    const link = document.querySelector('link[data-certwidget-css]') ||
+      document.querySelector('link[rel~="stylesheet"][href*="certwidget"][href*=".css"]');
+    if (link && link.href) return { href: link.href, nonce: link.nonce };
+    if (SCRIPT && SCRIPT.src) return { href: SCRIPT.src.replace(/\.js(?=[?#]|$)/, '.css'), nonce: SCRIPT.nonce };
+    return null;
+  }
+
+  function applyTheme(el, theme) {
+    if (!theme) return;
+    if (typeof theme === 'string') {
+      const t = theme.trim();
+      if (t.startsWith('{')) {
+        try { theme = JSON.parse(t); } catch (e) { return; }
+      } else {
+        el.setAttribute('theme', t);
+        return;
+      }
+    }
+    if (typeof theme !== 'object') return;
+    for (const [key, raw] of Object.entries(theme)) {
+      if (key === 'mode' || key === 'name') { el.setAttribute('theme', String(raw)); continue; }
+      if (!/^[a-zA-Z][a-zA-Z0-9]*$/.test(key) || raw == null) continue;
+      const value = typeof raw === 'number' && key !== 'lineHeight' ? raw + 'px' : String(raw);
+      el.style.setProperty('--cw-' + key.replace(/[A-Z]/g, (m) => '-' + m.toLowerCase()), value);
+    }
+  }
+
+  function dateText(iso, lang) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})/.exec(iso || '');
+    if (!m) return iso || '';
+    try {
+      return new Intl.DateTimeFormat(lang === 'es' ? 'es' : 'en-US', { dateStyle: 'medium', timeZone: 'UTC' })
+        .format(new Date(Date.UTC(+m[1], +m[2] - 1, +m[3])));
+    } catch (e) {
+      return iso;
+    }
+  }
+
+  function safeRegExp(src) {
+    try { return new RegExp(src); } catch (e) { return null; }
+  }
+
+  // ---------------------------------------------------------------- the widget
+  const instances = new WeakMap();
+
+  class Widget {
+    constructor(host, opts) {
+      this.host = host;
+      this.o = opts;
+      this.ep = String(opts.endpoint || '/certwidget').replace(/\/+$/, '');
+      this.lang = pickLocale(opts.locale);
+      this.L = STRINGS[this.lang];
+      this.zones = [];
+      this.zmap = new Map();
+      this.rcache = new Map();
+      this.reasons = [];
+      this.ctl = new Set();
+      this.undo = [];
+      this.gen = 0;
+      this.s = this.fresh(null);
+      this.api = {
+        element: host,
+        version: VERSION,
+        destroy: () => this.destroy(),
+        reset: () => this.reset(),
+      };
+      this.build();
+      this.loadZones();
+    }
+
+    fresh(prev) {
+      const o = this.o;
+      const p = o.purchaser && typeof o.purchaser === 'object' ? o.purchaser : {};
+      const purchaser = {};
+      const locked = new Set();
+      for (const [k] of PURCHASER) {
+        purchaser[k] = typeof p[k] === 'string' ? p[k] : '';
+        if (o.purchaser && !isTrue(o.editPurchaser) && purchaser[k].trim()) locked.add(k);
+      }
+      if (!purchaser.country) purchaser.country = 'US';
+      return {
+        step: 'zone', hist: [], zone: upper(o.shipZone), extras: [], picking: false,
+        token: prev ? prev.token : o.token || null, tokenExp: prev ? prev.tokenExp : 0,
+        tokenZones: prev ? prev.tokenZones : o.token ? '*' : '',
+        certs: [], mode: 'fill', reason: '', number: '', taxIdType: 'state', purchaser, locked,
+        sigMode: 'draw', strokes: [], sigImage: '', padSize: null, typed: '', attest: false, file: null,
+        errors: {}, idem: null, busy: false, result: null, fired: new Set(),
+      };
+    }
+
+    build() {
+      const L = this.L;
+      this.el = document.createElement('cert-widget');
+      applyTheme(this.el, this.o.theme);
+      this.root = this.el.attachShadow({ mode: 'open' });
+      this.frame = h('section', { class: 'cw', 'aria-labelledby': 'cw-title', lang: this.lang },
+        h('h2', { id: 'cw-title', class: 'cw-title' }, L.title),
+        (this.sumWrap = h('div', { role: 'alert' })),
+        (this.view = h('div', { class: 'cw-view' })),
+        (this.probWrap = h('div', { role: 'alert' })),
+        (this.status = h('p', { class: 'cw-sr', role: 'status', 'aria-live': 'polite' })));
+      const css = cssSource();
+      if (css) {
+        // Same URL as the page's own link: served from cache, nothing extra is fetched.
+        const link = h('link', { rel: 'stylesheet', href: css.href });
+        if (css.nonce) link.nonce = css.nonce;
+        this.frame.hidden = true; // avoid a flash of unstyled content
+        const show = () => { this.frame.hidden = false; };
+        link.addEventListener('load', show);
+        link.addEventListener('error', show);
+        setTimeout(show, 3000);
+        this.root.append(link);
+      }
+      this.root.append(this.frame);
+      this.host.append(this.el);
+    }
+
+    $(id) { return this.root.getElementById(id); }
+
+    say(msg) {
+      this.status.textContent = '';
+      setTimeout(() => { if (!this.dead) this.status.textContent = msg || ''; }, 60);
+    }
+
+    emit(type, detail, cb, arg) {
+      const fn = this.o[cb];
+      if (typeof fn === 'function') {
+        try { fn.call(this.api, arg === undefined ? detail : arg); } catch (e) {
+          if (typeof window.reportError === 'function') window.reportError(e); else setTimeout(() => { throw e; });
+        }
+      }
+      this.host.dispatchEvent(new CustomEvent('certwidget:' + type, { bubbles: true, composed: true, detail }));
+    }
+
+    // ------------------------------------------------------------ network
+    async req(method, path, { json, form, auth, key, timeout = TIMEOUT } = {}) {
+      const gen = this.gen;
+      let reminted = false;
+      for (;;) {
+        if (auth) await this.ensureToken();
+        if (this.dead || gen !== this.gen) throw STALE;
+        const headers = { Accept: 'application/json' };
+        let body;
+        if (json !== undefined) { headers['Content-Type'] = 'application/json'; body = JSON.stringify(json); }
+        else if (form) body = form;
+        if (auth) headers.Authorization = 'Bearer ' + this.s.token;
+        if (key) headers['Idempotency-Key'] = key;
+        const ac = new AbortController();
+        this.ctl.add(ac);
+        let timedOut = false;
+        const timer = setTimeout(() => { timedOut = true; ac.abort(); }, timeout);
+        let res;
+        let text = '';
+        try {
+          res = await fetch(this.ep + path, { method, headers, body, credentials: 'same-origin', signal: ac.signal });
+          text = await res.text();
+        } catch (e) {
+          if (this.dead || gen !== this.gen) throw STALE;
+          throw { net: true, status: 0, code: timedOut ? 'timeout' : 'network', message: String(e && e.message || e) };
+        } finally {
+          clearTimeout(timer);
+          this.ctl.delete(ac);
+        }
+        if (this.dead || gen !== this.gen) throw STALE;
+        let data = null;
+        try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+        if (res.status === 401 && auth && !reminted) {
+          reminted = true; // the token expired or the key rotated: mint a fresh one, once
+          this.s.token = null;
+          continue;
+        }
+        if (res.ok) return { status: res.status, data: data || {} };
+        const err = (data && data.error) || {};
+        throw {
+          net: res.status >= 500 || res.status === 408 || res.status === 429,
+          status: res.status, code: err.code || 'http_' + res.status, message: err.message || '',
+          fields: err.fields && typeof err.fields === 'object' ? err.fields : null,
+        };
+      }
+    }
+
+    async ensureToken() {
+      const s = this.s;
+      const zones = this.chosen();
+      const want = zones.join(',');
+      const fresh = s.token && (!s.tokenExp || Date.now() < s.tokenExp - 30000);
+      if (fresh && (s.tokenZones === '*' || s.tokenZones === want)) return;
+      if (!this.minting) {
+        this.minting = (async () => {
+          const { data } = await this.req('POST', '/ecommerce/token', { json: { zones } });
+          s.token = data.token;
+          const exp = data.expiresAt;
+          s.tokenExp = typeof exp === 'number' ? (exp < 1e12 ? exp * 1000 : exp) : Date.parse(exp) || 0;
+          s.tokenZones = want;
+        })().finally(() => { this.minting = null; });
+      }
+      await this.minting;
+    }
+
+    setBusy(btn, label) {
+      this.s.busy = !!label;
+      if (label) {
+        const act = this.root.activeElement;
+        this.busyBtn = btn || (act && act.tagName === 'BUTTON' ? act : this.view.querySelector('.cw-primary'));
+        if (this.busyBtn) {
+          this.busyBtn.dataset.label = this.busyBtn.textContent;
+          this.busyBtn.textContent = label;
+          this.busyBtn.setAttribute('aria-disabled', 'true');
+        }
+        this.say(label);
+      } else if (this.busyBtn) {
+        if (this.busyBtn.dataset.label) this.busyBtn.textContent = this.busyBtn.dataset.label;
+        this.busyBtn.removeAttribute('aria-disabled');
+        this.busyBtn = null;
+      }
+    }
+
+    fail(e, retry, isSubmit) {
+      if (e === STALE || this.dead) return;
+      this.setBusy(null);
+      const L = this.L;
+      const info = { status: e.status || 0, code: e.code || 'error', message: e.message || '', fields: e.fields || null };
+      if (e.net) {
+        info.message = info.message || L.netError;
+        this.problem(L.netError, retry);
+      } else if (e.status === 422 && e.fields && Object.keys(e.fields).length) {
+        this.serverErrors(e.fields);
+      } else if (e.status === 401) {
+        this.problem(L.session);
+      } else if (e.message && e.message.length) {
+        if (e.status === 409) this.s.idem = null;
+        this.problem(e.message);
+      } else {
+        this.problem(L.generic, retry);
+      }
+      if (isSubmit) this.emit('failure', info, 'onCertFailure');
+    }
+
+    problem(msg, retry) {
+      this.probWrap.replaceChildren(h('div', { class: 'cw-problem' },
+        h('p', {}, msg),
+        retry ? h('button', { type: 'button', class: 'cw-btn', onclick: () => { this.clearProblem(); retry(); } }, this.L.retry) : null));
+      this.say('');
+    }
+
+    clearProblem() { this.probWrap.replaceChildren(); }
+
+    // ------------------------------------------------------------ zones, steps
+    async loadZones() {
+      this.view.replaceChildren(h('p', { class: 'cw-muted' }, this.L.loading));
+      let data;
+      try {
+        ({ data } = await this.req('GET', '/zones'));
+      } catch (e) {
+        this.fail(e, () => this.loadZones());
+        return;
+      }
+      this.zones = (Array.isArray(data.zones) ? data.zones : []).filter((z) => z && z.code)
+        .sort((a, b) => String(a.name).localeCompare(String(b.name), this.lang));
+      this.zmap = new Map(this.zones.map((z) => [z.code, z]));
+      if (!this.zmap.has(this.s.zone)) this.s.zone = '';
+      this.go('zone', { push: false, focus: false });
+      this.checkNoTax(this.s.zone);
+      if (!this.ready) {
+        this.ready = true;
+        this.emit('ready', { version: VERSION, shipZone: this.s.zone || null, locale: this.lang }, 'onInit');
+      }
+    }
+
+    zoneName(code) { const z = this.zmap.get(code); return z ? z.name : code; }
+    taxable(code) { const z = this.zmap.get(code); return !!z && z.salesTax !== false; }
+    chosen() { return [this.s.zone, ...this.s.extras].filter((c, i, a) => c && a.indexOf(c) === i && this.taxable(c)); }
+    stateList(codes) { return (codes && codes.length ? codes : this.chosen()).map((c) => this.zoneName(c)).join(', '); }
+
+    checkNoTax(code) {
+      if (!code || this.taxable(code) || !this.zmap.has(code)) return false;
+      const name = this.zoneName(code);
+      const note = this.$('cw-zone-note');
+      if (note) { note.textContent = fmt(this.L.notNeeded, { name }); note.hidden = false; }
+      this.say(fmt(this.L.notNeeded, { name }));
+      if (!this.s.fired.has(code)) {
+        this.s.fired.add(code);
+        this.emit('notneeded', { zone: code, name }, 'onNotNeeded', code);
+      }
+      return true;
+    }
+
+    go(step, { push = true, focus = true, keepSummary = false } = {}) {
+      const s = this.s;
+      if (push && s.step !== step && s.step !== 'done') s.hist.push(s.step);
+      s.step = step;
+      this.undo.splice(0).forEach((fn) => fn());
+      this.clearProblem();
+      if (!keepSummary) this.sumWrap.replaceChildren();
+      this.view.replaceChildren(this['v_' + step]());
+      if (step === 'zone') this.drawChips();
+      Object.keys(PATHS).forEach((p) => this.paint(p));
+      if (focus) { const hd = this.$('cw-h'); if (hd) hd.focus(); }
+    }
+
+    back() {
+      const prev = this.s.hist.pop();
+      if (prev) this.go(prev, { push: false });
+    }
+
+    cancel() {
+      this.reset(true);
+      this.say(this.L.cancelled);
+      this.emit('cancel', {}, 'onCancel');
+    }
+
+    reset(focus) {
+      this.gen++;
+      this.ctl.forEach((ac) => ac.abort());
+      this.ctl.clear();
+      this.minting = null;
+      this.s = this.fresh(this.s);
+      this.s.busy = false;
+      this.busyBtn = null;
+      const inside = focus === true || this.root.activeElement != null;
+      if (this.zones.length) {
+        this.go('zone', { push: false, focus: inside });
+        this.checkNoTax(this.s.zone);
+      } else {
+        this.loadZones();
+      }
+    }
+
+    destroy() {
+      if (this.dead) return;
+      this.dead = true;
+      this.ctl.forEach((ac) => ac.abort());
+      this.undo.splice(0).forEach((fn) => fn());
+      this.el.remove();
+      if (instances.get(this.host) === this) instances.delete(this.host);
+    }
+
+    // ------------------------------------------------------------ building blocks
+    heading(text) { return h('h3', { id: 'cw-h', class: 'cw-h', tabindex: '-1' }, text); }
+
+    form(kids, actions, onsubmit) {
+      return h('form', {
+        class: 'cw-form', novalidate: true,
+        onsubmit: (e) => { e.preventDefault(); if (!this.s.busy) onsubmit(); },
+      }, kids, h('div', { class: 'cw-actions' }, actions));
+    }
+
+    btn(label, onclick, cls = '') {
+      return h('button', { type: 'button', class: 'cw-btn ' + cls, onclick: (e) => { if (!this.s.busy) onclick(e); } }, label);
+    }
+    primary(label) { return h('button', { type: 'submit', class: 'cw-btn cw-primary' }, label); }
+    backBtn() { return this.s.hist.length ? this.btn(this.L.back, () => this.back()) : null; }
+    cancelBtn() { return this.btn(this.L.cancel, () => this.cancel(), 'cw-link'); }
+
+    field(id, label, control, { hint, optional } = {}) {
+      control.id = id;
+      if (hint) control.setAttribute('aria-describedby', id + '-hint');
+      return h('div', { class: 'cw-field' },
+        h('label', { for: id, id: id + '-label' }, label, optional ? ' ' + this.L.optional : null),
+        hint ? h('p', { class: 'cw-hint', id: id + '-hint' }, hint) : null,
+        h('p', { class: 'cw-err', id: id + '-error', hidden: true }),
+        control);
+    }
+
+    group(id, legend, kids, cls = '') {
+      return h('fieldset', { id, class: 'cw-group ' + cls },
+        h('legend', {}, legend),
+        h('p', { class: 'cw-err', id: id + '-error', hidden: true }),
+        kids);
+    }
+
+    radio(name, value, label, checked, onchange, hint) {
+      const id = `${name}-${value}`;
+      return h('div', { class: 'cw-choice' },
+        h('input', { type: 'radio', id, name, value, checked, 'aria-describedby': hint ? id + '-hint' : null, onchange }),
+        h('label', { for: id }, label),
+        hint ? h('p', { class: 'cw-hint', id: id + '-hint' }, hint) : null);
+    }
+
+    input(value, oninput, extra) {
+      return h('input', Object.assign({ type: 'text', class: 'cw-input', value: value || '', oninput }, extra));
+    }
+
+    reasonSelect(onchange) {
+      return h('select', { class: 'cw-input', onchange },
+        h('option', { value: '' }, this.L.chooseReason),
+        this.reasons.map((r) => h('option', { value: r.code, selected: r.code === this.s.reason }, r.name || r.code)));
+    }
+
+    numberFields() {
+      const s = this.s;
+      const select = this.reasonSelect((e) => {
+        s.reason = e.target.value;
+        this.fix('reason');
+        this.refreshNumberLabel();
+        if (s.errors.exemptionNumber || s.number) this.checkNumber();
+      });
+      const num = this.input(s.number, (e) => { s.number = e.target.value; this.fix('exemptionNumber'); }, {
+        autocomplete: 'off', spellcheck: 'false', onblur: () => this.checkNumber(),
+      });
+      const out = [
+        this.field('cw-reason', this.L.reason, select),
+        this.field('cw-number', this.L.number, num, { hint: this.numberHint(), optional: this.numberOptional() }),
+      ];
+      return out;
+    }
+
+    reasonObj() { return this.reasons.find((r) => r.code === this.s.reason) || null; }
+    numberOptional() { const r = this.reasonObj(); return !!r && r.numberRequired === false; }
+
+    refreshNumberLabel() {
+      const label = this.$('cw-number-label');
+      if (label) label.textContent = this.L.number + (this.numberOptional() ? ' ' + this.L.optional : '');
+      const hint = this.$('cw-number-hint');
+      if (hint) hint.textContent = this.numberHint();
+    }
+
+    // Format rules that apply to the chosen states and reason (from /zones numberPattern or /reasons pattern).
+    numberRules() {
+      const rules = [];
+      const r = this.reasonObj();
+      for (const code of this.chosen()) {
+        const np = (this.zmap.get(code) || {}).numberPattern;
+        if (np && np.pattern && (!Array.isArray(np.reasons) || np.reasons.includes(this.s.reason))) {
+          rules.push({ state: this.zoneName(code), re: safeRegExp(np.pattern), hint: np.hint || '', strip: true });
+        }
+      }
+      const rp = r && (r.pattern || (r.numberPattern && r.numberPattern.pattern) || r.numberPattern);
+      if (typeof rp === 'string') rules.push({ state: this.stateList(), re: safeRegExp(rp), hint: r.numberHint || '', strip: false });
+      return rules.filter((x) => x.re);
+    }
+
+    numberHint() {
+      const hints = this.lang === 'en' ? this.numberRules().filter((x) => x.hint).map((x) => x.hint) : [];
+      return hints.length ? hints.map((x) => x.charAt(0).toUpperCase() + x.slice(1)).join('. ') + '.' : this.L.numberHint;
+    }
+
+    numberProblem() {
+      const n = this.s.number.trim();
+      const r = this.reasonObj();
+      if (!n) return r && r.numberRequired ? this.L.e_number : null;
+      for (const rule of this.numberRules()) {
+        if (!rule.re.test(rule.strip ? n.replace(/[\s.-]/g, '') : n)) {
+          return fmt(rule.hint && this.lang === 'en' ? this.L.e_numberFormat : this.L.e_numberFormatShort, { state: rule.state, hint: rule.hint });
+        }
+      }
+      return null;
+    }
+
+    checkNumber() {
+      const msg = this.numberProblem();
+      if (msg) this.s.errors.exemptionNumber = msg; else delete this.s.errors.exemptionNumber;
+      this.paint('exemptionNumber');
+      if (!msg) this.dropSummaryItem('exemptionNumber');
+    }
+
+    // ------------------------------------------------------------ errors
+    paint(path) {
+      const def = PATHS[path];
+      if (!def) return;
+      const ctl = this.$(def[1]);
+      if (!ctl) return;
+      const e = this.s.errors;
+      const msg = Object.keys(PATHS).filter((p) => PATHS[p][1] === def[1]).map((p) => e[p]).find(Boolean);
+      const err = this.$(def[1] + '-error');
+      if (err) {
+        err.replaceChildren(...(msg ? [srOnly(this.L.errorPrefix), msg] : []));
+        err.hidden = !msg;
+      }
+      const hint = this.$(def[1] + '-hint');
+      const ids = [hint && hint.id, msg && err && err.id].filter(Boolean).join(' ');
+      if (ids) ctl.setAttribute('aria-describedby', ids); else ctl.removeAttribute('aria-describedby');
+      if (ctl.tagName !== 'FIELDSET') {
+        if (msg) ctl.setAttribute('aria-invalid', 'true'); else ctl.removeAttribute('aria-invalid');
+      } else {
+        ctl.classList.toggle('cw-invalid', !!msg);
+      }
+    }
+
+    // A field was edited: drop its error once the value is acceptable (never adds errors while typing).
+    fix(path) {
+      const e = this.s.errors;
+      const paths = path === 'signature' ? ['signature', 'signature.image'] : [path];
+      if (!paths.some((p) => e[p]) || this.problemFor(path)) return;
+      paths.forEach((p) => { delete e[p]; this.dropSummaryItem(p); });
+      this.paint(path);
+    }
+
+    dropSummaryItem(path) {
+      const li = Array.from(this.sumWrap.querySelectorAll('li')).find((x) => x.dataset.path === path);
+      if (!li) return;
+      const list = li.parentNode;
+      li.remove();
+      if (!list.children.length) this.sumWrap.replaceChildren();
+    }
+
+    problemFor(path) {
+      const s = this.s;
+      const L = this.L;
+      if (path === 'zones') return this.chosen().length ? null : L.e_zones;
+      if (path.startsWith('purchaser.')) {
+        const k = path.slice(10);
+        const v = (s.purchaser[k] || '').trim();
+        const def = PURCHASER.find((x) => x[0] === k);
+        if (def && def[2] && !v) return L['e_' + k];
+        if (k === 'email' && v && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(v)) return L.e_email;
+        return null;
+      }
+      if (path === 'reason') return s.reason ? null : L.e_reason;
+      if (path === 'exemptionNumber') return this.numberProblem();
+      if (path === 'taxIdType') return null;
+      if (path === 'signature' || path === 'signature.image') return s.sigMode === 'draw' && !s.strokes.length ? L.e_sig : null;
+      if (path === 'signature.name') return s.sigMode === 'type' && !s.typed.trim() ? L.e_sigName : null;
+      if (path === 'attest') return s.attest ? null : L.e_attest;
+      if (path === 'file') {
+        const f = s.file;
+        if (!f) return L.e_file;
+        if (!FILE_EXT.test(f.name || '')) return L.e_fileType;
+        if (f.size > MAX_FILE) return fmt(L.e_fileSize, { size: mb(f.size) });
+        return null;
+      }
+      return null;
+    }
+
+    // Client-side check of one step: true when it may proceed.
+    validate(step) {
+      const s = this.s;
+      const paths = STEP_PATHS[step] || [];
+      const found = {};
+      for (const p of paths) {
+        delete s.errors[p];
+        if (p === 'signature.image') continue;
+        const msg = this.problemFor(p);
+        if (msg) found[p] = msg;
+      }
+      Object.assign(s.errors, found);
+      paths.forEach((p) => this.paint(p));
+      if (Object.keys(found).length) { this.renderSummary(found, true); return false; }
+      this.sumWrap.replaceChildren();
+      return true;
+    }
+
+    serverErrors(fields) {
+      const s = this.s;
+      s.errors = {};
+      for (const [p, m] of Object.entries(fields)) if (typeof m === 'string') s.errors[p] = m;
+      const stepOf = (p) => (PATHS[p] ? (PATHS[p][0] === 'form' ? s.mode === 'upload' ? 'upload' : 'fill' : PATHS[p][0]) : null);
+      const steps = Object.keys(s.errors).map(stepOf).filter(Boolean)
+        .sort((a, b) => STEP_ORDER.indexOf(a) - STEP_ORDER.indexOf(b));
+      if (steps.length && steps[0] !== s.step) this.go(steps[0], { focus: false, keepSummary: true });
+      else Object.keys(PATHS).forEach((p) => this.paint(p));
+      this.renderSummary(s.errors, true);
+    }
+
+    renderSummary(errors, focus) {
+      const order = Object.keys(PATHS);
+      const rank = (p) => (order.includes(p) ? order.indexOf(p) : order.length);
+      const items = Object.entries(errors).sort((a, b) => rank(a[0]) - rank(b[0]));
+      const box = h('div', { class: 'cw-summary', tabindex: '-1', 'aria-labelledby': 'cw-sum-h' },
+        h('h3', { id: 'cw-sum-h' }, this.L.summary),
+        h('ul', {}, items.map(([p, m]) => h('li', { 'data-path': p },
+          PATHS[p] ? h('a', { href: '#' + PATHS[p][1], onclick: (e) => { e.preventDefault(); this.focusField(p); } }, m) : m))));
+      this.sumWrap.replaceChildren(box);
+      if (focus) box.focus();
+    }
+
+    focusField(path) {
+      const s = this.s;
+      const def = PATHS[path];
+      const step = def[0] === 'form' ? (s.mode === 'upload' ? 'upload' : 'fill') : def[0];
+      if (step !== s.step) this.go(step, { focus: false, keepSummary: true });
+      let el = this.$(def[1]);
+      if (el && el.tagName === 'FIELDSET') el = el.querySelector('input:checked') || el.querySelector('input');
+      if (el) el.focus();
+    }
+
+    // ------------------------------------------------------------ step 1: states
+    v_zone() {
+      const L = this.L;
+      const s = this.s;
+      const options = (sel) => [h('option', { value: '' }, L.chooseState),
+        this.zones.map((z) => h('option', { value: z.code, selected: z.code === sel }, z.name))];
+      const main = h('select', { class: 'cw-input', onchange: (e) => {
+        s.zone = e.target.value;
+        s.extras = s.extras.filter((c) => c !== s.zone);
+        const note = this.$('cw-zone-note');
+        if (note) note.hidden = true;
+        this.checkNoTax(s.zone);
+        this.fix('zones');
+        this.drawChips();
+      } }, options(s.zone));
+      const extra = h('select', { class: 'cw-input' }, options(''));
+      const addBtn = h('button', {
+        type: 'button', class: 'cw-btn cw-link', 'aria-expanded': String(s.picking), 'aria-controls': 'cw-picker',
+        onclick: () => {
+          s.picking = !s.picking;
+          addBtn.setAttribute('aria-expanded', String(s.picking));
+          this.$('cw-picker').hidden = !s.picking;
+          if (s.picking) extra.focus();
+        },
+      }, L.addState);
+      const add = () => {
+        const code = extra.value;
+        if (!code) { this.say(L.pickFirst); extra.focus(); return; }
+        const name = this.zoneName(code);
+        if (code === s.zone || s.extras.includes(code)) { this.say(fmt(L.already, { name })); return; }
+        if (this.checkNoTax(code)) return;
+        s.extras.push(code);
+        extra.value = '';
+        this.fix('zones');
+        this.drawChips();
+        this.say(fmt(L.added, { name }));
+      };
+      return this.form([
+        this.heading(L.zoneHeading),
+        h('p', { class: 'cw-muted' }, L.zoneIntro),
+        this.field('cw-zone', L.zoneLabel, main),
+        h('p', { class: 'cw-note', id: 'cw-zone-note', hidden: true }),
+        h('div', { id: 'cw-chips' }),
+        addBtn,
+        h('div', { class: 'cw-picker', id: 'cw-picker', hidden: !s.picking },
+          this.field('cw-zone-extra', L.anotherState, extra),
+          this.btn(L.add, add)),
+      ], [this.primary(L.cont)], () => this.afterZones());
+    }
+
+    // With only no-sales-tax states chosen there is nothing to continue to.
+    syncZone() {
+      const next = this.s.step === 'zone' && this.view.querySelector('.cw-primary');
+      if (next) next.hidden = !this.chosen().length && !!this.s.zone && !this.taxable(this.s.zone);
+    }
+
+    drawChips() {
+      const wrap = this.$('cw-chips');
+      if (!wrap) return;
+      const s = this.s;
+      const L = this.L;
+      this.syncZone();
+      if (!s.extras.length) { wrap.replaceChildren(); return; }
+      wrap.replaceChildren(h('p', { class: 'cw-hint', id: 'cw-chips-label' }, L.alsoFor),
+        h('ul', { class: 'cw-chips', 'aria-labelledby': 'cw-chips-label' }, s.extras.map((code, i) => {
+          const name = this.zoneName(code);
+          return h('li', { class: 'cw-chip' }, h('span', {}, name),
+            h('button', { type: 'button', class: 'cw-chip-x', 'aria-label': fmt(L.remove, { name }), onclick: () => {
+              s.extras.splice(i, 1);
+              this.drawChips();
+              this.say(fmt(L.removed, { name }));
+              const next = wrap.querySelectorAll('.cw-chip-x')[Math.min(i, s.extras.length - 1)];
+              (next || this.$('cw-zone')).focus();
+            } }, h('span', { 'aria-hidden': 'true' }, '×')));
+        })));
+    }
+
+    async afterZones() {
+      if (!this.validate('zone')) return;
+      const s = this.s;
+      const zones = this.chosen();
+      this.setBusy(null, this.L.loading);
+      let data;
+      try {
+        ({ data } = await this.req('GET', '/certificates', { auth: true }));
+      } catch (e) {
+        this.fail(e, () => this.afterZones());
+        return;
+      }
+      this.setBusy(null);
+      const today = new Date().toISOString().slice(0, 10);
+      s.certs = (Array.isArray(data.certificates) ? data.certificates : []).filter((c) => c && zones.includes(c.zone) &&
+        !DEAD_STATUSES.includes(String(c.status || '').toLowerCase()) && (!c.expirationDate || c.expirationDate >= today));
+      if (s.certs.length) this.go('onfile'); else this.choose();
+    }
+
+    // ------------------------------------------------------------ step 2: certificates on file
+    v_onfile() {
+      const L = this.L;
+      return this.form([
+        this.heading(L.onfileHeading),
+        h('p', { class: 'cw-muted' }, L.onfileIntro),
+        h('ul', { class: 'cw-certs' }, this.s.certs.map((c, i) => {
+          const id = 'cw-cert-' + i;
+          const exp = c.expirationDate ? fmt(c.expiresSoon ? L.expiresSoon : L.expires, { date: dateText(c.expirationDate, this.lang) }) : L.noExpiry;
+          return h('li', { class: 'cw-cert' },
+            h('div', { id },
+              h('p', { class: 'cw-cert-name' }, c.reasonName || c.reason || ''),
+              h('p', {}, fmt(L.certNo, { number: c.number || c.id, state: this.zoneName(c.zone) })),
+              h('p', { class: c.expiresSoon ? 'cw-warn' : 'cw-muted' }, exp)),
+            h('div', { class: 'cw-actions' },
+              h('button', { type: 'button', class: 'cw-btn cw-primary', 'aria-describedby': id, onclick: (e) => { if (!this.s.busy) this.useCert(c, e.currentTarget); } }, L.useCert),
+              c.expiresSoon ? h('button', { type: 'button', class: 'cw-btn', 'aria-describedby': id, onclick: () => { if (!this.s.busy) this.renew(c); } }, L.renew) : null));
+        })),
+      ], [this.backBtn(), this.btn(L.newCert, () => this.choose()), this.cancelBtn()], () => {});
+    }
+
+    async useCert(cert, btn) {
+      this.setBusy(btn, this.L.submitting);
+      let res;
+      try {
+        res = await this.req('POST', `/certificates/${encodeURIComponent(cert.id)}/use`, { auth: true });
+      } catch (e) {
+        this.fail(e, () => this.useCert(cert, btn), true);
+        return;
+      }
+      this.succeed({ certificate: cert, exemptions: res.data.exemptions || [] }, 'use', res.status);
+    }
+
+    renew(cert) {
+      const s = this.s;
+      s.reason = cert.reason || '';
+      s.number = cert.exemptionNumber || '';
+      this.choose(true);
+    }
+
+    // ------------------------------------------------------------ step 3: fill in or upload
+    choose(renewing) {
+      const o = this.o;
+      const fill = isTrue(o.fillOnly);
+      const upload = isTrue(o.uploadOnly);
+      if (upload && !fill) { this.s.mode = 'upload'; this.startForm(); }
+      else if ((fill && !upload) || renewing) { this.s.mode = 'fill'; this.startForm(); }
+      else this.go('choice');
+    }
+
+    v_choice() {
+      const L = this.L;
+      const s = this.s;
+      const pick = (e) => { s.mode = e.target.value; };
+      return this.form([
+        h('fieldset', { class: 'cw-group' },
+          h('legend', {}, this.heading(L.choiceHeading)),
+          this.radio('cw-mode', 'fill', L.choiceFill, s.mode === 'fill', pick, L.choiceFillHint),
+          this.radio('cw-mode', 'upload', L.choiceUpload, s.mode === 'upload', pick, L.fileKinds)),
+      ], [this.backBtn(), this.primary(L.cont), this.cancelBtn()], () => this.startForm());
+    }
+
+    async startForm() {
+      const s = this.s;
+      const zones = this.chosen();
+      this.setBusy(null, this.L.loading);
+      try {
+        await Promise.all(zones.filter((z) => !this.rcache.has(z)).map(async (z) => {
+          const { data } = await this.req('GET', '/reasons?zone=' + encodeURIComponent(z));
+          this.rcache.set(z, Array.isArray(data.reasons) ? data.reasons : []);
+        }));
+      } catch (e) {
+        this.fail(e, () => this.startForm());
+        return;
+      }
+      this.setBusy(null);
+      let list = this.rcache.get(zones[0]) || [];
+      for (const z of zones.slice(1)) {
+        const codes = new Set((this.rcache.get(z) || []).map((r) => r.code));
+        list = list.filter((r) => codes.has(r.code));
+      }
+      this.reasons = list;
+      if (s.reason && !list.some((r) => r.code === s.reason)) s.reason = '';
+      this.go(s.mode === 'upload' ? 'upload' : 'fill');
+    }
+
+    // ------------------------------------------------------------ step 4: fill in
+    v_fill() {
+      const L = this.L;
+      const s = this.s;
+      const locked = s.locked;
+      const fields = PURCHASER.map(([k, auto, req]) => {
+        const ctl = this.input(s.purchaser[k], (e) => { s.purchaser[k] = e.target.value; this.fix('purchaser.' + k); }, {
+          autocomplete: auto, type: k === 'email' ? 'email' : 'text', readonly: locked.has(k), required: req && !locked.has(k),
+        });
+        return h('div', { class: 'cw-col-' + k }, this.field('cw-p-' + k, L['p_' + k], ctl, { optional: !req }));
+      });
+      return this.form([
+        this.heading(L.fillHeading),
+        h('p', { class: 'cw-muted' }, fmt(L.forStates, { states: this.stateList() })),
+        h('fieldset', { class: 'cw-group' },
+          h('legend', {}, L.purchaser),
+          locked.size ? h('p', { class: 'cw-hint' }, L.fromAccount) : null,
+          h('div', { class: 'cw-grid' }, fields)),
+        this.numberFields(),
+        this.group('cw-taxid', L.taxIdType, h('div', { class: 'cw-inline' },
+          TAX_IDS.map((t) => this.radio('cw-taxid', t, L['tax_' + t], s.taxIdType === t, (e) => { s.taxIdType = e.target.value; })))),
+      ], [this.backBtn(), this.primary(L.cont), this.cancelBtn()], () => {
+        if (this.validate('fill')) this.go('sign');
+      });
+    }
+
+    // ------------------------------------------------------------ step 5: sign
+    v_sign() {
+      const L = this.L;
+      const s = this.s;
+      const preview = this.o.preview === undefined ? true : isTrue(this.o.preview);
+      const pad = this.signaturePad();
+      const typedPreview = h('p', { class: 'cw-typed', 'aria-hidden': 'true' }, s.typed);
+      const drawPanel = h('div', { class: 'cw-panel', hidden: s.sigMode !== 'draw' },
+        h('p', { class: 'cw-hint', id: 'cw-pad-help' }, L.padHelp),
+        pad,
+        this.btn(L.clear, () => {
+          s.strokes = [];
+          s.sigImage = '';
+          this.redraw();
+          this.say(L.cleared);
+        }));
+      const typePanel = h('div', { class: 'cw-panel', hidden: s.sigMode !== 'type' },
+        this.field('cw-sig-name', L.typed, this.input(s.typed, (e) => {
+          s.typed = e.target.value;
+          typedPreview.textContent = s.typed;
+          this.fix('signature.name');
+        }, { autocomplete: 'name', spellcheck: 'false' })),
+        typedPreview);
+      const switchMode = (e) => {
+        s.sigMode = e.target.value;
+        drawPanel.hidden = s.sigMode !== 'draw';
+        typePanel.hidden = s.sigMode !== 'type';
+        delete s.errors.signature; delete s.errors['signature.image']; delete s.errors['signature.name'];
+        this.paint('signature'); this.paint('signature.name');
+      };
+      return this.form([
+        this.heading(L.signHeading),
+        this.group('cw-sig', L.signMethod, [
+          h('div', { class: 'cw-inline' },
+            this.radio('cw-sigmode', 'draw', L.draw, s.sigMode === 'draw', switchMode),
+            this.radio('cw-sigmode', 'type', L.type, s.sigMode === 'type', switchMode)),
+          drawPanel, typePanel]),
+        h('div', { class: 'cw-check' },
+          h('input', { type: 'checkbox', id: 'cw-attest', checked: s.attest, required: true, onchange: (e) => { s.attest = e.target.checked; this.fix('attest'); } }),
+          h('label', { for: 'cw-attest' }, L.attest),
+          h('p', { class: 'cw-err', id: 'cw-attest-error', hidden: true })),
+      ], [this.backBtn(), this.primary(preview ? L.cont : L.submit), this.cancelBtn()], () => {
+        if (!this.validate('sign')) return;
+        if (s.sigMode === 'draw' && this.canvas) {
+          const r = this.canvas.getBoundingClientRect();
+          s.padSize = [r.width, r.height];
+          s.sigImage = this.canvas.toDataURL('image/png');
+        } else s.sigImage = '';
+        if (preview) this.go('preview'); else this.submitFilled();
+      });
+    }
+
+    signaturePad() {
+      const s = this.s;
+      const canvas = h('canvas', { class: 'cw-pad', role: 'img', 'aria-label': this.L.pad, 'aria-describedby': 'cw-pad-help' });
+      const ctx = canvas.getContext('2d');
+      this.canvas = canvas;
+      this.ctx = ctx;
+      let stroke = null;
+      const point = (e) => {
+        const r = canvas.getBoundingClientRect();
+        return [Math.round((e.clientX - r.left) * 10) / 10, Math.round((e.clientY - r.top) * 10) / 10];
+      };
+      const down = (e) => {
+        if (e.pointerType === 'mouse' && e.button !== 0) return;
+        e.preventDefault();
+        try { canvas.setPointerCapture(e.pointerId); } catch (err) { /* pointer already gone */ }
+        stroke = { w: canvas.getBoundingClientRect().width, pts: [point(e)] };
+        s.strokes.push(stroke);
+        this.redraw();
+      };
+      const move = (e) => {
+        if (!stroke) return;
+        e.preventDefault();
+        const evs = typeof e.getCoalescedEvents === 'function' ? e.getCoalescedEvents() : [];
+        (evs.length ? evs : [e]).forEach((ev) => stroke.pts.push(point(ev)));
+        this.redraw();
+      };
+      const up = () => {
+        if (!stroke) return;
+        stroke = null;
+        this.fix('signature');
+      };
+      canvas.addEventListener('pointerdown', down);
+      canvas.addEventListener('pointermove', move);
+      canvas.addEventListener('pointerup', up);
+      canvas.addEventListener('pointercancel', up);
+      canvas.addEventListener('lostpointercapture', up);
+      const fit = () => {
+        const r = canvas.getBoundingClientRect();
+        if (!r.width) return;
+        const dpr = window.devicePixelRatio || 1; // keep strokes sharp on high-DPI screens
+        canvas.width = Math.round(r.width * dpr);
+        canvas.height = Math.round(r.height * dpr);
+        ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+        this.redraw();
+      };
+      if (typeof ResizeObserver === 'function') {
+        const ro = new ResizeObserver(fit);
+        ro.observe(canvas);
+        this.undo.push(() => ro.disconnect());
+      } else {
+        window.addEventListener('resize', fit);
+        this.undo.push(() => window.removeEventListener('resize', fit));
+      }
+      this.undo.push(() => { this.canvas = null; this.ctx = null; });
+      return canvas;
+    }
+
+    redraw() {
+      if (this.canvas && this.ctx) this.drawStrokes(this.canvas, this.ctx, this.canvas.getBoundingClientRect().width);
+    }
+
+    // The preview redraws the strokes instead of showing the PNG: a shop's CSP may block data: images.
+    sigCopy() {
+      const [w, ht] = this.s.padSize || [320, 160];
+      const canvas = h('canvas', { class: 'cw-sig-img', role: 'img', 'aria-label': this.L.drawnAlt });
+      const dpr = window.devicePixelRatio || 1;
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(ht * dpr);
+      const ctx = canvas.getContext('2d');
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      this.drawStrokes(canvas, ctx, w);
+      return canvas;
+    }
+
+    drawStrokes(canvas, ctx, w) {
+      ctx.save();
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.clearRect(0, 0, canvas.width, canvas.height);
+      ctx.restore();
+      ctx.lineWidth = 2.25;
+      ctx.lineCap = 'round';
+      ctx.lineJoin = 'round';
+      ctx.strokeStyle = '#111';
+      ctx.fillStyle = '#111';
+      for (const st of this.s.strokes) {
+        const k = st.w && w ? w / st.w : 1;
+        const pts = st.pts;
+        if (pts.length === 1) {
+          ctx.beginPath();
+          ctx.arc(pts[0][0] * k, pts[0][1] * k, 1.6, 0, Math.PI * 2);
+          ctx.fill();
+          continue;
+        }
+        ctx.beginPath();
+        ctx.moveTo(pts[0][0] * k, pts[0][1] * k);
+        for (let i = 1; i < pts.length - 1; i++) {
+          const mx = (pts[i][0] + pts[i + 1][0]) / 2;
+          const my = (pts[i][1] + pts[i + 1][1]) / 2;
+          ctx.quadraticCurveTo(pts[i][0] * k, pts[i][1] * k, mx * k, my * k);
+        }
+        const last = pts[pts.length - 1];
+        ctx.lineTo(last[0] * k, last[1] * k);
+        ctx.stroke();
+      }
+    }
+
+    // ------------------------------------------------------------ step 6: preview, submit
+    body() {
+      const s = this.s;
+      const purchaser = {};
+      for (const [k] of PURCHASER) purchaser[k] = (s.purchaser[k] || '').trim();
+      return {
+        zones: this.chosen(), reason: s.reason, exemptionNumber: s.number.trim(), taxIdType: s.taxIdType, purchaser,
+        signature: s.sigMode === 'draw' ? { type: 'drawn', image: s.sigImage } : { type: 'typed', name: s.typed.trim() },
+        attest: s.attest === true, expirationDate: null, exemptPercentage: 100,
+      };
+    }
+
+    // One Idempotency-Key per attempt-set: reused while the body is unchanged (retries), new once it changes.
+    keyFor(fingerprint) {
+      const s = this.s;
+      if (!s.idem || s.idem.fp !== fingerprint) s.idem = { fp: fingerprint, key: uuid() };
+      return s.idem.key;
+    }
+
+    v_preview() {
+      const L = this.L;
+      const s = this.s;
+      const p = s.purchaser;
+      const r = this.reasonObj();
+      const row = (label, ...value) => [h('dt', {}, label), h('dd', {}, value)];
+      const address = [p.name, p.line1, [p.city, p.region, p.postalCode].filter(Boolean).join(', '), p.country, p.email]
+        .filter((x) => x && x.trim()).map((x) => h('span', { class: 'cw-line' }, x));
+      const sig = s.sigMode === 'draw' ? this.sigCopy() : h('span', { class: 'cw-typed' }, s.typed.trim());
+      return this.form([
+        this.heading(L.previewHeading),
+        h('p', { class: 'cw-muted' }, L.previewIntro),
+        h('dl', { class: 'cw-dl' },
+          row(L.states, this.stateList()),
+          row(L.purchaser, address),
+          row(L.reason, r ? r.name || r.code : s.reason),
+          row(L.number, s.number.trim() || '—'),
+          row(L.taxIdType, L['tax_' + s.taxIdType] || s.taxIdType),
+          row(L.signature, sig)),
+      ], [this.btn(L.edit, () => this.go('fill')), this.primary(L.submit), this.cancelBtn()], () => this.submitFilled());
+    }
+
+    async submitFilled() {
+      const body = this.body();
+      const key = this.keyFor(JSON.stringify(body));
+      this.setBusy(null, this.L.submitting);
+      let res;
+      try {
+        res = await this.req('POST', '/certificates', { auth: true, json: body, key });
+      } catch (e) {
+        this.fail(e, () => this.submitFilled(), true);
+        return;
+      }
+      this.succeed(res.data, 'filled', res.status);
+    }
+
+    // ------------------------------------------------------------ upload
+    v_upload() {
+      const L = this.L;
+      const s = this.s;
+      const file = h('input', { type: 'file', class: 'cw-file', accept: ACCEPT, required: true, onchange: (e) => {
+        s.file = (e.target.files && e.target.files[0]) || null;
+        const msg = this.problemFor('file');
+        if (msg) s.errors.file = msg; else { delete s.errors.file; this.dropSummaryItem('file'); }
+        this.paint('file');
+        const note = this.$('cw-file-note');
+        if (note) note.hidden = true;
+      } });
+      return this.form([
+        this.heading(L.uploadHeading),
+        h('p', { class: 'cw-muted' }, fmt(L.forStates, { states: this.stateList() })),
+        this.numberFields(),
+        this.field('cw-file', L.file, file, { hint: L.fileKinds }),
+        s.file ? h('p', { class: 'cw-hint', id: 'cw-file-note' }, fmt(L.selected, { name: s.file.name, size: mb(s.file.size) })) : null,
+      ], [this.backBtn(), this.primary(L.upload), this.cancelBtn()], () => this.submitUpload());
+    }
+
+    async submitUpload() {
+      if (!this.validate('upload')) return;
+      const s = this.s;
+      const f = s.file;
+      const zones = this.chosen();
+      const form = new FormData();
+      zones.forEach((z) => form.append('zones', z));
+      form.append('reason', s.reason);
+      form.append('exemptionNumber', s.number.trim());
+      form.append('file', f, f.name);
+      const key = this.keyFor(JSON.stringify([zones, s.reason, s.number.trim(), f.name, f.size, f.lastModified]));
+      this.setBusy(null, this.L.submitting);
+      let res;
+      try {
+        res = await this.req('POST', '/certificates', { auth: true, form, key, timeout: UPLOAD_TIMEOUT });
+      } catch (e) {
+        this.fail(e, () => this.submitUpload(), true);
+        return;
+      }
+      this.succeed(res.data, 'upload', res.status);
+    }
+
+    // ------------------------------------------------------------ the end
+    succeed(data, kind, status) {
+      const s = this.s;
+      this.setBusy(null);
+      if (data && data.notNeeded) {
+        const zones = Array.isArray(data.zones) ? data.zones : this.chosen();
+        this.reset(true);
+        zones.forEach((z) => this.checkNoTax(z));
+        return;
+      }
+      s.result = { data, kind, status };
+      s.errors = {};
+      s.idem = null;
+      this.go('done');
+      if (kind === 'upload') this.emit('upload', data, 'onUpload');
+      this.emit('success', data, 'onCertSuccess');
+    }
+
+    v_done() {
+      const L = this.L;
+      const { data, kind, status } = this.s.result;
+      const sub = data.submission || {};
+      const ex = Array.isArray(data.exemptions) ? data.exemptions : [];
+      let zones = Array.isArray(sub.zones) && sub.zones.length ? sub.zones : ex.map((x) => x.zone).filter(Boolean);
+      if (!zones.length) zones = kind === 'use' && data.certificate ? [data.certificate.zone] : this.chosen();
+      zones = zones.filter((z, i, a) => a.indexOf(z) === i);
+      const pending = status === 202 || sub.status === 'pending';
+      return h('div', { class: 'cw-done' },
+        this.heading(kind === 'use' ? L.appliedHeading : L.doneHeading),
+        h('p', {}, fmt(kind === 'use' ? L.applied : L.done, { states: this.stateList(zones) })),
+        pending ? h('p', { class: 'cw-muted' }, L.pending) : null);
+    }
+  }
+
+  // ---------------------------------------------------------------- mounting and the public API
+  function fromData(el) {
+    const d = el.dataset;
+    const o = {};
+    if ('shipZone' in d) o.shipZone = d.shipZone || null;
+    if (d.locale) o.locale = d.locale;
+    if ('fillOnly' in d) o.fillOnly = d.fillOnly === '' || isTrue(d.fillOnly);
+    if ('uploadOnly' in d) o.uploadOnly = d.uploadOnly === '' || isTrue(d.uploadOnly);
+    if ('preview' in d) o.preview = d.preview === '' || isTrue(d.preview);
+    if ('editPurchaser' in d) o.editPurchaser = d.editPurchaser === '' || isTrue(d.editPurchaser);
+    if (d.theme) o.theme = d.theme;
+    return o;
+  }
+
+  function init(element, options) {
+    const host = typeof element === 'string' ? document.querySelector(element) : element;
+    if (!host || !(host instanceof Element)) throw new TypeError('CertWidget.init needs an element');
+    const old = instances.get(host);
+    if (old) old.destroy();
+    const w = new Widget(host, Object.assign({}, readConfig(), options || {}));
+    instances.set(host, w);
+    return w.api;
+  }
+
+  function boot() {
+    const cfg = readConfig();
+    document.querySelectorAll('[data-certwidget]').forEach((el) => {
+      if (!instances.has(el)) init(el, Object.assign({}, cfg, fromData(el)));
+    });
+  }
+
+  window.CertWidget = Object.freeze({ init, version: VERSION });
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot, { once: true });
+  else boot();
+})();

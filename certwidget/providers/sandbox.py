@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -42,6 +43,7 @@ def embedded_sandbox(
     """A CertCapture provider backed by an in-process sandbox on the SQLite file ``db_path``."""
     from ..sandbox import create_app
 
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     # The in-process sandbox is reachable only through this object, so a random password
     # costs nothing and keeps a guessable credential out of every log and response.
     password = password or secrets.token_urlsafe(24)

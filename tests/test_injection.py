@@ -1,0 +1,609 @@
+"""HtmlInjector: where the widget lands, what is left alone, and that bodies stream."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import random
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from certwidget import injection
+from certwidget.injection import (
+    MAX_AFTER_BODY_HOLD,
+    MAX_TAG_HOLD,
+    HtmlInjector,
+    csp_nonce,
+    is_html_response,
+)
+
+HEAD = (
+    b'<link rel="stylesheet" href="/certwidget/static/certwidget.css">'
+    b'<script defer src="/certwidget/static/certwidget.js"></script>'
+    b'<script type="application/json" id="certwidget-config">{"endpoint": "/certwidget"}</script>'
+)
+MOUNT = b"<div data-certwidget></div>"
+AT_BODY = HEAD + MOUNT  # what lands before </body> (or at the end) when there is no placeholder
+
+PAGE = b"<!doctype html><html><head><title>Checkout</title></head><body><h1>Pay</h1></body></html>"
+PAGE_INJECTED = PAGE.replace(b"</body>", AT_BODY + b"</body>")
+PLACEHOLDER = b'<div class="tax" data-certwidget="">'
+PLACEHOLDER_PAGE = b"<html><body><form>" + PLACEHOLDER + b"</div></form></body></html>"
+PLACEHOLDER_INJECTED = PLACEHOLDER_PAGE.replace(PLACEHOLDER, PLACEHOLDER + HEAD)
+
+
+# --- driving the injector directly -------------------------------------------------------------
+
+
+async def drive(
+    chunks: list[bytes],
+    *,
+    content_type: bytes = b"text/html; charset=utf-8",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    **options: Any,
+) -> tuple[Message, bytes]:
+    """Send `chunks` as one response through an HtmlInjector; return the start and the body."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    options.setdefault("head_html", HEAD)
+    injector = HtmlInjector(send, **options)
+    raw_headers = [(b"content-type", content_type), *(headers or [])]
+    await injector({"type": "http.response.start", "status": 200, "headers": raw_headers})
+    for index, chunk in enumerate(chunks):
+        more_body = index < len(chunks) - 1
+        await injector({"type": "http.response.body", "body": chunk, "more_body": more_body})
+    assert sent[0]["type"] == "http.response.start"
+    assert [m.get("more_body", False) for m in sent[1:]][-1] is False
+    return sent[0], b"".join(m["body"] for m in sent[1:])
+
+
+async def started_injector() -> tuple[HtmlInjector, list[Message]]:
+    """An injector that has seen the start of a text/html response, and what it sent."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    injector = HtmlInjector(send, head_html=HEAD)
+    headers = [(b"content-type", b"text/html")]
+    await injector({"type": "http.response.start", "status": 200, "headers": headers})
+    return injector, sent
+
+
+async def inject(page: bytes, **options: Any) -> bytes:
+    return (await drive([page], **options))[1]
+
+
+def split_everywhere(page: bytes) -> Iterator[list[bytes]]:
+    for offset in range(len(page) + 1):
+        yield [page[:offset], page[offset:]]
+
+
+@pytest.mark.anyio
+async def test_body_close_split_at_every_offset_across_two_chunks() -> None:
+    for chunks in split_everywhere(PAGE):
+        assert (await drive(chunks))[1] == PAGE_INJECTED, chunks
+
+
+@pytest.mark.anyio
+async def test_placeholder_split_at_every_offset_across_two_chunks() -> None:
+    for chunks in split_everywhere(PLACEHOLDER_PAGE):
+        assert (await drive(chunks))[1] == PLACEHOLDER_INJECTED, chunks
+
+
+@pytest.mark.anyio
+async def test_one_byte_chunks() -> None:
+    for page, expected in [(PAGE, PAGE_INJECTED), (PLACEHOLDER_PAGE, PLACEHOLDER_INJECTED)]:
+        assert (await drive([bytes([byte]) for byte in page]))[1] == expected
+
+
+TRICKY_PAGES = [
+    PAGE,
+    PLACEHOLDER_PAGE,
+    b"<html><body><p>a</p></body>\n<!-- late --></body></html>",
+    b"<html><BODY><b>bold</b><button>go</button></BODY></HTML>",
+    b"<body><script>if (a<b && c > d) x = '</b>';</script><div title=\"a>b\" data-certwidget></div>",
+    b"<body><p data-certwidget-foo>x</p><script>q('[data-certwidget]')</script></body >",
+    b"<body><p>no closing tag at all",
+    b"<body>" + b"<i>filler</i>" * 400 + b"<section\n  data-certwidget\n>" + b"<u>z</u>" * 300,
+]
+
+
+@pytest.mark.anyio
+async def test_random_chunkings_give_the_same_bytes_as_one_chunk() -> None:
+    rng = random.Random(20240601)
+    for page in TRICKY_PAGES:
+        whole = await inject(page)
+        assert whole.count(HEAD) == 1
+        for _ in range(40):
+            cuts = sorted(rng.sample(range(len(page) + 1), k=min(len(page), rng.randint(1, 12))))
+            chunks = [page[a:b] for a, b in zip([0, *cuts], [*cuts, len(page)], strict=True)]
+            assert (await drive(chunks))[1] == whole, chunks
+
+
+@pytest.mark.anyio
+async def test_injects_before_the_last_of_two_body_closes() -> None:
+    page = b"<body><script>document.write('</body>')</script></body></html>"
+    expected = b"<body><script>document.write('</body>')</script>" + AT_BODY + b"</body></html>"
+    assert await inject(page) == expected
+    # The later </body> arrives in a later chunk and supersedes the held one.
+    assert (await drive([page[:40], page[40:]]))[1] == expected
+
+
+@pytest.mark.anyio
+async def test_without_body_close_appends_at_the_end() -> None:
+    assert await inject(b"<p>fragment</p>") == b"<p>fragment</p>" + AT_BODY
+    assert (await drive([b"<p>frag", b"ment</p>", b""]))[1] == b"<p>fragment</p>" + AT_BODY
+
+
+@pytest.mark.anyio
+async def test_body_close_is_found_in_any_case() -> None:
+    assert await inject(b"<BODY>x</BODY></HTML>") == b"<BODY>x" + AT_BODY + b"</BODY></HTML>"
+    assert await inject(b"<body>x</bOdY ></html>") == b"<body>x" + AT_BODY + b"</bOdY ></html>"
+    # `</bodyguard>` is not `</body>`.
+    assert await inject(b"<body>x</bodyguard>") == b"<body>x</bodyguard>" + AT_BODY
+
+
+@pytest.mark.anyio
+async def test_placeholder_gets_the_assets_inside_and_no_extra_mount() -> None:
+    body = await inject(PLACEHOLDER_PAGE)
+    assert body == PLACEHOLDER_INJECTED
+    assert body.count(b"data-certwidget") == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "tag",
+    [
+        b"<div data-certwidget>",
+        b"<DIV DATA-CERTWIDGET>".replace(b"DATA-CERTWIDGET", b"data-certwidget"),
+        b"<div data-certwidget/>",
+        b"<div id=w data-certwidget data-ship-zone='WA'>",
+        b'<div title="a > b" data-certwidget="">',
+        b"<section\n\tclass=checkout\n\tdata-certwidget = yes\n>",
+    ],
+)
+async def test_placeholder_forms(tag: bytes) -> None:
+    page = b"<body>" + tag + b"</div></body>"
+    assert await inject(page) == b"<body>" + tag + HEAD + b"</div></body>"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "markup",
+    [
+        b"<div data-certwidget-foo></div>",
+        b"<div xdata-certwidget></div>",
+        b"<p>put data-certwidget on an element</p>",
+        b"<script>document.querySelector('[data-certwidget]')</script>",
+    ],
+)
+async def test_not_a_placeholder(markup: bytes) -> None:
+    page = b"<body>" + markup + b"</body>"
+    assert await inject(page) == b"<body>" + markup + AT_BODY + b"</body>"
+
+
+@pytest.mark.anyio
+async def test_injects_exactly_once() -> None:
+    page = b"<body><div data-certwidget></div><div data-certwidget></div></body></body>"
+    body = await inject(page)
+    assert body.count(HEAD) == 1
+    assert body == page.replace(b"<div data-certwidget>", b"<div data-certwidget>" + HEAD, 1)
+
+
+@pytest.mark.anyio
+async def test_streams_holding_back_no_more_than_an_unfinished_tag() -> None:
+    injector, sent = await started_injector()
+    chunk = b"<p class='row'>" + b"x" * 4000 + b"</p><p cla"  # always ends mid-tag
+    received = 0
+    for _ in range(50):
+        await injector({"type": "http.response.body", "body": chunk, "more_body": True})
+        received += len(chunk)
+        assert received - sum(len(m.get("body", b"")) for m in sent[1:]) <= 10
+    await injector({"type": "http.response.body", "body": b"ss=x></p></body>", "more_body": False})
+    body = b"".join(m["body"] for m in sent[1:])
+    assert body.endswith(b"<p class=x></p>" + AT_BODY + b"</body>")
+
+
+@pytest.mark.anyio
+async def test_a_long_tail_after_body_close_is_not_held_past_the_cap() -> None:
+    injector, sent = await started_injector()
+    await injector({"type": "http.response.body", "body": b"<body>a</body>", "more_body": True})
+    tail = b"<!-- analytics -->" * 1000
+    for _ in range(MAX_AFTER_BODY_HOLD // len(tail) + 2):
+        await injector({"type": "http.response.body", "body": tail, "more_body": True})
+    # Injected at the held candidate once the cap passed, before the stream ended.
+    body = b"".join(m["body"] for m in sent[1:])
+    assert body.startswith(b"<body>a" + AT_BODY + b"</body>" + tail)
+    await injector({"type": "http.response.body", "body": b"</body>", "more_body": False})
+    assert b"".join(m["body"] for m in sent[1:]).count(HEAD) == 1
+
+
+@pytest.mark.anyio
+async def test_an_unfinished_tag_longer_than_the_cap_is_let_go() -> None:
+    injector, sent = await started_injector()
+    await injector({"type": "http.response.body", "body": b'<div title="', "more_body": True})
+    for _ in range(3):
+        await injector({"type": "http.response.body", "body": b"y" * MAX_TAG_HOLD, "more_body": True})
+    assert sum(len(m.get("body", b"")) for m in sent[1:]) > 2 * MAX_TAG_HOLD
+
+
+# --- CSP nonces --------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_nonce_from_csp_goes_on_every_injected_element() -> None:
+    csp = (b"content-security-policy", b"default-src 'self'; script-src 'nonce-Zm9vYmFy+/==' 'self'")
+    body = await inject(PAGE, headers=[csp])
+    injected = body[body.index(b"<link") : body.index(b"</body>")]
+    assert injected.count(b'nonce="Zm9vYmFy+/=="') == 3
+    assert injected.count(b"<script") + injected.count(b"<link") == 3
+    assert b'<div data-certwidget nonce="' not in injected
+
+
+@pytest.mark.anyio
+async def test_nonce_falls_back_to_default_src() -> None:
+    csp = (b"content-security-policy", b"default-src 'nonce-abc123'")
+    assert (await inject(PAGE, headers=[csp])).count(b'nonce="abc123"') == 3
+
+
+@pytest.mark.anyio
+async def test_nonce_argument_wins_and_is_escaped() -> None:
+    csp = (b"content-security-policy", b"script-src 'nonce-fromheader'")
+    body = await inject(PAGE, headers=[csp], nonce='x"><script>alert(1)</script>')
+    assert body.count(b'nonce="x&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"') == 3
+    assert b"fromheader" not in body
+    assert b"<script>alert(1)" not in body
+
+
+@pytest.mark.anyio
+async def test_a_nonce_that_is_not_base64_is_no_nonce() -> None:
+    csp = (b"content-security-policy", b"script-src 'nonce-a\"onload=alert(1)'")
+    body = await inject(PAGE, headers=[csp])
+    assert b"nonce=" not in body
+    assert body == PAGE_INJECTED
+
+
+@pytest.mark.anyio
+async def test_nonce_from_csp_can_be_turned_off() -> None:
+    csp = (b"content-security-policy", b"script-src 'nonce-abc123'")
+    assert await inject(PAGE, headers=[csp], nonce_from_csp=False) == PAGE_INJECTED
+
+
+@pytest.mark.anyio
+async def test_render_gets_the_nonce_once_and_only_when_injecting() -> None:
+    calls: list[str | None] = []
+
+    def render(nonce: str | None) -> tuple[bytes, bytes]:
+        calls.append(nonce)
+        return b"<script nonce=" + (nonce or "").encode() + b"></script>", b"<noscript>!</noscript>"
+
+    csp = (b"content-security-policy", b"script-src 'nonce-r4nd0m'")
+    chunks = [b"<body>a</bo", b"dy></bo", b"dy></html>"]
+    _, body = await drive(chunks, headers=[csp], render=render)
+    assert calls == ["r4nd0m"]
+    expected = b"<script nonce=r4nd0m></script><noscript>!</noscript>" + MOUNT
+    assert body == b"<body>a</body>" + expected + b"</body></html>"
+    await drive([b"{}"], content_type=b"application/json", render=render)
+    assert calls == ["r4nd0m"]
+
+
+def test_csp_nonce_reads_the_directives_that_govern_scripts() -> None:
+    assert csp_nonce(["script-src 'self' 'nonce-AAA'"]) == "AAA"
+    assert csp_nonce(["default-src 'self'", "script-src\t'nonce-BBB='"]) == "BBB="
+    assert csp_nonce(["img-src 'nonce-CCC'"]) is None
+    assert csp_nonce(["script-src 'nonce-'"]) is None
+    assert csp_nonce([]) is None
+
+
+# --- what is left alone ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([(b"content-type", b"text/html")], True),
+        ([(b"Content-Type", b"TEXT/HTML; Charset=\"UTF-8\"")], True),
+        ([(b"content-type", b"application/xhtml+xml; charset=iso-8859-1")], True),
+        ([(b"content-type", b"text/html; charset=windows-1252")], True),
+        ([(b"content-type", b"text/html; charset=utf-16")], False),
+        ([(b"content-type", b"text/html; charset=UTF-32LE")], False),
+        ([(b"content-type", b"text/html; charset=utf-7")], False),
+        ([(b"content-type", b"text/html; charset=no-such-charset")], False),
+        ([(b"content-type", b"text/html"), (b"content-encoding", b"br")], False),
+        ([(b"content-type", b"text/html"), (b"content-encoding", b"identity")], True),
+        ([(b"content-type", b"text/plain")], False),
+        ([(b"content-type", b"text/html-sandboxed")], False),
+        ([], False),
+    ],
+)
+def test_is_html_response(headers: list[tuple[bytes, bytes]], expected: bool) -> None:
+    assert is_html_response(headers) is expected
+
+
+@pytest.mark.anyio
+async def test_a_strong_etag_is_made_weak_and_a_weak_one_kept() -> None:
+    start, _ = await drive([PAGE], headers=[(b"etag", b'"abc"')])
+    assert (b"etag", b'W/"abc"') in start["headers"]
+    start, _ = await drive([PAGE], headers=[(b"etag", b'W/"abc"')])
+    assert (b"etag", b'W/"abc"') in start["headers"]
+
+
+# --- through Starlette and FastAPI, in process ------------------------------------------------
+
+
+class InjectEverything:
+    """Test-only middleware: every HTTP response goes through an HtmlInjector."""
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.options = {"head_html": HEAD, **options}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        injector = HtmlInjector(send, method=scope["method"], **self.options)
+        await self.app(scope, receive, injector)
+
+
+STREAM_CHUNKS = [b"<html><body><h1>Checkout</h1>", b"<p>total</p></bo", b"dy></html>"]
+STREAM_PAGE = b"".join(STREAM_CHUNKS)
+
+
+def make_app(tmp_path: Path) -> Starlette:
+    (tmp_path / "page.html").write_bytes(PAGE)
+    (tmp_path / "pixel.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for chunk in STREAM_CHUNKS:
+            yield chunk
+
+    def gzipped(request: Request) -> Response:
+        headers = {"content-encoding": "gzip"}
+        return Response(gzip.compress(PAGE, mtime=0), media_type="text/html", headers=headers)
+
+    routes = {
+        "/html": lambda request: HTMLResponse(PAGE),
+        "/stream": lambda request: StreamingResponse(stream(), media_type="text/html"),
+        "/text": lambda request: PlainTextResponse(PAGE.decode()),
+        "/json": lambda request: JSONResponse({"page": PAGE.decode()}),
+        "/file": lambda request: FileResponse(tmp_path / "page.html"),
+        "/png": lambda request: FileResponse(tmp_path / "pixel.png"),
+        "/204": lambda request: Response(status_code=204),
+        "/304": lambda request: Response(status_code=304, headers={"etag": '"v1"'}),
+        "/gzip": gzipped,
+        "/utf16": lambda request: Response(
+            PAGE.decode().encode("utf-16"), media_type="text/html; charset=utf-16"
+        ),
+        "/latin1": lambda request: Response(
+            PAGE.replace(b"Pay", "Zahlen für".encode("latin-1")),
+            media_type="text/html; charset=iso-8859-1",
+        ),
+    }
+    return Starlette(
+        routes=[Route(path, endpoint, methods=["GET", "HEAD"]) for path, endpoint in routes.items()]
+    )
+
+
+async def raw_response(app: ASGIApp, path: str, method: str = "GET", **kwargs: Any) -> tuple:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+        request = client.build_request(method, path, **kwargs)
+        response = await client.send(request, stream=True)
+        body = b"".join([part async for part in response.aiter_raw()])
+        return response.status_code, response.headers.multi_items(), body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/text", {}),
+        ("GET", "/json", {}),
+        ("GET", "/png", {}),
+        ("GET", "/204", {}),
+        ("GET", "/304", {}),
+        ("GET", "/utf16", {}),
+        ("HEAD", "/html", {}),
+        ("HEAD", "/file", {}),
+        ("GET", "/file", {"range": "bytes=0-9"}),
+    ],
+)
+async def test_pass_through_is_byte_identical(
+    tmp_path: Path, method: str, path: str, headers: dict[str, str]
+) -> None:
+    app = make_app(tmp_path)
+    plain = await raw_response(app, path, method, headers=headers)
+    wrapped = await raw_response(InjectEverything(app), path, method, headers=headers)
+    assert wrapped == plain
+
+
+@pytest.mark.anyio
+async def test_gzip_encoded_html_passes_through_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(injection, "_warned_about_encoding", False)
+    app = make_app(tmp_path)
+    plain = await raw_response(app, "/gzip")
+    # GZipMiddleware *inside* the injector: the wrong order, which the warning explains.
+    wrong_order = InjectEverything(GZipMiddleware(app, minimum_size=0))
+    with caplog.at_level(logging.WARNING, logger="certwidget.injection"):
+        assert await raw_response(InjectEverything(app), "/gzip") == plain
+        await raw_response(wrong_order, "/html", headers={"accept-encoding": "gzip"})
+    warnings = [r for r in caplog.records if r.name == "certwidget.injection"]
+    assert len(warnings) == 1
+    assert "inside GZipMiddleware" in warnings[0].getMessage()
+
+
+@pytest.mark.anyio
+async def test_injector_inside_gzip_middleware_injects_then_compresses(tmp_path: Path) -> None:
+    app = GZipMiddleware(InjectEverything(make_app(tmp_path)), minimum_size=0)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+        response = await client.get("/html", headers={"accept-encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.content == PAGE_INJECTED
+
+
+@pytest.mark.anyio
+async def test_single_message_body_gets_a_corrected_content_length(tmp_path: Path) -> None:
+    for path in ("/html", "/file"):
+        status, headers, body = await raw_response(InjectEverything(make_app(tmp_path)), path)
+        assert status == 200
+        assert body == PAGE_INJECTED
+        assert [v for k, v in headers if k == "content-length"] == [str(len(PAGE_INJECTED))]
+
+
+@pytest.mark.anyio
+async def test_streamed_body_drops_content_length(tmp_path: Path) -> None:
+    _, headers, body = await raw_response(InjectEverything(make_app(tmp_path)), "/stream")
+    assert body == STREAM_PAGE.replace(b"</body>", AT_BODY + b"</body>")
+    assert "content-length" not in dict(headers)
+
+
+@pytest.mark.anyio
+async def test_ascii_compatible_charset_is_injected_without_decoding(tmp_path: Path) -> None:
+    _, _, body = await raw_response(InjectEverything(make_app(tmp_path)), "/latin1")
+    assert body == PAGE_INJECTED.replace(b"Pay", "Zahlen für".encode("latin-1"))
+
+
+@pytest.mark.anyio
+async def test_fastapi_html_is_injected_and_json_left_alone() -> None:
+    api = FastAPI()
+
+    @api.get("/checkout", response_class=HTMLResponse)
+    async def checkout() -> str:
+        return PAGE.decode()
+
+    @api.get("/api/cart")
+    async def cart() -> dict[str, str]:
+        return {"html": "</body>"}
+
+    api.add_middleware(InjectEverything)
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+        page = await client.get("/checkout")
+        data = await client.get("/api/cart")
+    assert page.content == PAGE_INJECTED
+    assert page.headers["content-length"] == str(len(PAGE_INJECTED))
+    assert data.content == b'{"html":"</body>"}'
+
+
+# --- under a real uvicorn ----------------------------------------------------------------------
+
+
+def test_uvicorn_delivers_bodies_that_match_their_headers(
+    tmp_path: Path, live_server_factory: Any
+) -> None:
+    server = live_server_factory(InjectEverything(make_app(tmp_path)))
+    with httpx.Client(base_url=server.url) as client:
+        for path in ("/html", "/file"):
+            response = client.get(path)
+            assert response.content == PAGE_INJECTED
+            assert response.headers["content-length"] == str(len(response.content))
+        response = client.get("/stream")
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert response.content == STREAM_PAGE.replace(b"</body>", AT_BODY + b"</body>")
+        response = client.head("/html")
+        assert response.headers["content-length"] == str(len(PAGE))
+
+
+BIG_CHUNK = (b"<tr><td class='sku'>A-1</td><td>widget</td></tr>\n" * 21000)[: 1024 * 1024 - 8]
+BIG_CHUNK += b"<td clas"  # every chunk ends inside a tag, so the injector holds a few bytes
+BIG_CHUNKS = 50
+BIG_HEAD = b"<html><body><table>"
+BIG_TAIL = b"s=x></td></table></body></html>"
+
+
+async def big_page() -> AsyncIterator[bytes]:
+    yield BIG_HEAD
+    for _ in range(BIG_CHUNKS):
+        yield BIG_CHUNK
+    yield BIG_TAIL
+
+
+def big_page_app() -> Starlette:
+    route = Route("/", lambda request: StreamingResponse(big_page(), media_type="text/html"))
+    return Starlette(routes=[route])
+
+
+def test_uvicorn_streams_a_50mb_page_intact(live_server_factory: Any) -> None:
+    expected = hashlib.sha256(BIG_HEAD)
+    for _ in range(BIG_CHUNKS):
+        expected.update(BIG_CHUNK)
+    expected.update(BIG_TAIL.replace(b"</body>", AT_BODY + b"</body>"))
+
+    server = live_server_factory(InjectEverything(big_page_app()))
+    received = hashlib.sha256()
+    size = 0
+    with httpx.stream("GET", server.url, timeout=30) as response:
+        assert "content-length" not in response.headers
+        for part in response.iter_raw():
+            received.update(part)
+            size += len(part)
+    assert size == len(BIG_HEAD) + BIG_CHUNKS * len(BIG_CHUNK) + len(BIG_TAIL) + len(AT_BODY)
+    assert received.hexdigest() == expected.hexdigest()
+
+
+@pytest.mark.anyio
+async def test_memory_stays_bounded_while_50mb_stream_through() -> None:
+    app = InjectEverything(big_page_app())
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "server": ("shop", 80),
+    }
+    size = 0
+    tail = b""
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal size, tail
+        if message["type"] == "http.response.body":
+            size += len(message["body"])  # consumed, not kept
+            tail = (tail + message["body"])[-4096:]
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        await app(scope, receive, send)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert size == len(BIG_HEAD) + BIG_CHUNKS * len(BIG_CHUNK) + len(BIG_TAIL) + len(AT_BODY)
+    assert tail.endswith(AT_BODY + b"</body></html>")
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes"

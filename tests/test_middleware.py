@@ -1,0 +1,279 @@
+"""CertWidgetMiddleware: construction, routing, pass-through, injection and static files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse as FastAPIHTML
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from certwidget import CertWidgetMiddleware, exemption_for
+
+from .support.shop import PAGE, SECRET, build, client, current_customer
+
+
+def config_of(html: str) -> dict[str, Any]:
+    match = re.search(
+        r'<script type="application/json" id="certwidget-config"[^>]*>(.*?)</script>', html, re.S
+    )
+    assert match, html
+    return dict(json.loads(match.group(1)))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"secret_key": "short"}, "too short"),
+        ({"secret_key": SECRET, "prefix": "certwidget"}, "prefix"),
+        ({"secret_key": SECRET, "customer": "C-1"}, "customer must be a callable"),
+        ({"secret_key": SECRET, "inject": "/checkout"}, "inject must be a list"),
+        ({"secret_key": SECRET, "inject": ["checkout"]}, "starting with '/'"),
+        ({"secret_key": SECRET, "token_max_age": 5}, "token_max_age"),
+        ({"secret_key": SECRET, "locale": "fr"}, "locale"),
+        ({"secret_key": SECRET, "provider": object()}, "CertificateProvider"),
+        ({"secret_key": SECRET, "allowed_origins": "https://a.example"}, "allowed_origins"),
+    ],
+)
+def test_bad_configuration_fails_at_construction_with_a_clear_error(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        CertWidgetMiddleware(Starlette(), database=tmp_path / "cw.sqlite3", **options)
+
+
+@pytest.mark.anyio
+async def test_requests_outside_the_prefix_and_inject_paths_reach_the_app_untouched(
+    tmp_path: Path,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen["receive"], seen["send"] = receive, send
+        await Response("ok")(scope, receive, send)
+
+    middleware = CertWidgetMiddleware(app, secret_key=SECRET, database=tmp_path / "cw.sqlite3")
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/products", "headers": [],
+             "query_string": b"", "root_path": ""}
+    await middleware(scope, receive, send)
+    assert seen["receive"] is receive and seen["send"] is send  # no per-request wrapping
+    assert sent[-1]["body"] == b"ok"
+
+
+@pytest.mark.anyio
+async def test_checkout_pages_get_the_widget_with_hashed_assets_and_config(tmp_path: Path) -> None:
+    shop = build(tmp_path, ship_zone=lambda request: "wa")
+    async with client(shop) as http:
+        page = await http.get("/checkout", headers={"x-customer": "C-7"})
+        other = await http.get("/tax?zone=WA")
+    html = page.text
+    assert re.search(r'<link rel="stylesheet" href="/certwidget/static/certwidget\.[0-9a-f]{12}\.css"', html)
+    assert re.search(r'<script defer src="/certwidget/static/certwidget\.[0-9a-f]{12}\.js"></script>', html)
+    assert html.index("data-certwidget></div>") < html.index("</body>")
+    config = config_of(html)
+    assert config["shipZone"] == "WA"
+    assert config["signedIn"] is True
+    assert config["purchaser"]["name"] == "Buyer C-7"
+    assert config["endpoint"] == "/certwidget"
+    assert int(page.headers["content-length"]) == len(page.content)
+    assert "certwidget" not in other.text
+
+
+@pytest.mark.anyio
+async def test_no_value_in_the_config_can_end_the_script_element(tmp_path: Path) -> None:
+    def hostile(request: Request) -> dict[str, str]:
+        return {"code": "C-1", "name": "</script><script>alert(1)</script>&<!--"}
+
+    shop = build(tmp_path, customer=hostile)
+    async with client(shop) as http:
+        html = (await http.get("/checkout")).text
+    assert "<script>alert(1)" not in html
+    assert config_of(html)["purchaser"]["name"] == "</script><script>alert(1)</script>&<!--"
+
+
+@pytest.mark.anyio
+async def test_a_nonce_from_request_state_or_the_csp_header_goes_on_every_injected_element(
+    tmp_path: Path,
+) -> None:
+    async def with_state(request: Request) -> Response:
+        request.state.csp_nonce = "st4te-nonce"
+        return HTMLResponse(PAGE)
+
+    async def with_header(request: Request) -> Response:
+        return HTMLResponse(
+            PAGE, headers={"content-security-policy": "script-src 'nonce-h3ader' 'strict-dynamic'"}
+        )
+
+    app = Starlette(routes=[Route("/checkout/a", with_state), Route("/checkout/b", with_header)])
+    shop = CertWidgetMiddleware(app, secret_key=SECRET, database=tmp_path / "cw.sqlite3")
+    async with client(shop) as http:
+        a = (await http.get("/checkout/a")).text
+        b = (await http.get("/checkout/b")).text
+    assert a.count('nonce="st4te-nonce"') == 3
+    assert b.count('nonce="h3ader"') == 3
+    assert "<script>" not in a.replace('<script type="application/json"', "")
+
+
+@pytest.mark.anyio
+async def test_inject_takes_globs_or_a_predicate(tmp_path: Path) -> None:
+    async def page(request: Request) -> Response:
+        return HTMLResponse(PAGE)
+
+    app = Starlette(routes=[Route("/{path:path}", page)])
+    globbed = CertWidgetMiddleware(
+        app, secret_key=SECRET, database=tmp_path / "a.sqlite3", inject=["/cart/*/pay", "/buy"]
+    )
+    predicate = CertWidgetMiddleware(
+        app, secret_key=SECRET, database=tmp_path / "b.sqlite3",
+        inject=lambda request: request.query_params.get("step") == "pay",
+    )
+    async with client(globbed) as http:
+        assert "certwidget-config" in (await http.get("/cart/42/pay")).text
+        assert "certwidget-config" in (await http.get("/buy/now")).text
+        assert "certwidget-config" not in (await http.get("/buyer")).text
+        assert "certwidget-config" not in (await http.get("/checkout")).text
+    async with client(predicate) as http:
+        assert "certwidget-config" in (await http.get("/anything?step=pay")).text
+        assert "certwidget-config" not in (await http.get("/anything")).text
+
+
+@pytest.mark.anyio
+async def test_static_files_are_served_immutable_under_their_hash(tmp_path: Path) -> None:
+    shop = build(tmp_path)
+    async with client(shop) as http:
+        html = (await http.get("/checkout")).text
+        js_url = re.search(r'src="(/certwidget/static/[^"]+)"', html).group(1)  # type: ignore[union-attr]
+        hashed = await http.get(js_url, headers={"accept-encoding": "identity"})
+        zipped = await http.get(js_url, headers={"accept-encoding": "gzip"})
+        plain = await http.get("/certwidget/static/certwidget.js")
+        revalidated = await http.get(
+            "/certwidget/static/certwidget.js", headers={"if-none-match": plain.headers["etag"]}
+        )
+        missing = await http.get("/certwidget/static/other.js")
+    source = (Path(__file__).parent.parent / "static" / "certwidget.js").read_bytes()
+    assert hashed.content == source
+    assert hashed.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert hashed.headers["content-type"].startswith("text/javascript")
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.content == source  # httpx decodes gzip transparently
+    assert plain.headers["cache-control"] == "no-cache"
+    assert revalidated.status_code == 304
+    assert missing.status_code == 404
+
+
+@pytest.mark.anyio
+async def test_unknown_endpoints_and_methods_answer_json_errors(tmp_path: Path) -> None:
+    shop = build(tmp_path)
+    async with client(shop) as http:
+        unknown = await http.get("/certwidget/nope")
+        wrong_method = await http.delete("/certwidget/zones")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.anyio
+async def test_zones_and_reasons_come_from_the_catalog(tmp_path: Path) -> None:
+    shop = build(tmp_path)
+    async with client(shop) as http:
+        zones = (await http.get("/certwidget/zones")).json()["zones"]
+        reasons = (await http.get("/certwidget/reasons", params={"zone": "TX"})).json()["reasons"]
+        unknown = await http.get("/certwidget/reasons", params={"zone": "XX"})
+    by_code = {zone["code"]: zone for zone in zones}
+    assert len(by_code) == 51 and by_code["OR"]["salesTax"] is False
+    assert "G" in {reason["code"] for reason in reasons}
+    assert unknown.status_code == 400
+
+
+@pytest.mark.anyio
+async def test_a_custom_prefix_moves_every_endpoint(tmp_path: Path) -> None:
+    shop = build(tmp_path, prefix="/tax-exempt/")
+    async with client(shop) as http:
+        html = (await http.get("/checkout")).text
+        zones = await http.get("/tax-exempt/zones")
+        old = await http.get("/certwidget/zones")
+    assert '"/tax-exempt"' in html and "/tax-exempt/static/certwidget." in html
+    assert zones.status_code == 200
+    assert old.status_code == 404
+
+
+def _starlette_with_middleware_list(tmp_path: Path) -> Starlette:
+    async def checkout(request: Request) -> Response:
+        return HTMLResponse(PAGE)
+
+    async def tax(request: Request) -> Response:
+        exemption = await exemption_for(request, "WA")
+        return JSONResponse({"exempt": exemption is not None})
+
+    return Starlette(
+        routes=[Route("/checkout", checkout), Route("/tax", tax)],
+        middleware=[
+            Middleware(
+                CertWidgetMiddleware, secret_key=SECRET, customer=current_customer,
+                database=tmp_path / "s.sqlite3",
+            )
+        ],
+    )
+
+
+def _fastapi_with_add_middleware(tmp_path: Path) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/checkout", response_class=FastAPIHTML)
+    async def checkout() -> str:
+        return PAGE
+
+    @app.get("/tax")
+    async def tax(request: Request) -> dict[str, bool]:
+        return {"exempt": await exemption_for(request, "WA") is not None}
+
+    app.add_middleware(
+        CertWidgetMiddleware, secret_key=SECRET, customer=current_customer,
+        database=tmp_path / "f.sqlite3",
+    )
+    return app
+
+
+@pytest.mark.parametrize("make", [_starlette_with_middleware_list, _fastapi_with_add_middleware])
+def test_works_in_starlette_and_fastapi_under_real_uvicorn(
+    tmp_path: Path, live_server_factory: Any, make: Any
+) -> None:
+    server = live_server_factory(make(tmp_path))
+    with httpx.Client(base_url=server.url) as http:
+        page = http.get("/checkout")
+        assert page.status_code == 200
+        assert int(page.headers["content-length"]) == len(page.content)
+        assert "certwidget-config" in page.text
+        token = http.post(
+            "/certwidget/ecommerce/token", json={"zones": ["WA"]}, headers={"x-customer": "C-9"}
+        )
+        assert token.status_code == 200, token.text
+        assert http.get("/tax", headers={"x-customer": "C-9"}).json() == {"exempt": False}
+        assert http.get("/certwidget/zones").status_code == 200
+
+
+def test_exemption_for_without_the_middleware_says_how_to_add_it() -> None:
+    import asyncio
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    with pytest.raises(RuntimeError, match="add_middleware"):
+        asyncio.run(exemption_for(Request(scope), "WA"))
