@@ -1,10 +1,10 @@
 """certwidget: an embeddable tax-exemption-certificate collector for Starlette and FastAPI shops.
 
-    from certwidget import CertWidgetMiddleware, exemption_for
+from certwidget import CertWidgetMiddleware, exemption_for
 
-    app.add_middleware(CertWidgetMiddleware, secret_key=SECRET, customer=current_customer)
-    ...
-    exemption = await exemption_for(request, "WA")
+app.add_middleware(CertWidgetMiddleware, secret_key=SECRET, customer=current_customer)
+...
+exemption = await exemption_for(request, "WA")
 """
 
 from __future__ import annotations

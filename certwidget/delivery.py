@@ -146,28 +146,25 @@ class Deliverer:
             except ProviderUnavailable as exc:
                 delay = self._backoff(submission.attempts)
                 logger.warning(
-                    "certwidget: provider unavailable delivering %s (attempt %d), retry in %.1fs: %s",
-                    submission.id, submission.attempts + 1, delay, exc,
+                    "certwidget: provider unavailable delivering %s (attempt %d), "
+                    "retry in %.1fs: %s",
+                    submission.id,
+                    submission.attempts + 1,
+                    delay,
+                    exc,
                 )
-                await to_thread.run_sync(
-                    lambda: self._outbox.mark_retry(submission.id, error=str(exc), delay=delay)
-                )
+                await self._retry_later(submission, str(exc), delay)
             except ProviderError as exc:
                 logger.error(
                     "certwidget: provider refused submission %s: %s", submission.id, exc.message
                 )
-                await to_thread.run_sync(
-                    lambda: self._outbox.mark_failed(submission.id, error=exc.message)
-                )
+                await self._give_up(submission, exc.message)
             except Exception as exc:
                 # Our own bug or an unexpected answer: keep the row and retry later rather
                 # than lose an acknowledged certificate.
                 logger.exception("certwidget: unexpected error delivering %s", submission.id)
-                delay = self._backoff(submission.attempts)
-                await to_thread.run_sync(
-                    lambda: self._outbox.mark_retry(
-                        submission.id, error=f"{type(exc).__name__}: {exc}", delay=delay
-                    )
+                await self._retry_later(
+                    submission, f"{type(exc).__name__}: {exc}", self._backoff(submission.attempts)
                 )
             else:
                 await to_thread.run_sync(
@@ -177,6 +174,19 @@ class Deliverer:
                 submission.progress = progress
                 if self._on_delivered is not None:
                     self._on_delivered(submission)
+
+    async def _retry_later(self, submission: Submission, error: str, delay: float) -> None:
+        await to_thread.run_sync(
+            lambda: self._outbox.mark_retry(submission.id, error=error, delay=delay)
+        )
+
+    async def _retry_later(self, submission: Submission, error: str, delay: float) -> None:
+        await to_thread.run_sync(
+            lambda: self._outbox.mark_retry(submission.id, error=error, delay=delay)
+        )
+
+    async def _give_up(self, submission: Submission, error: str) -> None:
+        await to_thread.run_sync(lambda: self._outbox.mark_failed(submission.id, error=error))
 
     async def _deliver(self, submission: Submission) -> dict[str, Any]:
         progress: dict[str, Any] = dict(submission.progress)
@@ -192,9 +202,7 @@ class Deliverer:
             await to_thread.run_sync(lambda: self._outbox.save_progress(submission.id, snapshot))
 
         if "customer_id" not in progress:
-            progress["customer_id"] = await self._provider.ensure_customer(
-                profile_for(submission)
-            )
+            progress["customer_id"] = await self._provider.ensure_customer(profile_for(submission))
             await save()
         payload = submission.payload
         for zone in submission.zones:
@@ -204,7 +212,11 @@ class Deliverer:
                         customer_code=submission.customer,
                         zone=zone,
                         reason=str(payload["reason"]),
-                        exemption_number=str(payload.get("exemptionNumber", "")),
+                        exemption_number=str(
+                            (payload.get("exemptionNumbers") or {}).get(zone)
+                            or payload.get("exemptionNumber")
+                            or ""
+                        ),
                         signed_date=_date(payload.get("signedDate")),
                         expiration_date=_date(payload.get("expirationDate")),
                         exempt_percentage=float(payload.get("exemptPercentage", 100.0)),
@@ -233,4 +245,3 @@ class Deliverer:
         progress["numbers"] = numbers
         progress["attached"] = attached
         return progress
-

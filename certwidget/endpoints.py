@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -71,7 +72,8 @@ class Endpoints:
             check_same_origin(request, self.runtime.settings.allowed_origins)
             return await self.use_certificate(request, path[len("/certificates/") : -len("/use")])
         raise HTTPProblem(
-            404, "not_found",
+            404,
+            "not_found",
             f"No widget endpoint at {self.prefix}{path[:100]}; see the certwidget README.",
         )
 
@@ -79,7 +81,9 @@ class Endpoints:
     def _allow(method: str, *allowed: str) -> None:
         if method not in allowed:
             raise HTTPProblem(
-                405, "method_not_allowed", f"Use {' or '.join(allowed)} here, not {method}.",
+                405,
+                "method_not_allowed",
+                f"Use {' or '.join(allowed)} here, not {method}.",
                 headers={"Allow": ", ".join(allowed)},
             )
 
@@ -100,7 +104,9 @@ class Endpoints:
                 # delivered when it is back. Say so, so the widget can tell the buyer.
                 logger.warning("certwidget: token mint for %s failed: %s", buyer.code, exc)
                 degraded = True
-        claims = WidgetClaims(customer=buyer.code, guest=buyer.guest, zones=zones, upstream=upstream)
+        claims = WidgetClaims(
+            customer=buyer.code, guest=buyer.guest, zones=zones, upstream=upstream
+        )
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=runtime.settings.token_max_age)
         response = json_response(
             {
@@ -142,15 +148,15 @@ class Endpoints:
         raw = data.get("zones", []) if isinstance(data, dict) else None
         if not isinstance(raw, list) or not all(isinstance(z, str) for z in raw) or len(raw) > 60:
             raise HTTPProblem(
-                422, "invalid_fields", "zones must be a list of state codes such as [\"WA\"].",
-                fields={"zones": "Use a list of state codes such as [\"WA\"]."},
+                422,
+                "invalid_fields",
+                'zones must be a list of state codes such as ["WA"].',
+                fields={"zones": 'Use a list of state codes such as ["WA"].'},
             )
         try:
             return tuple(dict.fromkeys(catalog.zone(z).code for z in raw))
         except catalog.UnknownZone as exc:
-            raise HTTPProblem(
-                422, "invalid_fields", str(exc), fields={"zones": str(exc)}
-            ) from exc
+            raise HTTPProblem(422, "invalid_fields", str(exc), fields={"zones": str(exc)}) from exc
 
     async def authenticate(self, request: Request) -> tuple[Buyer, WidgetClaims]:
         """The buyer a valid widget token was issued to, who must be this request's buyer."""
@@ -158,12 +164,16 @@ class Endpoints:
             claims = self.runtime.tokens.verify(bearer_token(request))
         except TokenRejected as exc:
             raise HTTPProblem(
-                401, exc.code, exc.message, headers={"WWW-Authenticate": 'Bearer realm="certwidget"'}
+                401,
+                exc.code,
+                exc.message,
+                headers={"WWW-Authenticate": 'Bearer realm="certwidget"'},
             ) from exc
         buyer = await self.runtime.buyer(request)
         if buyer is None or buyer.code != claims.customer:
             raise HTTPProblem(
-                403, "other_buyer",
+                403,
+                "other_buyer",
                 "This certificate form was opened for another buyer (signed in or out since?). "
                 "Reload the page to continue.",
             )
@@ -215,7 +225,8 @@ class Endpoints:
                 continue
             if not self.runtime.on_file_is_usable(certificate, today):
                 raise HTTPProblem(
-                    409, "certificate_not_usable",
+                    409,
+                    "certificate_not_usable",
                     f"Certificate {certificate.number or certificate.id} is {certificate.status}"
                     " or expired; fill in a new one.",
                 )

@@ -67,7 +67,9 @@ def too_large(limit: int) -> HTTPProblem:
     megabytes = limit / (1024 * 1024)
     size = f"{megabytes:.0f} MB" if megabytes >= 1 else f"{limit // 1024} KB"
     return HTTPProblem(
-        413, "too_large", f"The request is too large: send at most {size}.",
+        413,
+        "too_large",
+        f"The request is too large: send at most {size}.",
         headers={"Connection": "close"},
     )
 
@@ -104,13 +106,15 @@ def check_same_origin(request: Request, allowed: Sequence[str]) -> None:
         if origin.lower() == _origin_of(request) or origin in allowed:
             return
         raise HTTPProblem(
-            403, "cross_origin",
+            403,
+            "cross_origin",
             f"Requests from {origin[:100]} are not allowed. The widget must be served from "
             "this shop's own pages (or add the origin to allowed_origins).",
         )
     if site is not None and site not in ("same-origin", "none"):
         raise HTTPProblem(
-            403, "cross_origin",
+            403,
+            "cross_origin",
             "Cross-site requests are not allowed. The widget must be served from this shop's "
             "own pages.",
         )
@@ -121,7 +125,8 @@ def bearer_token(request: Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPProblem(
-            401, "missing_token",
+            401,
+            "missing_token",
             "Send the widget token as 'Authorization: Bearer <token>' (from POST "
             "/ecommerce/token).",
             headers={"WWW-Authenticate": 'Bearer realm="certwidget"'},

@@ -44,13 +44,15 @@ def _idempotency_key(request: Request) -> str:
     key = request.headers.get("idempotency-key", "").strip()
     if not key:
         raise HTTPProblem(
-            400, "missing_idempotency_key",
+            400,
+            "missing_idempotency_key",
             "Send an Idempotency-Key header (a random id made once per certificate, reused "
             "on retries) so a retried submission never makes a second certificate.",
         )
     if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
         raise HTTPProblem(
-            400, "bad_idempotency_key",
+            400,
+            "bad_idempotency_key",
             f"The Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} printable characters.",
         )
     return key
@@ -62,11 +64,13 @@ def _payload(request: CertificateRequest, buyer: Buyer, today: dt.date) -> dict[
         "zones": list(request.zones),
         "reason": request.reason,
         "exemptionNumber": request.exemption_number,
+        "exemptionNumbers": dict(request.numbers),
         "taxIdType": request.tax_id_type,
         "purchaser": purchaser_json(request.purchaser) if request.purchaser else None,
         "signature": (
             {"type": request.signature.kind, "name": request.signature.name}
-            if request.signature else None
+            if request.signature
+            else None
         ),
         "signedDate": today.isoformat(),
         "expirationDate": request.expiration_date.isoformat() if request.expiration_date else None,
@@ -82,7 +86,7 @@ def _render_pdf(request: CertificateRequest, reference: str, today: dt.date) -> 
         FilledCertificate(
             zones=request.zones,
             reason=request.reason,
-            exemption_number=request.exemption_number,
+            exemption_number=_printed_number(request),
             tax_id_type=request.tax_id_type,
             purchaser=request.purchaser,
             signer_name=signature.name or request.purchaser.name,
@@ -93,6 +97,13 @@ def _render_pdf(request: CertificateRequest, reference: str, today: dt.date) -> 
             exempt_percentage=request.exempt_percentage,
         )
     )
+
+
+def _printed_number(request: CertificateRequest) -> str:
+    distinct = set(request.numbers.values())
+    if len(distinct) <= 1:
+        return next(iter(distinct), request.exemption_number)
+    return "; ".join(f"{zone}: {number}" for zone, number in request.numbers.items())
 
 
 async def _filled(request: Request) -> tuple[CertificateRequest, str, bytes | None]:
@@ -121,7 +132,9 @@ async def _uploaded(
         file = form.get("file")
         if not isinstance(file, UploadFile):
             raise HTTPProblem(
-                422, "invalid_fields", "Choose the certificate file to upload.",
+                422,
+                "invalid_fields",
+                "Choose the certificate file to upload.",
                 fields={"file": "Choose the certificate file to upload (PDF, PNG, JPEG or TIFF)."},
             )
         content = await file.read()
@@ -134,7 +147,9 @@ async def _uploaded(
         try:
             document = await to_thread.run_sync(
                 lambda: uploads.check_upload(
-                    content, filename=file.filename or "certificate", declared_type=file.content_type
+                    content,
+                    filename=file.filename or "certificate",
+                    declared_type=file.content_type,
                 )
             )
         except uploads.UploadRejected as exc:
@@ -161,7 +176,8 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
             validated, body_hash, document = await _uploaded(request)
         else:
             raise HTTPProblem(
-                415, "unsupported_media_type",
+                415,
+                "unsupported_media_type",
                 "Send a filled-in certificate as application/json or an uploaded one as "
                 "multipart/form-data.",
             )
@@ -178,7 +194,9 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
             pdf = await to_thread.run_sync(lambda: _render_pdf(validated, key, today))
         except ValueError as exc:  # a signature image the PDF library cannot read
             raise HTTPProblem(
-                422, "invalid_fields", "The drawn signature could not be read; draw it again.",
+                422,
+                "invalid_fields",
+                "The drawn signature could not be read; draw it again.",
                 fields={"signature.image": "The drawn signature could not be read; draw it again."},
             ) from exc
         content, stored_type, filename = pdf, "application/pdf", "certificate.pdf"
@@ -199,7 +217,8 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
     submission, created = await to_thread.run_sync(runtime.outbox.add, new)
     if not created and submission.body_hash != body_hash:
         raise HTTPProblem(
-            409, "idempotency_key_reused",
+            409,
+            "idempotency_key_reused",
             "This Idempotency-Key was already used for a different certificate. Make a new key "
             "for a new certificate.",
         )

@@ -106,12 +106,16 @@ class CertWidgetMiddleware:
             raise ValueError(f"prefix must start with '/' and name a path, got {prefix!r}")
         prefix = prefix.rstrip("/")
         for name, value in (
-            ("customer", customer), ("ship_zone", ship_zone), ("on_certificate", on_certificate)
+            ("customer", customer),
+            ("ship_zone", ship_zone),
+            ("on_certificate", on_certificate),
         ):
             if value is not None and not callable(value):
                 raise TypeError(f"{name} must be a callable taking the request, or None")
-        if isinstance(token_max_age, bool) or not isinstance(token_max_age, int) or not (
-            60 <= token_max_age <= 86400
+        if (
+            isinstance(token_max_age, bool)
+            or not isinstance(token_max_age, int)
+            or not (60 <= token_max_age <= 86400)
         ):
             raise ValueError("token_max_age must be a whole number of seconds from 60 to 86400")
         if not (0 <= deliver_wait <= 30) or not (0 < retry_backoff <= 300):
@@ -121,7 +125,9 @@ class CertWidgetMiddleware:
         if locale not in LOCALES:
             raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {locale!r}")
         if isinstance(allowed_origins, str):
-            raise TypeError("allowed_origins must be a list of origins, e.g. ['https://shop.example']")
+            raise TypeError(
+                "allowed_origins must be a list of origins, e.g. ['https://shop.example']"
+            )
         if callable(inject):
             self._inject_paths: re.Pattern[str] | None = None
             self._inject_predicate: Callable[[HTTPConnection], bool] | None = inject
@@ -239,4 +245,3 @@ class CertWidgetMiddleware:
             "signedIn": profile is not None,
             "purchaser": purchaser,
         }
-

@@ -164,9 +164,17 @@ class Outbox:
                 " payload, document, media_type, filename, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    submission_id, new.customer, int(new.guest), new.idempotency_key,
-                    new.body_hash, new.kind, json.dumps(new.payload), new.document,
-                    new.media_type, new.filename, time.time(),
+                    submission_id,
+                    new.customer,
+                    int(new.guest),
+                    new.idempotency_key,
+                    new.body_hash,
+                    new.kind,
+                    json.dumps(new.payload),
+                    new.document,
+                    new.media_type,
+                    new.filename,
+                    time.time(),
                 ),
             )
             row = db.execute(
@@ -280,13 +288,13 @@ class Outbox:
             ).fetchall()
         return {row["state"]: int(row["n"]) for row in rows}
 
-    def ids(self, states: Sequence[SubmissionState] = ("pending", "delivered", "failed")) -> list[
-        str
-    ]:
+    def ids(
+        self, states: Sequence[SubmissionState] = ("pending", "delivered", "failed")
+    ) -> list[str]:
         marks = ",".join("?" for _ in states)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id FROM submissions WHERE state IN ({marks})",  # noqa: S608 - placeholders only
+                f"SELECT id FROM submissions WHERE state IN ({marks})",
                 tuple(states),
             ).fetchall()
         return [row["id"] for row in rows]

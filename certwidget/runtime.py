@@ -37,7 +37,7 @@ MAX_CHECKOUT_ENTRIES = 8
 ON_FILE_TTL = 30.0
 
 CertificateHook = Callable[[HTTPConnection, Exemption], Awaitable[None] | None]
-ShipZoneCallable = Callable[[HTTPConnection], str | None | Awaitable[str | None]]
+ShipZoneCallable = Callable[[HTTPConnection], Awaitable[str | None] | str | None]
 
 
 @dataclass(slots=True)
@@ -107,7 +107,9 @@ class Runtime:
 
     # -- buyers and tokens -----------------------------------------------------------------
 
-    async def buyer(self, connection: HTTPConnection, *, create_guest: bool = False) -> Buyer | None:
+    async def buyer(
+        self, connection: HTTPConnection, *, create_guest: bool = False
+    ) -> Buyer | None:
         return await self.buyers.resolve(connection, create_guest=create_guest)
 
     async def ship_zone(self, connection: HTTPConnection) -> str | None:
@@ -129,7 +131,9 @@ class Runtime:
             return self.settings.cookie_secure
         return connection.url.scheme == "https"
 
-    def set_guest_cookie(self, response: Response, connection: HTTPConnection, buyer: Buyer) -> None:
+    def set_guest_cookie(
+        self, response: Response, connection: HTTPConnection, buyer: Buyer
+    ) -> None:
         if buyer.set_guest_cookie:
             response.set_cookie(
                 GUEST_COOKIE,

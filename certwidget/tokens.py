@@ -21,7 +21,7 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 #: Salts keep a value signed for one purpose from being accepted for another.
-WIDGET_TOKEN_SALT = "certwidget.widget-token.v1"
+WIDGET_TOKEN_SALT = "certwidget.widget-token.v1"  # noqa: S105 - a salt, not a secret
 GUEST_COOKIE_SALT = "certwidget.guest.v1"
 CHECKOUT_COOKIE_SALT = "certwidget.checkout.v1"
 
@@ -66,8 +66,8 @@ def normalize_keys(secret_key: str | bytes | Sequence[str | bytes]) -> list[byte
         raw = key.encode() if isinstance(key, str) else key
         if len(raw) < 16:
             raise ValueError(
-                "secret_key is too short: use at least 16 random characters "
-                "(for example the output of `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
+                "secret_key is too short: use at least 16 random characters, e.g. from "
+                "`python -c 'import secrets; print(secrets.token_urlsafe())'`"
             )
         result.append(raw)
     return result

@@ -65,6 +65,8 @@ class CertificateRequest:
     zones: tuple[str, ...]
     reason: str
     exemption_number: str
+    #: The number to print and send for each zone (a buyer may hold one per state).
+    numbers: Mapping[str, str]
     purchaser: Purchaser | None
     signature: Signature | None = None
     tax_id_type: TaxIdType = "state"
@@ -83,8 +85,14 @@ class _Errors:
 
 
 def _text(
-    data: Mapping[str, Any], key: str, path: str, errors: _Errors, *, required: bool,
-    label: str, limit: int = MAX_TEXT,
+    data: Mapping[str, Any],
+    key: str,
+    path: str,
+    errors: _Errors,
+    *,
+    required: bool,
+    label: str,
+    limit: int = MAX_TEXT,
 ) -> str:
     value = data.get(key)
     if value is None or value == "":
@@ -188,21 +196,51 @@ def _signature(raw: Any, purchaser: Purchaser | None, errors: _Errors) -> Signat
     return Signature("drawn", purchaser.name if purchaser else "", png)
 
 
-def _number(raw: Any, reason: str, zones: Sequence[str], errors: _Errors) -> str:
+def _sentence(message: str) -> str:
+    message = message.strip()
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+
+
+def _numbers(
+    data: Mapping[str, Any], reason: str, zones: Sequence[str], errors: _Errors
+) -> tuple[str, dict[str, str]]:
+    """The exemption number, and the number per zone (``exemptionNumbers`` overrides it).
+
+    One buyer often holds a different permit number in each state (the SST form has a line per
+    state), so a multi-state certificate may carry one number per zone.
+    """
+    label = "exemption or permit number"
     number = _text(
-        {"n": raw}, "n", "exemptionNumber", errors, required=False,
-        label="exemption or permit number", limit=MAX_NUMBER,
+        data,
+        "exemptionNumber",
+        "exemptionNumber",
+        errors,
+        required=False,
+        label=label,
+        limit=MAX_NUMBER,
     )
-    if not number:
-        if reason and catalog.reason(reason).number_required:
-            errors.add("exemptionNumber", "Enter the exemption or permit number for this reason.")
-        return ""
+    raw = data.get("exemptionNumbers") or {}
+    if not isinstance(raw, Mapping):
+        errors.add("exemptionNumbers", 'Give the numbers per state as {"WA": "..."}.')
+        raw = {}
+    required = bool(reason) and catalog.reason(reason).number_required
+    per_zone: dict[str, str] = {}
     for zone in zones:
-        problem = catalog.check_number(zone, number)
+        path = f"exemptionNumbers.{zone}" if zone in raw else "exemptionNumber"
+        value = (
+            _text(raw, zone, path, errors, required=False, label=label, limit=MAX_NUMBER)
+            if zone in raw
+            else number
+        )
+        if not value:
+            if required:
+                errors.add(path, "Enter the exemption or permit number for this reason.")
+            continue
+        problem = catalog.check_number(zone, value)
         if problem:
-            errors.add("exemptionNumber", problem)
-            break
-    return number
+            errors.add(path, _sentence(problem))
+        per_zone[zone] = value
+    return number, per_zone
 
 
 def _expiration(raw: Any, errors: _Errors, today: dt.date) -> dt.date | None:
@@ -232,13 +270,13 @@ def _percentage(raw: Any, errors: _Errors) -> float:
     return float(raw)
 
 
-def _common(data: Mapping[str, Any], errors: _Errors) -> tuple[
-    tuple[str, ...], tuple[str, ...], str, str
-]:
+def _common(
+    data: Mapping[str, Any], errors: _Errors
+) -> tuple[tuple[str, ...], tuple[str, ...], str, str, dict[str, str]]:
     zones, not_needed = _zones(data.get("zones"), errors)
     reason = _reason(data.get("reason"), zones, errors)
-    number = _number(data.get("exemptionNumber"), reason, zones, errors)
-    return zones, not_needed, reason, number
+    number, numbers = _numbers(data, reason, zones, errors)
+    return zones, not_needed, reason, number, numbers
 
 
 def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRequest:
@@ -246,7 +284,7 @@ def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRe
     if not isinstance(data, Mapping):
         raise InvalidSubmission({"body": "Send the certificate as a JSON object."})
     errors = _Errors()
-    zones, not_needed, reason, number = _common(data, errors)
+    zones, not_needed, reason, number, numbers = _common(data, errors)
     purchaser = _purchaser(data.get("purchaser"), errors)
     signature = _signature(data.get("signature"), purchaser, errors)
     if data.get("attest") is not True:
@@ -268,6 +306,7 @@ def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRe
         zones=zones,
         reason=reason,
         exemption_number=number,
+        numbers=numbers,
         purchaser=purchaser,
         signature=signature,
         tax_id_type=tax_id_type,
@@ -280,7 +319,7 @@ def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRe
 def validate_upload_fields(data: Mapping[str, Any]) -> CertificateRequest:
     """Validate the form fields sent with an uploaded certificate; raises InvalidSubmission."""
     errors = _Errors()
-    zones, not_needed, reason, number = _common(data, errors)
+    zones, not_needed, reason, number, numbers = _common(data, errors)
     if errors.fields and zones == () and not_needed and "zones" not in errors.fields:
         errors.fields.clear()
     if errors.fields:
@@ -289,6 +328,7 @@ def validate_upload_fields(data: Mapping[str, Any]) -> CertificateRequest:
         zones=zones,
         reason=reason,
         exemption_number=number,
+        numbers=numbers,
         purchaser=None,
         not_needed=not_needed,
     )

@@ -1,4 +1,4 @@
-"""Shared fixtures: live uvicorn servers on free loopback ports, and Chromium for the browser tests."""
+"""Shared fixtures: live uvicorn servers on free loopback ports, Chromium for browser tests."""
 
 from __future__ import annotations
 

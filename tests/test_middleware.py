@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from pathlib import Path
@@ -73,8 +72,14 @@ async def test_requests_outside_the_prefix_and_inject_paths_reach_the_app_untouc
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": "/products", "headers": [],
-             "query_string": b"", "root_path": ""}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/products",
+        "headers": [],
+        "query_string": b"",
+        "root_path": "",
+    }
     await middleware(scope, receive, send)
     assert seen["receive"] is receive and seen["send"] is send  # no per-request wrapping
     assert sent[-1]["body"] == b"ok"
@@ -87,8 +92,12 @@ async def test_checkout_pages_get_the_widget_with_hashed_assets_and_config(tmp_p
         page = await http.get("/checkout", headers={"x-customer": "C-7"})
         other = await http.get("/tax?zone=WA")
     html = page.text
-    assert re.search(r'<link rel="stylesheet" href="/certwidget/static/certwidget\.[0-9a-f]{12}\.css"', html)
-    assert re.search(r'<script defer src="/certwidget/static/certwidget\.[0-9a-f]{12}\.js"></script>', html)
+    assert re.search(
+        r'<link rel="stylesheet" href="/certwidget/static/certwidget\.[0-9a-f]{12}\.css"', html
+    )
+    assert re.search(
+        r'<script defer src="/certwidget/static/certwidget\.[0-9a-f]{12}\.js"></script>', html
+    )
     assert html.index("data-certwidget></div>") < html.index("</body>")
     config = config_of(html)
     assert config["shipZone"] == "WA"
@@ -144,7 +153,9 @@ async def test_inject_takes_globs_or_a_predicate(tmp_path: Path) -> None:
         app, secret_key=SECRET, database=tmp_path / "a.sqlite3", inject=["/cart/*/pay", "/buy"]
     )
     predicate = CertWidgetMiddleware(
-        app, secret_key=SECRET, database=tmp_path / "b.sqlite3",
+        app,
+        secret_key=SECRET,
+        database=tmp_path / "b.sqlite3",
         inject=lambda request: request.query_params.get("step") == "pay",
     )
     async with client(globbed) as http:
@@ -228,7 +239,9 @@ def _starlette_with_middleware_list(tmp_path: Path) -> Starlette:
         routes=[Route("/checkout", checkout), Route("/tax", tax)],
         middleware=[
             Middleware(
-                CertWidgetMiddleware, secret_key=SECRET, customer=current_customer,
+                CertWidgetMiddleware,
+                secret_key=SECRET,
+                customer=current_customer,
                 database=tmp_path / "s.sqlite3",
             )
         ],
@@ -247,7 +260,9 @@ def _fastapi_with_add_middleware(tmp_path: Path) -> FastAPI:
         return {"exempt": await exemption_for(request, "WA") is not None}
 
     app.add_middleware(
-        CertWidgetMiddleware, secret_key=SECRET, customer=current_customer,
+        CertWidgetMiddleware,
+        secret_key=SECRET,
+        customer=current_customer,
         database=tmp_path / "f.sqlite3",
     )
     return app

@@ -27,7 +27,10 @@ def test_a_token_round_trips_its_claims() -> None:
     claims = WidgetClaims(customer="C-1", guest=False, zones=("WA", "TX"), upstream="abc")
     verified = tokens.verify(tokens.issue(claims))
     assert (verified.customer, verified.guest, verified.zones, verified.upstream) == (
-        "C-1", False, ("WA", "TX"), "abc",
+        "C-1",
+        False,
+        ("WA", "TX"),
+        "abc",
     )
 
 
@@ -133,9 +136,13 @@ async def test_a_token_survives_key_rotation_of_the_middleware(tmp_path: Path) -
     after = build(tmp_path / "b", secret_key=[SECRET, "brand-new-secret-0123456789"])
     retired = build(tmp_path / "c", secret_key=["brand-new-secret-0123456789"])
     async with client(after) as http:
-        assert (await http.get("/certwidget/certificates", headers=as_buyer("C-1", token))).status_code == 200
+        assert (
+            await http.get("/certwidget/certificates", headers=as_buyer("C-1", token))
+        ).status_code == 200
     async with client(retired) as http:
-        assert (await http.get("/certwidget/certificates", headers=as_buyer("C-1", token))).status_code == 401
+        assert (
+            await http.get("/certwidget/certificates", headers=as_buyer("C-1", token))
+        ).status_code == 401
 
 
 @pytest.mark.anyio
@@ -165,7 +172,8 @@ async def test_cross_origin_token_requests_are_refused(tmp_path: Path) -> None:
             "/certwidget/ecommerce/token", json={}, headers={"sec-fetch-site": "cross-site"}
         )
         same = await http.post(
-            "/certwidget/ecommerce/token", json={},
+            "/certwidget/ecommerce/token",
+            json={},
             headers={"origin": "http://shop.test", "sec-fetch-site": "same-origin"},
         )
         partner = await http.post(
@@ -184,7 +192,8 @@ async def test_token_requests_name_bad_zones(tmp_path: Path) -> None:
         unknown = await http.post("/certwidget/ecommerce/token", json={"zones": ["ZZ"]})
         wrong_type = await http.post("/certwidget/ecommerce/token", json={"zones": "WA"})
         broken = await http.post(
-            "/certwidget/ecommerce/token", content=b"{nope",
+            "/certwidget/ecommerce/token",
+            content=b"{nope",
             headers={"content-type": "application/json"},
         )
     assert unknown.status_code == 422 and "ZZ" in unknown.json()["error"]["fields"]["zones"]

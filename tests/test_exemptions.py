@@ -1,0 +1,148 @@
+"""exemption_for: fresh submissions and certificates on file, per zone, status and expiry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .support.shop import as_buyer, build, client, filled, mint, seed_certificate
+
+
+async def exemption(http: Any, zone: str, code: str | None) -> dict[str, Any] | None:
+    response = await http.get("/tax", params={"zone": zone}, headers=as_buyer(code))
+    assert response.status_code == 200
+    result: dict[str, Any] | None = response.json()["exemption"]
+    return result
+
+
+@pytest.mark.anyio
+async def test_a_fresh_submission_exempts_its_zones_only(tmp_path: Path) -> None:
+    shop = build(tmp_path)
+    async with client(shop) as http:
+        token = await mint(http, "C-1")
+        response = await http.post(
+            "/certwidget/certificates",
+            json=filled(["WA", "TX"], exemptionNumbers={"TX": "12345678901"}),
+            headers={**as_buyer("C-1", token), "idempotency-key": "a"},
+        )
+        assert response.status_code == 201
+        wa = await exemption(http, "WA", "C-1")
+        tx = await exemption(http, "tx", "C-1")
+        ca = await exemption(http, "CA", "C-1")
+        other_buyer = await exemption(http, "WA", "C-2")
+        unknown_zone = await exemption(http, "ZZ", "C-1")
+    assert wa is not None and wa["zone"] == "WA" and wa["source"] == "submission"
+    assert wa["reference"].startswith("CERT-") and wa["status"] == "Pending"
+    assert tx is not None and tx["zone"] == "TX"
+    assert ca is None
+    assert other_buyer is None  # the cookie is bound to the buyer who submitted
+    assert unknown_zone is None
+
+
+@pytest.mark.anyio
+async def test_an_active_certificate_on_file_exempts_a_signed_in_buyer(tmp_path: Path) -> None:
+    shop = build(tmp_path)
+    await seed_certificate(shop, "C-3", "WA", status="Active")
+    async with client(shop) as http:
+        wa = await exemption(http, "WA", "C-3")
+        tx = await exemption(http, "TX", "C-3")
+        guest = await exemption(http, "WA", None)
+    assert wa is not None and wa["source"] == "on_file" and wa["status"] == "Active"
+    assert tx is None
+    assert guest is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "accept_pending", "exempt"),
+    [
+        ("Active", False, True),
+        ("Pending", False, False),
+        ("Pending", True, True),
+        ("Revoked", False, False),
+        ("Revoked", True, False),
+    ],
+)
+async def test_on_file_status_decides(
+    tmp_path: Path, status: str, accept_pending: bool, exempt: bool
+) -> None:
+    shop = build(tmp_path, accept_pending=accept_pending)
+    await seed_certificate(shop, "C-4", "WA", status=status)
+    async with client(shop) as http:
+        assert (await exemption(http, "WA", "C-4") is not None) is exempt
+
+
+@pytest.mark.anyio
+async def test_an_expired_certificate_on_file_does_not_exempt(tmp_path: Path) -> None:
+    shop = build(tmp_path)
+    yesterday = dt.date.today() - dt.timedelta(days=1)
+    next_month = dt.date.today() + dt.timedelta(days=20)
+    await seed_certificate(shop, "C-5", "WA", status="Active", expires=yesterday)
+    await seed_certificate(shop, "C-5", "TX", status="Active", expires=next_month)
+    async with client(shop) as http:
+        assert await exemption(http, "WA", "C-5") is None
+        tx = await exemption(http, "TX", "C-5")
+    assert tx is not None and tx["expirationDate"] == next_month.isoformat()
+
+
+@pytest.mark.anyio
+async def test_the_widget_lists_on_file_certificates_and_flags_those_expiring_soon(
+    tmp_path: Path,
+) -> None:
+    shop = build(tmp_path)
+    soon = dt.date.today() + dt.timedelta(days=10)
+    later = dt.date.today() + dt.timedelta(days=400)
+    soon_id = await seed_certificate(shop, "C-6", "WA", status="Active", expires=soon)
+    await seed_certificate(shop, "C-6", "TX", status="Active", expires=later)
+    await seed_certificate(shop, "C-6", "CA", status="Revoked")
+    async with client(shop) as http:
+        token = await mint(http, "C-6")
+        listed = (await http.get("/certwidget/certificates", headers=as_buyer("C-6", token))).json()
+        only_wa_token = await mint(http, "C-6", ["WA"])
+        only_wa = (
+            await http.get("/certwidget/certificates", headers=as_buyer("C-6", only_wa_token))
+        ).json()
+    by_zone = {c["zone"]: c for c in listed["certificates"]}
+    assert set(by_zone) == {"WA", "TX"}
+    assert by_zone["WA"]["expiresSoon"] is True and by_zone["WA"]["id"] == soon_id
+    assert by_zone["TX"]["expiresSoon"] is False
+    assert by_zone["WA"]["reasonName"] == "Resale"
+    assert [c["zone"] for c in only_wa["certificates"]] == ["WA"]
+
+
+@pytest.mark.anyio
+async def test_using_a_certificate_on_file_answers_its_exemption(tmp_path: Path) -> None:
+    calls: list[Any] = []
+    shop = build(tmp_path, on_certificate=lambda request, e: calls.append(e))
+    active = await seed_certificate(shop, "C-7", "WA", status="Active")
+    revoked = await seed_certificate(shop, "C-7", "TX", status="Revoked")
+    other = await seed_certificate(shop, "C-8", "WA", status="Active")
+    async with client(shop) as http:
+        token = await mint(http, "C-7")
+        headers = as_buyer("C-7", token)
+        used = await http.post(f"/certwidget/certificates/{active}/use", headers=headers)
+        not_usable = await http.post(f"/certwidget/certificates/{revoked}/use", headers=headers)
+        not_mine = await http.post(f"/certwidget/certificates/{other}/use", headers=headers)
+    assert used.status_code == 200 and used.json()["exemptions"][0]["zone"] == "WA"
+    assert not_usable.status_code == 409
+    assert not_mine.status_code == 404
+    assert [e.zone for e in calls] == ["WA"]
+
+
+@pytest.mark.anyio
+async def test_a_provider_outage_taxes_unknown_buyers_and_keeps_known_answers(
+    tmp_path: Path,
+) -> None:
+    from certwidget.providers.certcapture import CertCaptureProvider
+
+    down = CertCaptureProvider(
+        "http://127.0.0.1:9/v2", username="u", password="p", retries=0, timeout=0.5
+    )
+    shop = build(tmp_path, provider=down)
+    async with client(shop) as http:
+        assert await exemption(http, "WA", "C-9") is None
+        minted = await http.post("/certwidget/ecommerce/token", json={}, headers=as_buyer("C-9"))
+    assert minted.status_code == 200 and minted.json()["providerAvailable"] is False
