@@ -180,11 +180,6 @@ class Deliverer:
             lambda: self._outbox.mark_retry(submission.id, error=error, delay=delay)
         )
 
-    async def _retry_later(self, submission: Submission, error: str, delay: float) -> None:
-        await to_thread.run_sync(
-            lambda: self._outbox.mark_retry(submission.id, error=error, delay=delay)
-        )
-
     async def _give_up(self, submission: Submission, error: str) -> None:
         await to_thread.run_sync(lambda: self._outbox.mark_failed(submission.id, error=error))
 
