@@ -540,11 +540,12 @@
       } else if (e.status === 401) {
         this.problem(L.session);
       } else if (e.message && e.message.length) {
-        if (e.status === 409) this.s.idem = null;
         this.problem(e.message);
       } else {
         this.problem(L.generic, retry);
       }
+      // A definitive answer (4xx) ends this attempt-set: the next submit gets a fresh Idempotency-Key.
+      if (!e.net) this.s.idem = null;
       if (isSubmit) this.emit('failure', info, 'onCertFailure');
     }
 
@@ -903,7 +904,7 @@
       } }, options(s.zone));
       const extra = h('select', { class: 'cw-input' }, options(''));
       const addBtn = h('button', {
-        type: 'button', class: 'cw-btn cw-link', 'aria-expanded': String(s.picking), 'aria-controls': 'cw-picker',
+        type: 'button', class: 'cw-btn cw-link cw-add', 'aria-expanded': String(s.picking), 'aria-controls': 'cw-picker',
         onclick: () => {
           s.picking = !s.picking;
           addBtn.setAttribute('aria-expanded', String(s.picking));

@@ -1096,3 +1096,21 @@ async def test_provider_flow_against_the_sandbox(sandbox: Sandbox) -> None:
 
         minted = await provider.mint_token("SHOP-7")
         assert minted.token and minted.expires_at.tzinfo is not None
+
+
+async def test_an_oversized_attachment_is_payload_too_large(tmp_path: Any) -> None:
+    # In-process only: over a socket the sandbox answers 413 and closes the connection while the
+    # client is still writing, which a client may see as a dropped connection instead.
+    from certwidget.sandbox import create_app  # type: ignore[attr-defined, unused-ignore]
+
+    transport = httpx.ASGITransport(app=create_app(db_path=tmp_path / "s.db"))
+    sandbox = Sandbox("http://sandbox/v2", transport)
+    async with sandbox.client() as client:
+        cert = await client.create_certificate(
+            CertificateCreate(exemption_reason="RESALE", exposure_zone="WA")
+        )
+        too_big = PDF + b"0" * (10 * 1024 * 1024)
+        with pytest.raises(PayloadTooLarge):
+            await client.upload_certificate_attachment(
+                cert.id, too_big, filename="big.pdf", media_type="application/pdf"
+            )

@@ -109,16 +109,17 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str) -> An
 
 
 async def wait_until_async(
-    predicate: Callable[[], Any], *, timeout: float, what: str
+    predicate: Callable[[], Any], *, within: float, what: str | Callable[[], str]
 ) -> Any:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     delay = 0.02
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {described}")
         await anyio.sleep(delay)
         delay = min(delay * 1.5, 0.25)
 
@@ -173,8 +174,7 @@ def outbox_rows(database: Path) -> list[sqlite3.Row]:
     db.row_factory = sqlite3.Row
     try:
         return db.execute(
-            "SELECT id, customer, state, attempts, lease_until, progress, payload"
-            " FROM submissions"
+            "SELECT id, customer, state, attempts, lease_until, progress, payload FROM submissions"
         ).fetchall()
     finally:
         db.close()
@@ -231,17 +231,35 @@ def children() -> Iterator[list[ChildServer]]:
 def sandbox_process(db_path: Path, port: int, log: Path) -> ChildServer:
     """``certwidget sandbox`` as a user runs it: its own process, its own GIL."""
     argv = [
-        "-c", "import sys; from certwidget.cli import main; sys.exit(main(sys.argv[1:]))",
-        "sandbox", "--port", str(port), "--db", str(db_path),
-        "--username", SANDBOX_USER, "--password", SANDBOX_PASSWORD,
+        "-c",
+        "import sys; from certwidget.cli import main; sys.exit(main(sys.argv[1:]))",
+        "sandbox",
+        "--port",
+        str(port),
+        "--db",
+        str(db_path),
+        "--username",
+        SANDBOX_USER,
+        "--password",
+        SANDBOX_PASSWORD,
     ]
     return ChildServer(argv, port, log).wait_ready("/v2/openapi.yml")
 
 
 def shop_process(env: dict[str, str], port: int, log: Path) -> ChildServer:
     argv = [
-        "-m", "uvicorn", "--factory", "tests.support.shop_app:app_from_env",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--lifespan", "on",
+        "-m",
+        "uvicorn",
+        "--factory",
+        "tests.support.shop_app:app_from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--lifespan",
+        "on",
     ]
     return ChildServer(argv, port, log, env=env).wait_ready("/healthz")
 
@@ -292,7 +310,8 @@ async def test_200_submissions_while_the_provider_is_down_are_all_acknowledged_t
         for n in range(200):
             buyer = buyers[n % len(buyers)]
             zones = ZONE_SETS[n % len(ZONE_SETS)]
-            requests.append((buyer, f"outage-{n}-{uuid.uuid4().hex}", certificate_body(buyer, zones)))
+            key = f"outage-{n}-{uuid.uuid4().hex}"
+            requests.append((buyer, key, certificate_body(buyer, zones)))
         answers: dict[str, httpx.Response] = {}
         limiter = anyio.CapacityLimiter(12)
 
@@ -324,8 +343,8 @@ async def test_200_submissions_while_the_provider_is_down_are_all_acknowledged_t
         children.append(sandbox)
         await wait_until_async(
             lambda: outbox.counts() == {"delivered": 200},
-            timeout=60,
-            what=f"200 deliveries (outbox: {outbox.counts()})",
+            within=60,
+            what=lambda: f"200 deliveries (outbox now: {outbox.counts()})",
         )
 
         rows = await anyio.to_thread.run_sync(outbox_rows, tmp_path / "cw.sqlite3")
@@ -370,9 +389,8 @@ async def test_200_submissions_while_the_provider_is_down_are_all_acknowledged_t
         # Retries of ten of those requests (same keys, same bodies): same submissions, answered
         # as delivered, and no new certificate anywhere.
         for buyer, key, body in requests[:10]:
-            again = await client.post(
-                "/certwidget/certificates", json=body, headers=submit_headers(buyer, tokens[buyer], key)
-            )
+            headers = submit_headers(buyer, tokens[buyer], key)
+            again = await client.post("/certwidget/certificates", json=body, headers=headers)
             assert again.status_code == 201, again.text
             assert again.json()["submission"]["id"] == ids[key]
             assert again.json()["submission"]["status"] == "delivered"
@@ -509,7 +527,7 @@ async def test_a_retry_with_the_same_idempotency_key_after_a_lost_response_makes
         )
         try:
             [stored] = await wait_until_async(
-                lambda: outbox.for_customer(buyer), timeout=10, what="the first attempt stored"
+                lambda: outbox.for_customer(buyer), within=10, what="the first attempt stored"
             )
         finally:
             sock.close()
@@ -521,7 +539,7 @@ async def test_a_retry_with_the_same_idempotency_key_after_a_lost_response_makes
         assert submission["id"] == stored.id
         assert submission["status"] == ("delivered" if retried.status_code == 201 else "received")
         await wait_until_async(
-            lambda: outbox.counts() == {"delivered": 1}, timeout=10, what="the delivery"
+            lambda: outbox.counts() == {"delivered": 1}, within=10, what="the delivery"
         )
         again = await client.post("/certwidget/certificates", json=body, headers=headers)
         assert again.status_code == 201, again.text
@@ -559,7 +577,7 @@ async def test_a_retry_with_the_same_idempotency_key_after_a_lost_response_makes
         assert {t.status_code for t in twins} <= {201, 202}, [t.text for t in twins]
         assert len({t.json()["submission"]["id"] for t in twins}) == 1
         await wait_until_async(
-            lambda: outbox.counts() == {"delivered": 2}, timeout=10, what="the twin's delivery"
+            lambda: outbox.counts() == {"delivered": 2}, within=10, what="the twin's delivery"
         )
 
     certificates = await anyio.to_thread.run_sync(sandbox_certificates, sandbox.url)

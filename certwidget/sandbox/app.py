@@ -280,7 +280,8 @@ class _SandboxApi:
     @staticmethod
     def _customer_fields(body: dict[str, Any], *, create: bool) -> dict[str, str | None]:
         fields = {name: optional_string(body, name) for name in CUSTOMER_FIELDS}
-        if create or body.get("customerCode") is not None:
+        optional_string(body, "id")  # read-only: type-checked like the rest, then ignored
+        if create or "customerCode" in body:
             fields["customerCode"] = required_string(body, "customerCode")
         return fields
 

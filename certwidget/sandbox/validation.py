@@ -105,10 +105,14 @@ def type_name(value: object) -> str:
     return "an object"
 
 
+# A field that is present must have its declared type: `null` is not a string (or a number),
+# and a client that means "no value" leaves the field out.
+
+
 def optional_string(body: Mapping[str, Any], field: str) -> str | None:
-    value = body.get(field)
-    if value is None:
+    if field not in body:
         return None
+    value = body[field]
     if not isinstance(value, str):
         raise bad_request(f"{field} must be a string, got {type_name(value)}")
     return value
@@ -134,9 +138,9 @@ def parse_date(body: Mapping[str, Any], field: str) -> dt.date | None:
 
 
 def parse_percentage(body: Mapping[str, Any], field: str) -> float | None:
-    value = body.get(field)
-    if value is None:
+    if field not in body:
         return None
+    value = body[field]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request(f"{field} must be a number from 0 to 100, got {type_name(value)}")
     if not math.isfinite(value) or not 0 <= value <= 100:
@@ -145,9 +149,9 @@ def parse_percentage(body: Mapping[str, Any], field: str) -> float | None:
 
 
 def parse_optional_int(body: Mapping[str, Any], field: str) -> int | None:
-    value = body.get(field)
-    if value is None:
+    if field not in body:
         return None
+    value = body[field]
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f"{field} must be an integer, got {type_name(value)}")
     return value
@@ -155,9 +159,9 @@ def parse_optional_int(body: Mapping[str, Any], field: str) -> int | None:
 
 def parse_attributes(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The certificate's ``attributes``: CertAttribute objects, each field type-checked."""
-    value = body.get("attributes")
-    if value is None:
+    if "attributes" not in body:
         return []
+    value = body["attributes"]
     if not isinstance(value, list):
         raise bad_request(f"attributes must be an array, got {type_name(value)}")
     kinds: dict[str, tuple[type, str]] = {
@@ -172,9 +176,9 @@ def parse_attributes(body: Mapping[str, Any]) -> list[dict[str, Any]]:
             raise bad_request(f"attributes[{index}] must be an object, got {type_name(item)}")
         clean: dict[str, Any] = {}
         for name, (kind, label) in kinds.items():
-            field = item.get(name)
-            if field is None:
+            if name not in item:
                 continue
+            field = item[name]
             # bool is an int in Python; an attribute id of `true` is still a type error.
             if not isinstance(field, kind) or (kind is int and isinstance(field, bool)):
                 raise bad_request(

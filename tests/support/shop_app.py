@@ -65,7 +65,7 @@ def create_app(
     database: str | os.PathLike[str],
     provider_url: str,
     username: str = "sandbox",
-    password: str = "sandbox",  # noqa: S107 - the sandbox's documented default login
+    password: str = "sandbox",
     secret_key: str = DEFAULT_SECRET,
     provider_retries: int = 0,
     provider_timeout: float = 2.0,
