@@ -396,7 +396,7 @@
         tokenZones: prev ? prev.tokenZones : o.token ? '*' : '',
         certs: [], mode: 'fill', reason: '', number: '', taxIdType: 'state', purchaser, locked,
         sigMode: 'draw', strokes: [], sigImage: '', padSize: null, typed: '', attest: false, file: null,
-        errors: {}, idem: null, busy: false, result: null, fired: new Set(),
+        errors: {}, idem: null, busy: false, result: null, fired: prev ? prev.fired : new Set(),
       };
     }
 
@@ -573,11 +573,11 @@
       this.zmap = new Map(this.zones.map((z) => [z.code, z]));
       if (!this.zmap.has(this.s.zone)) this.s.zone = '';
       this.go('zone', { push: false, focus: false });
-      this.checkNoTax(this.s.zone);
       if (!this.ready) {
         this.ready = true;
         this.emit('ready', { version: VERSION, shipZone: this.s.zone || null, locale: this.lang }, 'onInit');
       }
+      this.checkNoTax(this.s.zone);
     }
 
     zoneName(code) { const z = this.zmap.get(code); return z ? z.name : code; }

@@ -11,8 +11,12 @@ from .base import (
     ProviderToken,
     ProviderUnavailable,
 )
+from .certcapture import CertCaptureClient, CertCaptureError, CertCaptureProvider
 
 __all__ = [
+    "CertCaptureClient",
+    "CertCaptureError",
+    "CertCaptureProvider",
     "CertificateDraft",
     "CertificateProvider",
     "CustomerProfile",
