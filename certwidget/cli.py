@@ -7,6 +7,8 @@ certwidget sandbox: http://127.0.0.1:8765/v2
 from __future__ import annotations
 
 import argparse
+import sqlite3
+import sys
 from collections.abc import Sequence
 
 
@@ -32,19 +34,24 @@ def _run_sandbox(args: argparse.Namespace) -> int:
     # Imported here so `certwidget --help` does not load uvicorn and the sandbox.
     from .sandbox import serve
 
-    serve(
-        host=args.host,
-        port=args.port,
-        db_path=args.db,
-        username=args.username,
-        password=args.password,
-    )
+    try:
+        serve(
+            host=args.host,
+            port=args.port,
+            db_path=args.db,
+            username=args.username,
+            password=args.password,
+        )
+    except sqlite3.Error as exc:
+        # A missing directory or an unwritable or corrupt file: say which file, not a traceback.
+        print(f"certwidget sandbox: cannot use the database {args.db!r}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="certwidget")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True)
     # `certwidget demo` (the example shop with the sandbox in one process) registers here:
     # _add_demo(commands)
     _add_sandbox(commands)

@@ -202,7 +202,11 @@ def _sentence(message: str) -> str:
 
 
 def _numbers(
-    data: Mapping[str, Any], reason: str, zones: Sequence[str], errors: _Errors
+    data: Mapping[str, Any],
+    reason: str,
+    zones: Sequence[str],
+    errors: _Errors,
+    tax_id_type: TaxIdType,
 ) -> tuple[str, dict[str, str]]:
     """The exemption number, and the number per zone (``exemptionNumbers`` overrides it).
 
@@ -236,7 +240,7 @@ def _numbers(
             if required:
                 errors.add(path, "Enter the exemption or permit number for this reason.")
             continue
-        problem = catalog.check_number(zone, value)
+        problem = catalog.check_number(zone, value, reason=reason or None, tax_id_type=tax_id_type)
         if problem:
             errors.add(path, _sentence(problem))
         per_zone[zone] = value
@@ -270,12 +274,21 @@ def _percentage(raw: Any, errors: _Errors) -> float:
     return float(raw)
 
 
+def _tax_id_type(data: Mapping[str, Any], errors: _Errors) -> TaxIdType:
+    raw = data.get("taxIdType") or "state"
+    for known in TAX_ID_TYPES:
+        if raw == known:
+            return known
+    errors.add("taxIdType", "Choose the type of tax ID: state, FEIN or foreign.")
+    return "state"
+
+
 def _common(
     data: Mapping[str, Any], errors: _Errors
 ) -> tuple[tuple[str, ...], tuple[str, ...], str, str, dict[str, str]]:
     zones, not_needed = _zones(data.get("zones"), errors)
     reason = _reason(data.get("reason"), zones, errors)
-    number, numbers = _numbers(data, reason, zones, errors)
+    number, numbers = _numbers(data, reason, zones, errors, _tax_id_type(data, errors))
     return zones, not_needed, reason, number, numbers
 
 
@@ -289,12 +302,7 @@ def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRe
     signature = _signature(data.get("signature"), purchaser, errors)
     if data.get("attest") is not True:
         errors.add("attest", "Confirm that the information is correct to sign the certificate.")
-    tax_id_type: TaxIdType = "state"
-    raw_type = data.get("taxIdType") or "state"
-    if raw_type in TAX_ID_TYPES:
-        tax_id_type = raw_type
-    else:
-        errors.add("taxIdType", "Choose the type of tax ID: state, FEIN or foreign.")
+    tax_id_type = _tax_id_type(data, errors)
     expiration = _expiration(data.get("expirationDate"), errors, today or dt.date.today())
     percentage = _percentage(data.get("exemptPercentage"), errors)
     if errors.fields and zones == () and not_needed and "zones" not in errors.fields:

@@ -69,6 +69,9 @@
       chooseReason: 'Choose a reason',
       number: 'Exemption or permit number',
       numberHint: 'As shown on your permit or registration.',
+      perState: 'Use a different number for some states',
+      perStateHint: 'Leave a state blank to use the number above.',
+      numberFor: 'Number for {state}',
       taxIdType: 'Type of tax ID',
       tax_state: 'State-issued',
       tax_fein: 'Federal (FEIN)',
@@ -175,6 +178,9 @@
       chooseReason: 'Elija un motivo',
       number: 'Número de exención o permiso',
       numberHint: 'Tal como aparece en su permiso o registro.',
+      perState: 'Usar un número distinto para algunos estados',
+      perStateHint: 'Deje un estado en blanco para usar el número de arriba.',
+      numberFor: 'Número para {state}',
       taxIdType: 'Tipo de identificación fiscal',
       tax_state: 'Emitida por el estado',
       tax_fein: 'Federal (FEIN)',
@@ -394,7 +400,7 @@
         step: 'zone', hist: [], zone: upper(o.shipZone), extras: [], picking: false,
         token: prev ? prev.token : o.token || null, tokenExp: prev ? prev.tokenExp : 0,
         tokenZones: prev ? prev.tokenZones : o.token ? '*' : '',
-        certs: [], mode: 'fill', reason: '', number: '', taxIdType: 'state', purchaser, locked,
+        certs: [], mode: 'fill', reason: '', number: '', numbers: {}, perState: false, taxIdType: 'state', purchaser, locked,
         sigMode: 'draw', strokes: [], sigImage: '', padSize: null, typed: '', attest: false, file: null,
         errors: {}, idem: null, busy: false, result: null, fired: prev ? prev.fired : new Set(),
       };
@@ -405,8 +411,10 @@
       this.el = document.createElement('cert-widget');
       applyTheme(this.el, this.o.theme);
       this.root = this.el.attachShadow({ mode: 'open' });
-      this.frame = h('section', { class: 'cw', 'aria-labelledby': 'cw-title', lang: this.lang },
-        h('h2', { id: 'cw-title', class: 'cw-title' }, L.title),
+      // title: false when the shop's page already heads the widget; a string replaces the default.
+      const title = this.o.title === false || this.o.title === '' ? null : typeof this.o.title === 'string' ? this.o.title : L.title;
+      this.frame = h('section', { class: 'cw', 'aria-labelledby': title ? 'cw-title' : null, 'aria-label': title ? null : L.title, lang: this.lang },
+        title ? h('h2', { id: 'cw-title', class: 'cw-title' }, title) : null,
         (this.sumWrap = h('div', { role: 'alert' })),
         (this.view = h('div', { class: 'cw-view' })),
         (this.probWrap = h('div', { role: 'alert' })),
@@ -607,7 +615,7 @@
       if (!keepSummary) this.sumWrap.replaceChildren();
       this.view.replaceChildren(this['v_' + step]());
       if (step === 'zone') this.drawChips();
-      Object.keys(PATHS).forEach((p) => this.paint(p));
+      this.allPaths().forEach((p) => this.paint(p));
       if (focus) { const hd = this.$('cw-h'); if (hd) hd.focus(); }
     }
 
@@ -706,17 +714,44 @@
         s.reason = e.target.value;
         this.fix('reason');
         this.refreshNumberLabel();
-        if (s.errors.exemptionNumber || s.number) this.checkNumber();
+        this.numberPaths().forEach((p) => { if (s.errors[p] || this.numberValue(p)) this.checkNumber(p); });
       });
       const num = this.input(s.number, (e) => { s.number = e.target.value; this.fix('exemptionNumber'); }, {
-        autocomplete: 'off', spellcheck: 'false', onblur: () => this.checkNumber(),
+        autocomplete: 'off', spellcheck: 'false', onblur: (e) => this.blurCheck(e, 'exemptionNumber'),
       });
-      const out = [
+      return [
         this.field('cw-reason', this.L.reason, select),
         this.field('cw-number', this.L.number, num, { hint: this.numberHint(), optional: this.numberOptional() }),
+        s.mode === 'upload' ? null : this.perStateFields(),
       ];
-      return out;
     }
+
+    // A multi-state certificate may carry one number per state (protocol: exemptionNumbers).
+    perStateFields() {
+      const s = this.s;
+      const L = this.L;
+      const zones = this.chosen();
+      if (zones.length < 2) return null;
+      const box = h('div', { class: 'cw-perstate', id: 'cw-perstate-fields', hidden: !s.perState },
+        h('p', { class: 'cw-hint' }, L.perStateHint),
+        zones.map((z) => this.field('cw-num-' + z, fmt(L.numberFor, { state: this.zoneName(z) }), this.input(s.numbers[z], (e) => {
+          s.numbers[z] = e.target.value;
+          this.fix('exemptionNumbers.' + z);
+          this.fix('exemptionNumber');
+        }, { autocomplete: 'off', spellcheck: 'false', onblur: (e) => this.blurCheck(e, 'exemptionNumbers.' + z) }),
+        { optional: true })));
+      return [h('div', { class: 'cw-check' },
+        h('input', { type: 'checkbox', id: 'cw-perstate', checked: s.perState, 'aria-controls': 'cw-perstate-fields', onchange: (e) => {
+          s.perState = e.target.checked;
+          box.hidden = !s.perState;
+          this.numberPaths().forEach((p) => { if (s.errors[p]) this.checkNumber(p); });
+        } }),
+        h('label', { for: 'cw-perstate' }, L.perState)), box];
+    }
+
+    numberPaths() { return ['exemptionNumber', ...this.chosen().map((z) => 'exemptionNumbers.' + z)]; }
+    numberValue(path) { return path === 'exemptionNumber' ? this.s.number.trim() : this.override(path.slice(17)); }
+    override(code) { return this.s.perState && this.s.mode !== 'upload' ? String(this.s.numbers[code] || '').trim() : ''; }
 
     reasonObj() { return this.reasons.find((r) => r.code === this.s.reason) || null; }
     numberOptional() { const r = this.reasonObj(); return !!r && r.numberRequired === false; }
@@ -729,10 +764,10 @@
     }
 
     // Format rules that apply to the chosen states and reason (from /zones numberPattern or /reasons pattern).
-    numberRules() {
+    numberRules(zones = this.chosen()) {
       const rules = [];
       const r = this.reasonObj();
-      for (const code of this.chosen()) {
+      for (const code of zones) {
         const np = (this.zmap.get(code) || {}).numberPattern;
         if (np && np.pattern && (!Array.isArray(np.reasons) || np.reasons.includes(this.s.reason))) {
           rules.push({ state: this.zoneName(code), re: safeRegExp(np.pattern), hint: np.hint || '', strip: true });
@@ -748,11 +783,14 @@
       return hints.length ? hints.map((x) => x.charAt(0).toUpperCase() + x.slice(1)).join('. ') + '.' : this.L.numberHint;
     }
 
-    numberProblem() {
-      const n = this.s.number.trim();
+    // The main number covers every state without its own number; a state's own number only itself.
+    numberProblem(path) {
       const r = this.reasonObj();
-      if (!n) return r && r.numberRequired ? this.L.e_number : null;
-      for (const rule of this.numberRules()) {
+      const own = path !== 'exemptionNumber';
+      const zones = own ? [path.slice(17)] : this.chosen().filter((z) => !this.override(z));
+      const n = this.numberValue(path);
+      if (!n) return !own && zones.length && r && r.numberRequired ? this.L.e_number : null;
+      for (const rule of this.numberRules(zones)) {
         if (!rule.re.test(rule.strip ? n.replace(/[\s.-]/g, '') : n)) {
           return fmt(rule.hint && this.lang === 'en' ? this.L.e_numberFormat : this.L.e_numberFormatShort, { state: rule.state, hint: rule.hint });
         }
@@ -760,21 +798,48 @@
       return null;
     }
 
-    checkNumber() {
-      const msg = this.numberProblem();
-      if (msg) this.s.errors.exemptionNumber = msg; else delete this.s.errors.exemptionNumber;
-      this.paint('exemptionNumber');
-      if (!msg) this.dropSummaryItem('exemptionNumber');
+    // Instant format check on leaving the field, except when leaving for a button: the message
+    // would shift the layout under the pointer and the click would miss (the button validates anyway).
+    blurCheck(e, path) {
+      const to = e.relatedTarget;
+      if (!(to && to.tagName === 'BUTTON')) this.checkNumber(path);
+    }
+
+    checkNumber(path) {
+      const msg = this.numberProblem(path);
+      if (msg) this.s.errors[path] = msg; else delete this.s.errors[path];
+      this.paint(path);
+      if (!msg) this.dropSummaryItem(path);
+    }
+
+    // Field path -> [step, control id]; per-state numbers are dynamic.
+    def(path) {
+      if (PATHS[path]) return PATHS[path];
+      if (path.startsWith('exemptionNumbers.')) return ['fill', 'cw-num-' + path.slice(17)];
+      if (path === 'exemptionNumbers') return ['fill', 'cw-perstate'];
+      return null;
+    }
+
+    allPaths() {
+      const keys = Object.keys(PATHS);
+      const at = keys.indexOf('exemptionNumber') + 1;
+      return keys.slice(0, at).concat(this.chosen().map((z) => 'exemptionNumbers.' + z), keys.slice(at));
+    }
+
+    stepOf(path) {
+      const d = this.def(path);
+      if (!d) return null;
+      return d[0] === 'form' ? (this.s.mode === 'upload' ? 'upload' : 'fill') : d[0];
     }
 
     // ------------------------------------------------------------ errors
     paint(path) {
-      const def = PATHS[path];
+      const def = this.def(path);
       if (!def) return;
       const ctl = this.$(def[1]);
       if (!ctl) return;
       const e = this.s.errors;
-      const msg = Object.keys(PATHS).filter((p) => PATHS[p][1] === def[1]).map((p) => e[p]).find(Boolean);
+      const msg = [path, ...Object.keys(e)].filter((p) => e[p] && (this.def(p) || [])[1] === def[1]).map((p) => e[p])[0];
       const err = this.$(def[1] + '-error');
       if (err) {
         err.replaceChildren(...(msg ? [srOnly(this.L.errorPrefix), msg] : []));
@@ -820,7 +885,7 @@
         return null;
       }
       if (path === 'reason') return s.reason ? null : L.e_reason;
-      if (path === 'exemptionNumber') return this.numberProblem();
+      if (path === 'exemptionNumber' || path.startsWith('exemptionNumbers.')) return this.numberProblem(path);
       if (path === 'taxIdType') return null;
       if (path === 'signature' || path === 'signature.image') return s.sigMode === 'draw' && !s.strokes.length ? L.e_sig : null;
       if (path === 'signature.name') return s.sigMode === 'type' && !s.typed.trim() ? L.e_sigName : null;
@@ -838,7 +903,7 @@
     // Client-side check of one step: true when it may proceed.
     validate(step) {
       const s = this.s;
-      const paths = STEP_PATHS[step] || [];
+      const paths = (STEP_PATHS[step] || []).concat(step === 'fill' ? this.numberPaths().slice(1) : []);
       const found = {};
       for (const p of paths) {
         delete s.errors[p];
@@ -857,32 +922,30 @@
       const s = this.s;
       s.errors = {};
       for (const [p, m] of Object.entries(fields)) if (typeof m === 'string') s.errors[p] = m;
-      const stepOf = (p) => (PATHS[p] ? (PATHS[p][0] === 'form' ? s.mode === 'upload' ? 'upload' : 'fill' : PATHS[p][0]) : null);
-      const steps = Object.keys(s.errors).map(stepOf).filter(Boolean)
+      if (Object.keys(s.errors).some((p) => p.startsWith('exemptionNumbers'))) s.perState = true;
+      const steps = Object.keys(s.errors).map((p) => this.stepOf(p)).filter(Boolean)
         .sort((a, b) => STEP_ORDER.indexOf(a) - STEP_ORDER.indexOf(b));
       if (steps.length && steps[0] !== s.step) this.go(steps[0], { focus: false, keepSummary: true });
-      else Object.keys(PATHS).forEach((p) => this.paint(p));
+      else this.allPaths().forEach((p) => this.paint(p));
       this.renderSummary(s.errors, true);
     }
 
     renderSummary(errors, focus) {
-      const order = Object.keys(PATHS);
+      const order = this.allPaths();
       const rank = (p) => (order.includes(p) ? order.indexOf(p) : order.length);
       const items = Object.entries(errors).sort((a, b) => rank(a[0]) - rank(b[0]));
       const box = h('div', { class: 'cw-summary', tabindex: '-1', 'aria-labelledby': 'cw-sum-h' },
         h('h3', { id: 'cw-sum-h' }, this.L.summary),
         h('ul', {}, items.map(([p, m]) => h('li', { 'data-path': p },
-          PATHS[p] ? h('a', { href: '#' + PATHS[p][1], onclick: (e) => { e.preventDefault(); this.focusField(p); } }, m) : m))));
+          this.def(p) ? h('a', { href: '#' + this.def(p)[1], onclick: (e) => { e.preventDefault(); this.focusField(p); } }, m) : m))));
       this.sumWrap.replaceChildren(box);
       if (focus) box.focus();
     }
 
     focusField(path) {
-      const s = this.s;
-      const def = PATHS[path];
-      const step = def[0] === 'form' ? (s.mode === 'upload' ? 'upload' : 'fill') : def[0];
-      if (step !== s.step) this.go(step, { focus: false, keepSummary: true });
-      let el = this.$(def[1]);
+      const step = this.stepOf(path);
+      if (step !== this.s.step) this.go(step, { focus: false, keepSummary: true });
+      let el = this.$(this.def(path)[1]);
       if (el && el.tagName === 'FIELDSET') el = el.querySelector('input:checked') || el.querySelector('input');
       if (el) el.focus();
     }
@@ -1258,8 +1321,12 @@
       const s = this.s;
       const purchaser = {};
       for (const [k] of PURCHASER) purchaser[k] = (s.purchaser[k] || '').trim();
+      const numbers = {};
+      this.chosen().forEach((z) => { if (this.override(z)) numbers[z] = this.override(z); });
       return {
-        zones: this.chosen(), reason: s.reason, exemptionNumber: s.number.trim(), taxIdType: s.taxIdType, purchaser,
+        zones: this.chosen(), reason: s.reason, exemptionNumber: s.number.trim(),
+        ...(Object.keys(numbers).length ? { exemptionNumbers: numbers } : {}),
+        taxIdType: s.taxIdType, purchaser,
         signature: s.sigMode === 'draw' ? { type: 'drawn', image: s.sigImage } : { type: 'typed', name: s.typed.trim() },
         attest: s.attest === true, expirationDate: null, exemptPercentage: 100,
       };
@@ -1288,7 +1355,8 @@
           row(L.states, this.stateList()),
           row(L.purchaser, address),
           row(L.reason, r ? r.name || r.code : s.reason),
-          row(L.number, s.number.trim() || '—'),
+          row(L.number, h('span', { class: 'cw-line' }, s.number.trim() || '—'), this.chosen().filter((z) => this.override(z))
+            .map((z) => h('span', { class: 'cw-line' }, `${this.zoneName(z)}: ${this.override(z)}`))),
           row(L.taxIdType, L['tax_' + s.taxIdType] || s.taxIdType),
           row(L.signature, sig)),
       ], [this.btn(L.edit, () => this.go('fill')), this.primary(L.submit), this.cancelBtn()], () => this.submitFilled());
@@ -1396,6 +1464,7 @@
     if ('preview' in d) o.preview = d.preview === '' || isTrue(d.preview);
     if ('editPurchaser' in d) o.editPurchaser = d.editPurchaser === '' || isTrue(d.editPurchaser);
     if (d.theme) o.theme = d.theme;
+    if ('title' in d) o.title = d.title === 'false' ? false : d.title;
     return o;
   }
 
