@@ -314,12 +314,25 @@ def covered_zones(jurisdiction: str) -> frozenset[str]:
 
 def zones_json() -> dict[str, list[dict[str, Any]]]:
     """The body of ``GET {prefix}/zones`` (docs/protocol.md)."""
-    return {
-        "zones": [
-            {"code": z.code, "name": z.name, "salesTax": z.sales_tax, "sst": z.sst, "mtc": z.mtc}
-            for z in zones()
-        ]
+    return {"zones": [_zone_json(z) for z in zones()]}
+
+
+def _zone_json(z: Zone) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "code": z.code,
+        "name": z.name,
+        "salesTax": z.sales_tax,
+        "sst": z.sst,
+        "mtc": z.mtc,
     }
+    if z.number_pattern is not None:
+        # The widget checks the format as the buyer types; the server checks it again.
+        body["numberPattern"] = {
+            "pattern": z.number_pattern.pattern.pattern,
+            "hint": z.number_pattern.hint,
+            "reasons": sorted(z.number_pattern.reasons),
+        }
+    return body
 
 
 def reasons_json(zone_code: str | None = None) -> dict[str, list[dict[str, Any]]]:

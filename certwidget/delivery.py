@@ -67,7 +67,7 @@ class Deliverer:
         base_delay: float = 1.0,
         max_delay: float = 300.0,
         concurrency: int = 4,
-        lease_seconds: float = 120.0,
+        lease_seconds: float = 60.0,
         on_delivered: Callable[[Submission], None] | None = None,
     ) -> None:
         self._outbox = outbox
@@ -79,6 +79,10 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._on_delivered = on_delivered
+        #: Rows this process has leased and not yet settled: released on shutdown so another
+        #: process (or this one, restarted) need not wait for the lease to run out.
+        self._claimed: set[str] = set()
+        self._spawned: set[asyncio.Task[Submission | None]] = set()
 
     @property
     def running(self) -> bool:
@@ -95,11 +99,24 @@ class Deliverer:
         self._wake.set()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        """Stop delivering; attempts in flight are cancelled and their rows released."""
+        tasks = [task for task in (self._task, *self._spawned) if task is not None]
+        self._task = None
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._claimed:
+            claimed, self._claimed = list(self._claimed), set()
+            await to_thread.run_sync(self._outbox.release, claimed)
+
+    def spawn(self, submission_id: str) -> asyncio.Task[Submission | None]:
+        """Start ``deliver_now`` as a task this deliverer tracks (and cancels on ``stop``)."""
+        task = asyncio.get_running_loop().create_task(self.deliver_now(submission_id))
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
 
     async def deliver_now(self, submission_id: str) -> Submission | None:
         """Try to deliver one submission at once; answers its row afterwards (None if unknown).
@@ -110,6 +127,7 @@ class Deliverer:
             lambda: self._outbox.claim(submission_id, lease_seconds=self._lease)
         )
         if submission is not None:
+            self._claimed.add(submission.id)
             await self._attempt(submission)
         return await to_thread.run_sync(self._outbox.get, submission_id)
 
@@ -119,6 +137,7 @@ class Deliverer:
                 batch = await to_thread.run_sync(
                     lambda: self._outbox.claim_due(limit=20, lease_seconds=self._lease)
                 )
+                self._claimed.update(row.id for row in batch)
                 if batch:
                     await asyncio.gather(*(self._attempt(row) for row in batch))
                     continue
@@ -155,10 +174,26 @@ class Deliverer:
                 )
                 await self._retry_later(submission, str(exc), delay)
             except ProviderError as exc:
-                logger.error(
-                    "certwidget: provider refused submission %s: %s", submission.id, exc.message
-                )
-                await self._give_up(submission, exc.message)
+                if exc.status in (401, 403):
+                    # Our credentials, not the buyer's certificate, are wrong: a shop fixes
+                    # (or rotates) them, so keep the submission queued instead of failing it.
+                    logger.error(
+                        "certwidget: the provider refused our credentials (%s) delivering %s: "
+                        "%s; will retry",
+                        exc.status,
+                        submission.id,
+                        exc.message,
+                    )
+                    await self._retry_later(
+                        submission, exc.message, self._backoff(submission.attempts)
+                    )
+                else:
+                    logger.error(
+                        "certwidget: provider refused submission %s: %s",
+                        submission.id,
+                        exc.message,
+                    )
+                    await self._give_up(submission, exc.message)
             except Exception as exc:
                 # Our own bug or an unexpected answer: keep the row and retry later rather
                 # than lose an acknowledged certificate.
@@ -174,6 +209,7 @@ class Deliverer:
                 submission.progress = progress
                 if self._on_delivered is not None:
                     self._on_delivered(submission)
+            self._claimed.discard(submission.id)
 
     async def _retry_later(self, submission: Submission, error: str, delay: float) -> None:
         await to_thread.run_sync(

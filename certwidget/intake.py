@@ -235,7 +235,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
 
 async def _deliver_briefly(runtime: Runtime, submission: Submission) -> Submission:
     """Give delivery ``deliver_wait`` seconds; past that the background deliverer takes over."""
-    attempt = asyncio.ensure_future(runtime.deliverer.deliver_now(submission.id))
+    attempt = runtime.deliverer.spawn(submission.id)
     try:
         done = await asyncio.wait_for(asyncio.shield(attempt), runtime.settings.deliver_wait)
     except TimeoutError:

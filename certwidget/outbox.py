@@ -272,6 +272,24 @@ class Outbox:
                 (error[:500], time.time() + delay, submission_id),
             )
 
+    def release(self, submission_ids: Sequence[str]) -> None:
+        """Give up leases without recording an attempt (a graceful shutdown mid-delivery)."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE submissions SET lease_until = 0 WHERE id = ? AND state = 'pending'",
+                [(submission_id,) for submission_id in submission_ids],
+            )
+
+    def requeue(self, submission_id: str) -> bool:
+        """Send a failed submission again (after fixing what the provider refused)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE submissions SET state = 'pending', next_attempt_at = 0, lease_until = 0"
+                " WHERE id = ? AND state = 'failed'",
+                (submission_id,),
+            )
+            return cursor.rowcount == 1
+
     def mark_failed(self, submission_id: str, *, error: str) -> None:
         """A permanent refusal by the provider: kept, never retried, visible to the shop."""
         with self._transaction() as db:

@@ -1,7 +1,7 @@
 """Where the package's templates and static files live.
 
 An installed wheel carries them inside the package (``certwidget/templates``, ``certwidget/static``);
-a source checkout or an editable install keeps them at the project's top level. Both are found.
+a source checkout or an editable install keeps them at the top level. Both are found.
 """
 
 from __future__ import annotations

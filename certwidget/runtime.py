@@ -100,6 +100,7 @@ class Runtime:
     async def shutdown(self) -> None:
         await self.deliverer.stop()
         await self.provider.aclose()
+        self.outbox.close()
 
     def _delivered(self, submission: Submission) -> None:
         # A new certificate at the provider: the buyer's on-file list is stale now.

@@ -154,7 +154,20 @@ def test_zones_json_is_the_protocol_body() -> None:
     body = catalog.zones_json()
     assert len(body["zones"]) == 51
     wa = next(z for z in body["zones"] if z["code"] == "WA")
-    assert wa == {"code": "WA", "name": "Washington", "salesTax": True, "sst": True, "mtc": True}
+    assert wa == {
+        "code": "WA",
+        "name": "Washington",
+        "salesTax": True,
+        "sst": True,
+        "mtc": True,
+        "numberPattern": {
+            "pattern": "^[0-9]{9}$",
+            "hint": "a Washington UBI (Unified Business Identifier) number has 9 digits",
+            "reasons": ["G"],
+        },
+    }
+    ca = next(z for z in body["zones"] if z["code"] == "CA")
+    assert "numberPattern" not in ca  # only where a state's format is known
     json.dumps(body)
 
 

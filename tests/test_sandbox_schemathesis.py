@@ -24,7 +24,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
 CONFIG = schemathesis.Config.from_dict(
     {
         # Enough to find a crash or a spec mismatch per operation, small enough for 2 cores.
-        "generation": {"mode": "all", "max-examples": 30},
+        "generation": {"mode": "all", "max-examples": 25},
         "phases": {
             "examples": {"enabled": True},
             "coverage": {"enabled": True},

@@ -98,7 +98,7 @@ class _SandboxApi:
     async def _own_customer(self, caller: Principal, ref: str) -> dict[str, Any]:
         """The customer ``ref`` names (code or id), if the caller may see it."""
         customer = await self._db(self.store.find_customer, ref)
-        if caller.kind != "full" and (customer is None or customer["id"] != caller.subject):
+        if not caller.may_act_for(customer["id"] if customer else None):
             # An ecommerce token learns nothing about other customers, not even whether they exist.
             raise forbidden("An ecommerce token may only read its own customer")
         if customer is None:
@@ -107,10 +107,9 @@ class _SandboxApi:
 
     async def _own_certificate(self, caller: Principal, ref: str) -> dict[str, Any]:
         certificate = await self._db(self.store.get_certificate, ref)
-        if caller.kind != "full":
-            owner = (certificate or {}).get("customer", {}).get("id")
-            if owner != caller.subject:
-                raise forbidden("An ecommerce token may only use its own customer's certificates")
+        owner = (certificate or {}).get("customer", {}).get("id")
+        if not caller.may_act_for(owner):
+            raise forbidden("An ecommerce token may only use its own customer's certificates")
         if certificate is None:
             raise not_found(f"There is no certificate with id {ref!r}")
         return certificate
@@ -163,7 +162,7 @@ class _SandboxApi:
             )
         else:
             customer = await self._db(self.store.find_customer, ref)
-            if caller.kind != "full" and (customer is None or customer["id"] != caller.subject):
+            if not caller.may_act_for(customer["id"] if customer else None):
                 raise forbidden("An ecommerce token may only list its own customer's certificates")
             if customer is None:
                 # A filter that matches no customer matches no certificate.
@@ -196,7 +195,7 @@ class _SandboxApi:
         customer_id: int | None = None
         if code is not None:
             customer = await self._db(self.store.find_customer, code, code_only=True)
-            if caller.kind != "full" and (customer is None or customer["id"] != caller.subject):
+            if not caller.may_act_for(customer["id"] if customer else None):
                 raise forbidden(
                     "An ecommerce token may only create certificates for its own customer"
                 )

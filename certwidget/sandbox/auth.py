@@ -8,6 +8,8 @@ customer: the checkout widget of that buyer, who must not read or write anyone e
     True
     >>> Principal("ecommerce", "7").may_act_for("8")
     False
+    >>> Principal("full", "sandbox").may_act_for(None)
+    True
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ class Principal:
         """The namespace of this caller's Idempotency-Keys."""
         return f"{self.kind}:{self.subject}"
 
-    def may_act_for(self, customer_id: str) -> bool:
-        return self.kind == "full" or self.subject == customer_id
+    def may_act_for(self, customer_id: str | None) -> bool:
+        """Whether this caller may act for the customer with this id (None: no customer)."""
+        return self.kind == "full" or (customer_id is not None and self.subject == customer_id)
 
     def require_full(self, action: str) -> None:
         """403 for an ecommerce token on an operation outside its one customer."""
