@@ -49,11 +49,36 @@ def _run_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .demo import PROVIDERS
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the example shop with the embedded sandbox, in one process",
+        description="Serve the example storefront with certwidget and the embedded sandbox.",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    demo.add_argument("--port", type=int, default=8000, help="port to listen on")
+    demo.add_argument(
+        "--provider", choices=PROVIDERS, default="sandbox", help="which provider dialect to use"
+    )
+    demo.add_argument(
+        "--data-dir", default=".certwidget-demo", help="where the demo keeps its SQLite files"
+    )
+    demo.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(host=args.host, port=args.port, provider=args.provider, data_dir=args.data_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="certwidget")
     commands = parser.add_subparsers(dest="command", required=True)
-    # `certwidget demo` (the example shop with the sandbox in one process) registers here:
-    # _add_demo(commands)
+    _add_demo(commands)
     _add_sandbox(commands)
     return parser
 

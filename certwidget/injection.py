@@ -93,8 +93,9 @@ class HtmlInjector:
     - `mount_html`: the element the widget mounts into, added only when the page has none.
 
     Where: right after the opening tag of the first element carrying a `data-certwidget`
-    attribute (inside it; no `mount_html` then); else before the last `</body>`
-    (case-insensitive); else at the end of the body. Snippets must be ASCII (use
+    attribute, spelt in lowercase as documented (inside it; no `mount_html` then); else before
+    the last `</body>` (`</body>`, `</BODY>`, `</Body>`); else at the end of the body, which
+    browsers also parse into the body. Snippets must be ASCII (use
     `json.dumps(..., ensure_ascii=True)`), since they are spliced into bytes of any
     ASCII-compatible charset.
 
@@ -372,27 +373,31 @@ def _is_encoded(content_encoding: bytes, *, warn: bool = True) -> bool:
 
 
 def _rfind_body_close(buf: bytes | bytearray, start: int, end: int, *, final: bool) -> int:
-    """Offset of the last `</body` (any case) in buf[start:end], or -1.
+    """Offset of the last `</body` in buf[start:end], in any case but `</bODY`-like ones, or -1.
 
-    Lowercasing the window would cost a full copy per chunk; instead find `</b` / `</B` with
-    the C search and check the three bytes after it, which only loops over the rare `</b...`
-    end tags (`</b>`, `</button>`) that happen to come after the last `</body`.
+    Lowercasing the window would cost more than the searches together, so search the two
+    spellings pages use: `</body`, then `</B` (`</BODY`, `</Body`) after it, which a lowercase
+    page lacks. `rfind` is the faster search for `<`-led needles, and meets a `</body` near
+    the end at once. A page whose only `</body` is spelt `</bODY` gets the widget at the end
+    of the body instead, where browsers parse it into the body all the same.
     """
-    best = -1
-    for prefix in (b"</b", b"</B"):
-        hi = end
-        while True:
-            at = buf.rfind(prefix, max(start, best + 1), hi)
-            if at == -1:
-                break
-            after = at + 6
-            if buf[at + 3 : after].lower() == b"ody" and (
-                buf[after] in _TAG_DELIMITERS if after < end else final and after == end
-            ):
-                best = at
-                break
-            hi = at + 2  # the next search ends before this `</b`
-    return best
+    exact = buf.rfind(b"</body", start, end)
+    while exact != -1 and not _ends_tag_name(buf, exact + 6, end, final):
+        exact = buf.rfind(b"</body", start, exact + 5)  # `</bodyguard>` is not ours
+    lo = start if exact == -1 else exact + 1
+    upper = buf.rfind(b"</B", lo, end)
+    while upper != -1:
+        if buf[upper + 3 : upper + 6].lower() == b"ody" and _ends_tag_name(
+            buf, upper + 6, end, final
+        ):
+            return upper
+        upper = buf.rfind(b"</B", lo, upper + 2)
+    return exact
+
+
+def _ends_tag_name(buf: bytes | bytearray, at: int, end: int, final: bool) -> bool:
+    """Whether a tag name ends at `at`; at the end of the window only the last chunk can say."""
+    return buf[at] in _TAG_DELIMITERS if at < end else final
 
 
 def _open_tag_start(buf: bytes | bytearray) -> int:
@@ -411,7 +416,14 @@ def _open_tag_start(buf: bytes | bytearray) -> int:
 
 
 def _is_open_tag(buf: bytes | bytearray, tag_start: int) -> bool:
-    return _CLOSED_TAG.match(buf, tag_start, tag_start + MAX_TAG_HOLD) is None
+    limit = tag_start + MAX_TAG_HOLD
+    tag_end = buf.find(b">", tag_start, limit)
+    if tag_end == -1:
+        return True
+    # Plain searches settle the usual tags; only quotes (which may hide a `>`) need the regex.
+    if buf.find(b'"', tag_start, tag_end) == -1 and buf.find(b"'", tag_start, tag_end) == -1:
+        return False
+    return _CLOSED_TAG.match(buf, tag_start, limit) is None
 
 
 def _add_nonce(snippet: bytes, attribute: bytes) -> bytes:

@@ -100,6 +100,6 @@ def filter_headers(context: schemathesis.HookContext, headers: dict[str, Any] | 
 # alone, and a server per example would spend the time budget on start-ups.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_the_sandbox_conforms_to_the_spec_it_serves(
-    case: schemathesis.Case, sandbox_url: str
+    case: schemathesis.Case[Any], sandbox_url: str
 ) -> None:
     case.call_and_validate(base_url=f"{sandbox_url}/v2")

@@ -1,0 +1,170 @@
+"""A 100 KB checkout page, sent in one chunk and in 4 KB chunks, with and without the widget.
+
+Three versions of the same Starlette shop: without injection, inside CertWidgetMiddleware
+(streaming injection, plus what every injected page costs: the buyer, the ship-to state and the
+snippet rendered for this request), and inside a BufferingInjector (the debug-toolbar way, the
+reference). Timed per request by an in-process loop calling ``app(scope, receive, send)``, and
+under uvicorn with a loopback load generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from certwidget import CertWidgetMiddleware
+
+from .buffering import BufferingInjector
+from .common import (
+    SECRET,
+    Results,
+    Sink,
+    alternate,
+    fmt_rate,
+    fmt_us,
+    heading,
+    http_scope,
+    load,
+    median,
+    receiver,
+    uvicorn_server,
+)
+from .pages import chunks, page, stream
+
+GOAL = 1.10
+PAGE = page(100 * 1024)
+PARTS = chunks(PAGE, 4096)
+PATHS = {"one chunk": "/checkout", "4 KB chunks": "/checkout/chunked"}
+
+
+async def one_chunk(request: Request) -> Response:
+    return HTMLResponse(PAGE)
+
+
+async def chunked(request: Request) -> Response:
+    return StreamingResponse(stream(PARTS), media_type="text/html; charset=utf-8")
+
+
+def shop() -> Starlette:
+    return Starlette(routes=[Route("/checkout", one_chunk), Route("/checkout/chunked", chunked)])
+
+
+def customer(request: Request) -> str | None:
+    return request.headers.get("x-customer") or None
+
+
+def ship_zone(request: Request) -> str:
+    return "WA"
+
+
+async def variants(tmp: Path) -> dict[str, Any]:
+    widget = CertWidgetMiddleware(
+        shop(),
+        secret_key=SECRET,
+        customer=customer,
+        ship_zone=ship_zone,
+        database=tmp / "checkout.sqlite3",
+    )
+    snippet = await _snippet(widget)
+    return {
+        "uninjected": shop(),
+        "CertWidgetMiddleware": widget,
+        "BufferingInjector": BufferingInjector(shop(), snippet=snippet),
+    }
+
+
+async def _snippet(widget: CertWidgetMiddleware) -> str:
+    """What the middleware injects, so the reference injector adds the same bytes."""
+    sink = Sink(keep=True)
+    await widget(http_scope("/checkout"), receiver(), sink)
+    body = bytes(sink.body)
+    assert len(body) > len(PAGE), "the middleware did not inject"
+    at = next(i for i, (a, b) in enumerate(zip(body, PAGE, strict=False)) if a != b)
+    return body[at : at + len(body) - len(PAGE)].decode()
+
+
+async def seconds_per_request(app: Any, path: str, count: int) -> float:
+    template = http_scope(path)
+    started = time.perf_counter()
+    for _ in range(count):
+        await app({**template, "state": {}}, receiver(), Sink())
+    return (time.perf_counter() - started) / count
+
+
+async def in_process(apps: dict[str, Any], path: str, rounds: int) -> dict[str, float]:
+    counts = {}
+    for name, app in apps.items():
+        sink = Sink(keep=True)
+        await app(http_scope(path), receiver(), sink)
+        assert sink.status == 200 and sink.body.endswith(b"</html>"), name
+        if name != "uninjected":
+            assert b"certwidget-config" in sink.body and len(sink.body) > len(PAGE), name
+        await seconds_per_request(app, path, 50)  # warm up
+        counts[name] = max(20, int(0.03 / await seconds_per_request(app, path, 50)))
+    samples = await alternate(
+        {
+            name: (lambda app=app, count=counts[name]: seconds_per_request(app, path, count))
+            for name, app in apps.items()
+        },
+        rounds,
+    )
+    return {name: median(values) for name, values in samples.items()}
+
+
+def report(results: Results, label: str, times: dict[str, float], unit: str) -> None:
+    base = times["uninjected"]
+    ours = times["CertWidgetMiddleware"]
+    ref = times["BufferingInjector"]
+    show = fmt_us if unit == "time" else (lambda t: fmt_rate(1 / t))
+    for name, value in times.items():
+        print(f"  {label:46} {name:22} {show(value):>12}  (time x{value / base:.3f})")
+    ratio = ours / base
+    results.add(
+        f"100 KB page, {label}",
+        f"{show(ours)} injected",
+        f"{show(base)} uninjected",
+        f"time injected/uninjected {ratio:.3f}x (BufferingInjector {ref / base:.3f}x)",
+        f"<= {GOAL:.2f}x",
+        ratio <= GOAL,
+    )
+
+
+def run(results: Results) -> None:
+    heading("100 KB checkout page: streaming injection vs uninjected vs buffering injector")
+    quick = results.quick
+    with tempfile.TemporaryDirectory() as tmp:
+        apps = asyncio.run(variants(Path(tmp)))
+        for label, path in PATHS.items():
+            times = asyncio.run(in_process(apps, path, rounds=11 if quick else 41))
+            report(results, f"{label}, in-process ASGI loop", times, "time")
+
+        seconds, rounds = (1, 1) if quick else (1, 4)
+        with (
+            uvicorn_server(apps["uninjected"]) as plain,
+            uvicorn_server(apps["CertWidgetMiddleware"]) as ours,
+            uvicorn_server(apps["BufferingInjector"]) as reference,
+        ):
+            urls = {
+                "uninjected": plain,
+                "CertWidgetMiddleware": ours,
+                "BufferingInjector": reference,
+            }
+            for label, path in PATHS.items():
+                samples: dict[str, list[float]] = {name: [] for name in urls}
+                tool = ""
+                names = list(urls)
+                for index in range(rounds):
+                    shift = index % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        rate, tool = load(urls[name] + path, seconds=seconds, connections=8)
+                        samples[name].append(1 / rate)
+                times = {name: median(values) for name, values in samples.items()}
+                report(results, f"{label}, uvicorn + {tool}", times, "rate")

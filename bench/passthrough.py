@@ -1,0 +1,142 @@
+"""A request to a route the middleware does not touch (``/products``) pays almost nothing.
+
+Three versions of the same Starlette shop: without middleware, inside CertWidgetMiddleware, and
+inside a BaseHTTPMiddleware that does nothing (the reference: what the common alternative costs).
+Measured two ways: an in-process loop calling ``app(scope, receive, send)`` directly (only the
+app's own work is timed), and uvicorn on loopback driven by a load generator (what a shop sees).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from certwidget import CertWidgetMiddleware
+
+from .common import (
+    SECRET,
+    Results,
+    alternate,
+    fmt_rate,
+    heading,
+    http_scope,
+    load,
+    median,
+    null_send,
+    receiver,
+    uvicorn_server,
+)
+
+GOAL = 0.97
+PRODUCTS = [{"sku": f"BOX-{n}", "name": f"Shipping box {n}", "cents": 100 * n} for n in range(8)]
+
+
+async def products(request: Request) -> Response:
+    return JSONResponse({"products": PRODUCTS})
+
+
+def shop() -> Starlette:
+    return Starlette(routes=[Route("/products", products)])
+
+
+async def do_nothing(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    return await call_next(request)
+
+
+def variants(tmp: Path) -> dict[str, Any]:
+    return {
+        "without middleware": shop(),
+        "CertWidgetMiddleware": CertWidgetMiddleware(
+            shop(), secret_key=SECRET, database=tmp / "passthrough.sqlite3"
+        ),
+        "BaseHTTPMiddleware (no-op)": BaseHTTPMiddleware(shop(), dispatch=do_nothing),
+    }
+
+
+async def calls_per_second(app: Any, count: int) -> float:
+    template = http_scope("/products", headers=[(b"accept", b"application/json")])
+    started = time.perf_counter()
+    for _ in range(count):
+        await app({**template, "state": {}}, receiver(), null_send)
+    return count / (time.perf_counter() - started)
+
+
+async def in_process(apps: dict[str, Any], rounds: int, round_seconds: float) -> dict[str, float]:
+    # Short rounds, many of them: other processes on a shared machine come and go, and the
+    # median of many alternating rounds sees past them.
+    counts = {}
+    for name, app in apps.items():
+        await calls_per_second(app, 200)  # warm up (imports, caches)
+        counts[name] = max(50, int(await calls_per_second(app, 300) * round_seconds))
+    samples = await alternate(
+        {
+            name: (lambda app=app, count=counts[name]: calls_per_second(app, count))
+            for name, app in apps.items()
+        },
+        rounds,
+    )
+    return {name: median(values) for name, values in samples.items()}
+
+
+def report(results: Results, how: str, rates: dict[str, float], *, tool: str = "") -> None:
+    base = rates["without middleware"]
+    ours = rates["CertWidgetMiddleware"]
+    ref = rates["BaseHTTPMiddleware (no-op)"]
+    for name, rate in rates.items():
+        print(f"  {how:28} {name:28} {fmt_rate(rate):>12}  (x{rate / base:.3f})")
+    ratio = ours / base
+    suffix = f" via {tool}" if tool else ""
+    results.add(
+        f"non-checkout GET, {how}{suffix}",
+        f"{fmt_rate(ours)} with",
+        f"{fmt_rate(base)} without",
+        f"throughput with/without {ratio:.3f} (BaseHTTPMiddleware {ref / base:.3f})",
+        f">= {GOAL}",
+        ratio >= GOAL,
+    )
+
+
+def run(results: Results) -> None:
+    heading("non-checkout route: middleware vs no middleware vs a no-op BaseHTTPMiddleware")
+    quick = results.quick
+    with tempfile.TemporaryDirectory() as tmp:
+        apps = variants(Path(tmp))
+        rates = asyncio.run(in_process(apps, rounds=15 if quick else 61, round_seconds=0.03))
+        report(results, "in-process ASGI loop", rates)
+
+        seconds, rounds = (1.0, 2) if quick else (2.0, 5)
+        with (
+            uvicorn_server(apps["without middleware"]) as plain,
+            uvicorn_server(apps["CertWidgetMiddleware"]) as ours,
+            uvicorn_server(apps["BaseHTTPMiddleware (no-op)"]) as reference,
+        ):
+            urls = {
+                "without middleware": plain,
+                "CertWidgetMiddleware": ours,
+                "BaseHTTPMiddleware (no-op)": reference,
+            }
+            tool = ""
+            for url in urls.values():  # warm up each server
+                _, tool = load(url + "/products", seconds=1, connections=16)
+            samples: dict[str, list[float]] = {name: [] for name in urls}
+            names = list(urls)
+            for index in range(rounds):
+                shift = index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    rate, tool = load(urls[name] + "/products", seconds=seconds, connections=16)
+                    samples[name].append(rate)
+        report(
+            results,
+            "uvicorn + loopback load",
+            {name: median(values) for name, values in samples.items()},
+            tool=tool,
+        )
