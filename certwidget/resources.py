@@ -1,7 +1,8 @@
 """Where the package's templates and static files live.
 
-An installed wheel carries them inside the package (``certwidget/templates``, ``certwidget/static``);
-a source checkout or an editable install keeps them at the top level. Both are found.
+An installed wheel carries them inside the package (``certwidget/templates`` and
+``certwidget/static``); a source checkout or an editable install keeps them at the top
+level. Both are found.
 """
 
 from __future__ import annotations

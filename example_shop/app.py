@@ -129,7 +129,11 @@ def create_app(
     async def checkout(request: Request) -> HTMLResponse:
         lines, cart_totals = await current_totals(request)
         return page(
-            request, "checkout.html", lines=lines, totals=cart_totals, zones=zones(),
+            request,
+            "checkout.html",
+            lines=lines,
+            totals=cart_totals,
+            zones=zones(),
             ship_to=ship_zone(request),
         )
 
@@ -155,8 +159,12 @@ def create_app(
             owner=owner(request),
             zone=cart_totals.zone,
             lines=[
-                {"sku": line.product.sku, "name": line.product.name, "quantity": line.quantity,
-                 "total_cents": line.total_cents}
+                {
+                    "sku": line.product.sku,
+                    "name": line.product.name,
+                    "quantity": line.quantity,
+                    "total_cents": line.total_cents,
+                }
                 for line in lines
             ],
             subtotal_cents=cart_totals.subtotal_cents,

@@ -1,4 +1,4 @@
-"""Placed orders, in SQLite: what was bought, the tax charged and the certificate that removed it."""
+"""Placed orders in SQLite: what was bought, the tax charged, the certificate that removed it."""
 
 from __future__ import annotations
 
@@ -57,8 +57,16 @@ class Orders:
             cursor = self._db.execute(
                 "INSERT INTO orders (owner, zone, lines, subtotal_cents, tax_cents, tax_label,"
                 " certificate, placed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (owner, zone, json.dumps(lines), subtotal_cents, tax_cents, tax_label,
-                 certificate, time.time()),
+                (
+                    owner,
+                    zone,
+                    json.dumps(lines),
+                    subtotal_cents,
+                    tax_cents,
+                    tax_label,
+                    certificate,
+                    time.time(),
+                ),
             )
             self._db.commit()
             return int(cursor.lastrowid or 0)
@@ -71,7 +79,8 @@ class Orders:
                 (owner,),
             ).fetchall()
         return [
-            Order(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7],
-                  row[8])
+            Order(
+                row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8]
+            )
             for row in rows
         ]

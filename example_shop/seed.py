@@ -70,8 +70,13 @@ async def seed(provider: CertificateProvider, today: dt.date | None = None) -> N
     for buyer in buyers().values():
         await provider.ensure_customer(
             CustomerProfile(
-                code=buyer.code, name=buyer.name, email=buyer.email, line1=buyer.line1,
-                city=buyer.city, region=buyer.region, postal_code=buyer.postal_code,
+                code=buyer.code,
+                name=buyer.name,
+                email=buyer.email,
+                line1=buyer.line1,
+                city=buyer.city,
+                region=buyer.region,
+                postal_code=buyer.postal_code,
             )
         )
         if not buyer.certificates or await provider.certificates_for(buyer.code):
