@@ -19,7 +19,7 @@ from .buyers import Buyer
 from .http import HTTPProblem, bearer_token, check_same_origin, json_response, read_body
 from .intake import receive_certificate
 from .providers.base import ProviderError, ProviderToken
-from .runtime import Runtime
+from .runtime import Runtime, reason_name
 from .tokens import TokenRejected, WidgetClaims, fingerprint
 
 logger = logging.getLogger("certwidget")
@@ -207,7 +207,7 @@ class Endpoints:
                     "number": certificate.number,
                     "zone": certificate.zone,
                     "reason": certificate.reason,
-                    "reasonName": _reason_name(certificate.reason),
+                    "reasonName": reason_name(certificate.reason),
                     "exemptionNumber": certificate.exemption_number,
                     "status": certificate.status,
                     "usable": self.runtime.on_file_is_usable(certificate, today),
@@ -236,10 +236,3 @@ class Endpoints:
         raise HTTPProblem(
             404, "certificate_not_found", "No certificate with that id is on file for you."
         )
-
-
-def _reason_name(code: str) -> str:
-    try:
-        return catalog.reason(code).name
-    except KeyError:
-        return code

@@ -34,6 +34,7 @@ from .providers.base import CertificateProvider
 from .runtime import CertificateHook, Runtime, Settings, ShipZoneCallable
 from .snippet import SnippetRenderer
 from .tokens import normalize_keys
+from .validation import purchaser_json
 
 InjectRule = Sequence[str] | Callable[[HTTPConnection], bool]
 LOCALES = ("en", "es")
@@ -227,17 +228,7 @@ class CertWidgetMiddleware:
     async def _page_config(self, request: Request) -> dict[str, Any]:
         runtime = self.runtime
         profile = await runtime.buyers.signed_in(request)
-        purchaser = None
-        if profile is not None:
-            purchaser = {
-                "name": profile.name,
-                "line1": profile.line1,
-                "city": profile.city,
-                "region": profile.region,
-                "postalCode": profile.postal_code,
-                "country": profile.country,
-                "email": profile.email,
-            }
+        purchaser = purchaser_json(profile) if profile is not None else None
         return {
             "endpoint": self._prefix,
             "shipZone": await runtime.ship_zone(request),

@@ -196,7 +196,7 @@ class Runtime:
                 Exemption(
                     zone=zone,
                     reason=reason,
-                    reason_name=_reason_name(reason),
+                    reason_name=reason_name(reason),
                     exempt_percentage=float(payload.get("exemptPercentage", 100.0)),
                     status="Pending" if certificate_id else "Received",
                     reference=numbers.get(zone) or certificate_id or submission.id,
@@ -218,7 +218,7 @@ class Runtime:
         return Exemption(
             zone=certificate.zone,
             reason=certificate.reason,
-            reason_name=_reason_name(certificate.reason),
+            reason_name=reason_name(certificate.reason),
             exempt_percentage=certificate.exempt_percentage,
             status=certificate.status,
             reference=certificate.number or certificate.id,
@@ -291,7 +291,8 @@ class Runtime:
                 logger.exception("certwidget: on_certificate hook failed for %s", exemption)
 
 
-def _reason_name(code: str) -> str:
+def reason_name(code: str) -> str:
+    """The catalog's name for an SST reason code (the code itself if unknown)."""
     try:
         return catalog.reason(code).name
     except KeyError:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from . import catalog
 from .documents import Purchaser, TaxIdType
+from .providers.base import CustomerProfile
 
 MAX_TEXT = 200
 MAX_NUMBER = 64
@@ -37,8 +38,8 @@ class InvalidSubmission(Exception):
         self.message = f"Some details need your attention: {names}."
 
 
-def purchaser_json(purchaser: Purchaser) -> dict[str, str]:
-    """The purchaser in the widget protocol's field names."""
+def purchaser_json(purchaser: Purchaser | CustomerProfile) -> dict[str, str]:
+    """The purchaser (or what the shop knows of the buyer) in the widget protocol's names."""
     return {
         "name": purchaser.name,
         "line1": purchaser.line1,
@@ -292,6 +293,16 @@ def _common(
     return zones, not_needed, reason, number, numbers
 
 
+def _raise_unless_valid(
+    errors: _Errors, zones: tuple[str, ...], not_needed: tuple[str, ...]
+) -> None:
+    if not zones and not_needed and "zones" not in errors.fields:
+        # Only no-sales-tax states: nothing else matters, the answer is "not needed".
+        errors.fields.clear()
+    if errors.fields:
+        raise InvalidSubmission(errors.fields)
+
+
 def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRequest:
     """Validate a filled-in certificate (the JSON body); raises InvalidSubmission."""
     if not isinstance(data, Mapping):
@@ -305,11 +316,7 @@ def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRe
     tax_id_type = _tax_id_type(data, errors)
     expiration = _expiration(data.get("expirationDate"), errors, today or dt.date.today())
     percentage = _percentage(data.get("exemptPercentage"), errors)
-    if errors.fields and zones == () and not_needed and "zones" not in errors.fields:
-        # Only no-sales-tax states: nothing else matters, the answer is "not needed".
-        errors.fields.clear()
-    if errors.fields:
-        raise InvalidSubmission(errors.fields)
+    _raise_unless_valid(errors, zones, not_needed)
     return CertificateRequest(
         zones=zones,
         reason=reason,
@@ -328,10 +335,7 @@ def validate_upload_fields(data: Mapping[str, Any]) -> CertificateRequest:
     """Validate the form fields sent with an uploaded certificate; raises InvalidSubmission."""
     errors = _Errors()
     zones, not_needed, reason, number, numbers = _common(data, errors)
-    if errors.fields and zones == () and not_needed and "zones" not in errors.fields:
-        errors.fields.clear()
-    if errors.fields:
-        raise InvalidSubmission(errors.fields)
+    _raise_unless_valid(errors, zones, not_needed)
     return CertificateRequest(
         zones=zones,
         reason=reason,
