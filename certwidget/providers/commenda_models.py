@@ -210,11 +210,10 @@ class ExemptionCertificate:
 class ExemptionCertificateCreate:
     """The body of ``POST /exemption-certificates``, as the published flow names its fields.
 
-    >>> ExemptionCertificateCreate(issued_at=dt.date(2024, 5, 1), jurisdiction="WA",
-    ...     type="PURPOSE_WHOLESALE", customer_id="b6d0", file_id="f1").to_json()
-    ... # doctest: +NORMALIZE_WHITESPACE
-    {'issued_at': '2024-05-01', 'country': 'US', 'jurisdiction': 'WA',
-     'type': 'PURPOSE_WHOLESALE', 'customer_id': 'b6d0', 'file_id': 'f1'}
+    >>> body = ExemptionCertificateCreate(issued_at=dt.date(2024, 5, 1), jurisdiction="WA",
+    ...     type="PURPOSE_WHOLESALE", customer_id="b6d0").to_json()
+    >>> body["issued_at"], body["country"], "file_id" in body
+    ('2024-05-01', 'US', False)
     """
 
     issued_at: dt.date
