@@ -93,11 +93,7 @@ class ConsoleLog:
     """Console errors and uncaught exceptions of a page, minus the ones a test provoked."""
 
     errors: list[str] = field(default_factory=list)
-    # The example shop serves no /favicon.ico, so Chromium logs a 404 for its own favicon
-    # request on every page (reported; test_shop_pages.py pins it as a known bug).
-    expected: list[re.Pattern[str]] = field(
-        default_factory=lambda: [re.compile(r"status of 404 .*\(https?://[^/]+/favicon\.ico\)$")]
-    )
+    expected: list[re.Pattern[str]] = field(default_factory=list)
     paused: bool = False
 
     def expect_failed_load(self, pattern: str) -> None:

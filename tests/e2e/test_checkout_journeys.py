@@ -2,8 +2,8 @@
 
 Each test starts its own shop (seeded buyers: RIDGE-001 with an Active WA resale certificate,
 HARBOR-002 with a TX certificate expiring in 20 days, NORTH-003 with nothing) and its own
-browser context. Screenshots of journey 1 and of the returning-buyer screens go to
-docs/screenshots/.
+browser context. Screenshots of journey 1, the returning-buyer screens and the upload step go to
+docs/screenshots/ (overwritten each run, same names every time).
 """
 
 from __future__ import annotations
@@ -192,6 +192,14 @@ def test_guest_completes_the_widget_with_the_keyboard_only(
     expect_step(page, "received")
     expect(w.get_by_text(success_text("Washington"))).to_be_visible()
     expect(tax(page)).to_have_text("$0.00")
+
+    # Back up the page to the shop's button: the guest's exemption holds for the order.
+    tab_to(page, "Place order", backwards=True)
+    keys.press("Enter")
+    expect(page.get_by_role("heading", name="Your orders", level=1)).to_be_visible()
+    cells = latest_order(page).locator("td")
+    expect(cells.nth(3)).to_contain_text("$0.00")
+    expect(cells.nth(5)).not_to_have_text("None")
     assert console.unexpected() == []
 
 
