@@ -184,9 +184,13 @@ class Endpoints:
     def reasons(self, request: Request) -> Response:
         zone = request.query_params.get("zone")
         try:
-            return json_response(catalog.reasons_json(zone or None))
+            body = catalog.reasons_json(zone or None)
         except catalog.UnknownZone as exc:
             raise HTTPProblem(400, "unknown_zone", str(exc)) from exc
+        accepted = self.runtime.accepted_reasons
+        if accepted is not None:
+            body["reasons"] = [r for r in body["reasons"] if r["code"] in accepted]
+        return json_response(body)
 
     # -- certificates on file --------------------------------------------------------------
 
@@ -218,21 +222,29 @@ class Endpoints:
         return json_response({"certificates": listed})
 
     async def use_certificate(self, request: Request, certificate_id: str) -> Response:
-        buyer, _ = await self.authenticate(request)
+        buyer, claims = await self.authenticate(request)
         today = dt.date.today()
-        for certificate in await self.runtime.certificates_on_file(buyer.code):
-            if certificate.id != certificate_id:
-                continue
-            if not self.runtime.on_file_is_usable(certificate, today):
-                raise HTTPProblem(
-                    409,
-                    "certificate_not_usable",
-                    f"Certificate {certificate.number or certificate.id} is {certificate.status}"
-                    " or expired; fill in a new one.",
-                )
-            exemption = self.runtime.on_file_exemption(certificate)
-            await self.runtime.notify(request, [exemption])
-            return json_response({"exemptions": [exemption.to_json()]})
-        raise HTTPProblem(
-            404, "certificate_not_found", "No certificate with that id is on file for you."
-        )
+        # A multistate (SST/MTC) certificate is one id covering several zones: answer the
+        # zones this widget was opened for, never the first covered state that happens to match.
+        matching = [
+            certificate
+            for certificate in await self.runtime.certificates_on_file(buyer.code)
+            if certificate.id == certificate_id
+            and (not claims.zones or certificate.zone in claims.zones)
+        ]
+        if not matching:
+            raise HTTPProblem(
+                404, "certificate_not_found", "No certificate with that id is on file for you."
+            )
+        usable = [c for c in matching if self.runtime.on_file_is_usable(c, today)]
+        if not usable:
+            first = matching[0]
+            raise HTTPProblem(
+                409,
+                "certificate_not_usable",
+                f"Certificate {first.number or first.id} is {first.status} or expired; "
+                "fill in a new one.",
+            )
+        exemptions = [self.runtime.on_file_exemption(certificate) for certificate in usable]
+        await self.runtime.notify(request, exemptions)
+        return json_response({"exemptions": [exemption.to_json() for exemption in exemptions]})

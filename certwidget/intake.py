@@ -186,6 +186,9 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
 
     if not validated.zones:
         return json_response({"notNeeded": True, "zones": list(validated.not_needed)})
+    refused = runtime.provider_refusal(validated.reason, validated.exempt_percentage)
+    if refused:
+        raise HTTPProblem(422, "invalid_fields", " ".join(refused.values()), fields=refused)
 
     today = dt.date.today()
     payload = _payload(validated, buyer, today)

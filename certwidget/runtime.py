@@ -181,6 +181,25 @@ class Runtime:
             path="/",
         )
 
+    # -- what the provider can hold -------------------------------------------------------
+
+    @property
+    def accepted_reasons(self) -> frozenset[str] | None:
+        reasons = getattr(self.provider, "accepted_reasons", None)
+        return frozenset(reasons) if reasons is not None else None
+
+    def provider_refusal(self, reason: str, exempt_percentage: float) -> dict[str, str]:
+        """Field errors for what the provider cannot hold, caught before "received"."""
+        problems: dict[str, str] = {}
+        accepted = self.accepted_reasons
+        if accepted is not None and reason not in accepted:
+            names = ", ".join(sorted(reason_name(code) for code in accepted))
+            problems["reason"] = f"This shop can accept only these reasons: {names}."
+        partial = getattr(self.provider, "partial_exemptions", True)
+        if not partial and exempt_percentage < 100:
+            problems["exemptPercentage"] = "This shop can accept only full (100%) exemptions."
+        return problems
+
     # -- exemptions ------------------------------------------------------------------------
 
     def submission_exemptions(self, submission: Submission) -> list[Exemption]:

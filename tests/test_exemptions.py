@@ -146,3 +146,38 @@ async def test_a_provider_outage_taxes_unknown_buyers_and_keeps_known_answers(
         assert await exemption(http, "WA", "C-9") is None
         minted = await http.post("/certwidget/ecommerce/token", json={}, headers=as_buyer("C-9"))
     assert minted.status_code == 200 and minted.json()["providerAvailable"] is False
+
+
+@pytest.mark.anyio
+async def test_an_sst_certificate_exempts_each_member_state_and_is_used_for_the_widgets_zone(
+    tmp_path: Path,
+) -> None:
+    from certwidget.providers.base import CustomerProfile
+    from certwidget.providers.commenda import commenda_customer_id
+    from certwidget.providers.commenda_models import ExemptionCertificateCreate
+    from certwidget.providers.sandbox import embedded_commenda
+
+    provider = embedded_commenda(tmp_path / "sandbox.sqlite3")
+    shop = build(tmp_path, provider=provider)
+    await provider.ensure_customer(CustomerProfile(code="C-SST", name="Multistate Reseller"))
+    created = await provider.client.create_exemption_certificate(
+        ExemptionCertificateCreate(
+            issued_at=dt.date.today(),
+            jurisdiction="SST",
+            type="PURPOSE_WHOLESALE",
+            customer_id=commenda_customer_id("C-SST"),
+        )
+    )
+    await provider.client.update_exemption_certificate(
+        created.id, status="VALID", verification_status="VERIFICATION_COMPLETED"
+    )
+    async with client(shop) as http:
+        wa = await exemption(http, "WA", "C-SST")  # SST full member
+        oh = await exemption(http, "OH", "C-SST")
+        ca = await exemption(http, "CA", "C-SST")  # not a member
+        token = await mint(http, "C-SST", ["WA"])
+        used = await http.post(
+            f"/certwidget/certificates/{created.id}/use", headers=as_buyer("C-SST", token)
+        )
+    assert wa is not None and oh is not None and ca is None
+    assert [e["zone"] for e in used.json()["exemptions"]] == ["WA"]

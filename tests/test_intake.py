@@ -330,3 +330,20 @@ async def test_a_guest_can_submit_and_its_checkout_is_exempt(tmp_path: Path) -> 
         assert response.status_code == 201, response.text
         exempt = (await http.get("/tax", params={"zone": "WA"})).json()["exemption"]
     assert exempt["zone"] == "WA" and exempt["source"] == "submission"
+
+
+@pytest.mark.anyio
+async def test_a_reason_the_provider_cannot_hold_is_refused_before_anything_is_stored(
+    tmp_path: Path,
+) -> None:
+    from certwidget.providers.sandbox import embedded_commenda
+
+    shop = build(tmp_path, provider=embedded_commenda(tmp_path / "sandbox.sqlite3"))
+    async with client(shop) as http:
+        reasons = (await http.get("/certwidget/reasons", params={"zone": "WA"})).json()
+        response = await submit(http, "C-12", filled(reason="I", exemptionNumber=""))
+        partial = await submit(http, "C-12", filled(exemptPercentage=50))
+    assert {r["code"] for r in reasons["reasons"]} == {"E", "G"}
+    assert response.status_code == 422 and "reason" in response.json()["error"]["fields"]
+    assert partial.status_code == 422 and "exemptPercentage" in partial.json()["error"]["fields"]
+    assert shop.runtime.outbox.counts() == {}

@@ -12,6 +12,7 @@ from .base import (
     ProviderUnavailable,
 )
 from .certcapture import CertCaptureClient, CertCaptureError, CertCaptureProvider
+from .commenda import CommendaClient, CommendaError, CommendaProvider
 
 __all__ = [
     "CertCaptureClient",
@@ -19,6 +20,9 @@ __all__ = [
     "CertCaptureProvider",
     "CertificateDraft",
     "CertificateProvider",
+    "CommendaClient",
+    "CommendaError",
+    "CommendaProvider",
     "CustomerProfile",
     "ProviderCertificate",
     "ProviderError",

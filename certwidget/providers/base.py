@@ -91,6 +91,9 @@ class CertificateProvider(Protocol):
     name: str
     #: True when the provider mints per-buyer tokens (CertCapture's /ecommerce/token).
     can_mint_tokens: bool
+    # Optional, read with getattr: ``accepted_reasons: frozenset[str]`` (the SST reason codes
+    # the provider can hold; the widget offers only those) and ``partial_exemptions: bool``
+    # (False when every certificate exempts a sale fully). Absent means "all".
 
     async def mint_token(self, customer_code: str) -> ProviderToken:
         """Mint an upstream token scoped to one buyer (only when ``can_mint_tokens``)."""

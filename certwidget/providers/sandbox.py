@@ -17,8 +17,11 @@ import httpx
 from starlette.applications import Starlette
 
 from .certcapture import CertCaptureProvider
+from .commenda import CommendaProvider
 
 SANDBOX_BASE_URL = "http://certwidget-sandbox.invalid/v2"
+#: The same sandbox's Commenda dialect; the host is never resolved (ASGI transport).
+COMMENDA_SANDBOX_URL = "http://certwidget-sandbox.invalid/api/v1"
 
 
 class EmbeddedSandbox(CertCaptureProvider):
@@ -49,3 +52,18 @@ def embedded_sandbox(
     password = password or secrets.token_urlsafe(24)
     app = create_app(db_path=db_path, username=username, password=password)
     return EmbeddedSandbox(app, username=username, password=password)
+
+
+def embedded_commenda(db_path: str | os.PathLike[str]) -> CommendaProvider:
+    """A :class:`CommendaProvider` backed by an in-process sandbox's Commenda dialect.
+
+    The sandbox is reachable only through this object, so its credentials are random.
+    """
+    from ..sandbox import create_app
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    app = create_app(db_path=db_path, password=secrets.token_urlsafe(24), commenda_token=token)
+    return CommendaProvider(
+        COMMENDA_SANDBOX_URL, token=token, transport=httpx.ASGITransport(app=app), retries=2
+    )

@@ -1,4 +1,5 @@
-"""The sandbox's HTTP API: the 15 CertCapture operations under ``/v2``, plus the served spec.
+"""The sandbox's HTTP API: the 15 CertCapture operations under ``/v2``, plus the served spec,
+and the Commenda dialect mounted at ``/api/v1``.
 
 Endpoints only authenticate, check scope, validate and shape answers; the data lives in
 :class:`~certwidget.sandbox.store.SandboxStore`, called in a worker thread.
@@ -24,9 +25,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from .auth import Credentials, Principal, authenticate
+from .commenda import PREFIX as COMMENDA_PREFIX
+from .commenda import create_commenda_app
 from .errors import (
     ApiError,
     bad_request,
@@ -357,10 +360,13 @@ def create_app(
     username: str = "sandbox",
     password: str = "sandbox",  # noqa: S107 - the sandbox's documented default login
     token_ttl: int = 3600,
+    commenda_token: str | None = None,
 ) -> Starlette:
     """The sandbox as an ASGI app, its data in the SQLite file ``db_path``.
 
     ``app.state.store`` is the :class:`SandboxStore`, for tests and demos that seed data.
+    The Commenda dialect (:mod:`certwidget.sandbox.commenda`) is mounted at ``/api/v1`` over
+    the same store; it takes Bearer tokens from ``/v2/auth/token`` and ``commenda_token``.
 
         >>> app = create_app(db_path=tmp_path / "sandbox.sqlite3")  # doctest: +SKIP
         >>> uvicorn.run(app, port=8765)  # doctest: +SKIP
@@ -395,6 +401,7 @@ def create_app(
         _route("/v2/attributes", GET=api.list_attributes),
         _route("/v2/auth/token", POST=api.auth_token),
         _route("/v2/ecommerce/token", POST=api.ecommerce_token),
+        Mount(COMMENDA_PREFIX, app=create_commenda_app(store, api_token=commenda_token)),
     ]
     app = Starlette(
         routes=routes,

@@ -1,4 +1,5 @@
-"""The sandbox's SQLite store: customers, certificates, attachments, tokens, idempotency keys.
+"""The sandbox's SQLite store: customers, certificates, attachments, tokens, idempotency keys,
+and the Commenda dialect's uploaded files.
 
 One connection in WAL mode, shared by threads behind a lock: the sandbox is a test double and a
 demo server, so one writer at a time is plenty, and WAL lets another process (a second sandbox
@@ -24,6 +25,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,6 +99,17 @@ CREATE TABLE IF NOT EXISTS idempotency (
     body TEXT NOT NULL,
     PRIMARY KEY (scope, operation, key)
 );
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    media_type TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content BLOB NOT NULL,
+    uploaded TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS certificate_files (
+    certificate_id INTEGER PRIMARY KEY REFERENCES certificates(id) ON DELETE CASCADE,
+    file_id TEXT NOT NULL REFERENCES files(id)
+);
 CREATE TABLE IF NOT EXISTS attributes (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -132,6 +145,9 @@ _UPDATE_CUSTOMER = (
 )
 
 TokenKind = Literal["full", "ecommerce"]
+
+#: The certificate columns the Commenda dialect's PATCH may set.
+_PATCHABLE = frozenset({"status", "expirationDate"})
 
 
 def _utcnow() -> dt.datetime:
@@ -440,17 +456,23 @@ class SandboxStore:
             replayed = self._replay(db, "createCertificate", idempotency)
             if replayed is not None:
                 return replayed
-            now = self._now()
-            cursor = db.execute(
-                "INSERT INTO certificates (customer_id, status, exemptionNumber, exemptionReason,"
-                " exposureZone, signedDate, expirationDate, exemptPercentage, attributes,"
-                " createdDate, modifiedDate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (fields.customer_id, fields.status or "Pending", *self._columns(fields), now, now),
-            )
-            certificate = self._certificate_by_id(db, str(cursor.lastrowid))
-            assert certificate is not None
+            certificate = self._insert_certificate(db, fields)
             self._remember(db, "createCertificate", idempotency, certificate)
             return certificate
+
+    def _insert_certificate(
+        self, db: sqlite3.Connection, fields: CertificateFields
+    ) -> dict[str, Any]:
+        now = self._now()
+        cursor = db.execute(
+            "INSERT INTO certificates (customer_id, status, exemptionNumber, exemptionReason,"
+            " exposureZone, signedDate, expirationDate, exemptPercentage, attributes,"
+            " createdDate, modifiedDate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (fields.customer_id, fields.status or "Pending", *self._columns(fields), now, now),
+        )
+        certificate = self._certificate_by_id(db, str(cursor.lastrowid))
+        assert certificate is not None
+        return certificate
 
     @staticmethod
     def _columns(fields: CertificateFields) -> tuple[Any, ...]:
@@ -554,6 +576,128 @@ class SandboxStore:
         if row is None:
             return None
         return Attachment(bytes(row["content"]), row["media_type"], row["filename"])
+
+    # -- files (the Commenda dialect) ----------------------------------------------------------
+    #
+    # Commenda uploads a document on its own (POST /files) and then names it in a certificate's
+    # file_id. Linking a file also stores it as the certificate's CertCapture attachment, so a
+    # document given through either dialect is the document the other one serves.
+
+    def create_file(self, attachment: Attachment) -> dict[str, Any]:
+        """Store an uploaded file under a new UUID; answers its id, name, type, size, time."""
+        file_id, now = str(uuid.uuid4()), self._now()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+                (file_id, attachment.media_type, attachment.filename, attachment.content, now),
+            )
+        return {
+            "id": file_id,
+            "fileName": attachment.filename,
+            "mediaType": attachment.media_type,
+            "size": len(attachment.content),
+            "uploadedDate": now,
+        }
+
+    def get_file(self, file_id: str) -> Attachment | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT content, media_type, filename FROM files WHERE id = ?", (file_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return Attachment(bytes(row["content"]), row["media_type"], row["filename"])
+
+    def _link_file(self, db: sqlite3.Connection, certificate_id: int, file_id: str) -> None:
+        row = db.execute(
+            "SELECT media_type, filename, content FROM files WHERE id = ?", (file_id,)
+        ).fetchone()
+        if row is None:
+            raise ApiError(422, "unknown_file", f"There is no file with id {file_id!r}")
+        now = self._now()
+        db.execute(
+            "INSERT OR REPLACE INTO certificate_files VALUES (?, ?)", (certificate_id, file_id)
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO attachments VALUES (?, ?, ?, ?, ?)",
+            (certificate_id, row["media_type"], row["filename"], row["content"], now),
+        )
+        db.execute("UPDATE certificates SET modifiedDate = ? WHERE id = ?", (now, certificate_id))
+
+    def create_certificate_with_file(
+        self,
+        fields: CertificateFields,
+        file_id: str | None,
+        *,
+        operation: str,
+        idempotency: Idempotency | None = None,
+    ) -> dict[str, Any]:
+        """Create a certificate and link ``file_id`` to it, in one transaction.
+
+        A replayed Idempotency-Key answers the certificate as it is *now* (a file may have been
+        linked since), not as it was created.
+        """
+        with self._write() as db:
+            replayed = self._replay(db, operation, idempotency)
+            if replayed is not None:
+                return self._certificate_by_id(db, str(replayed["id"])) or replayed
+            certificate = self._insert_certificate(db, fields)
+            if file_id is not None:
+                self._link_file(db, int(certificate["id"]), file_id)
+            self._remember(db, operation, idempotency, {"id": certificate["id"]})
+            return certificate
+
+    def patch_certificate(
+        self, ref: str, changes: dict[str, str | None], *, file_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """Set some of ``status`` and ``expirationDate`` and link ``file_id``, atomically.
+
+        Answers the updated certificate, or ``None`` if there is none with that id.
+        """
+        unknown = set(changes) - _PATCHABLE
+        if unknown:
+            raise ValueError(f"cannot patch {sorted(unknown)}")
+        with self._write() as db:
+            current = self._certificate_by_id(db, ref)
+            if current is None:
+                return None
+            row_id = int(current["id"])
+            if file_id is not None:
+                self._link_file(db, row_id, file_id)
+            if changes:
+                # Column names come from _PATCHABLE (checked above), values are bound.
+                assignments = ", ".join(f'"{name}" = ?' for name in changes)
+                db.execute(
+                    f"UPDATE certificates SET {assignments}, modifiedDate = ? WHERE id = ?",  # noqa: S608
+                    (*changes.values(), self._now(), row_id),
+                )
+            return self._certificate_by_id(db, ref)
+
+    def stored_details(self, certificate_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+        """Each certificate's stored status (not the date-derived ``Expired``) and linked file.
+
+        The Commenda dialect needs both: its ``verification_status`` follows what a reviewer
+        decided, which an expiry date does not change.
+        """
+        ids = [row_id for ref in certificate_ids if (row_id := _row_id(ref)) is not None]
+        if not ids:
+            return {}
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT c.id, c.status, f.file_id FROM certificates AS c"  # noqa: S608
+                " LEFT JOIN certificate_files AS f ON f.certificate_id = c.id"
+                f" WHERE c.id IN ({', '.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+        return {str(row["id"]): (row["status"], row["file_id"]) for row in rows}
+
+    def customer_created(self, code: str) -> str | None:
+        """When the customer with this code was created (RFC 3339), or None if there is none."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT createdDate FROM customers WHERE customerCode = ?", (code,)
+            ).fetchone()
+        return None if row is None else str(row["createdDate"])
 
     # -- attributes ----------------------------------------------------------------------------
 

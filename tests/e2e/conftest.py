@@ -3,9 +3,9 @@
 Every test gets a fresh shop (its own data directory, seeded on lifespan startup) and a fresh
 browser context; the browser itself is shared by the session (pytest-playwright).
 
-The provider behind the shop is chosen by ``provider_kind``. Only the embedded sandbox exists
-today; to run every journey against another provider add its name to ``PROVIDER_KINDS`` and a
-branch to :func:`make_provider`.
+The provider behind the shop is chosen by ``provider_kind``: every journey runs against the
+embedded CertCapture-compatible sandbox and against the sandbox's Commenda dialect through
+``CommendaProvider``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Error, Page, expect
 
 from certwidget.providers.base import CertificateProvider
+from certwidget.providers.sandbox import embedded_commenda
 from example_shop import create_app
 
-PROVIDER_KINDS = ["sandbox"]
+PROVIDER_KINDS = ["sandbox", "commenda"]
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
@@ -39,6 +40,8 @@ def make_provider(kind: str, data_dir: Path) -> CertificateProvider | None:
     """The provider the shop is built with; None is the embedded sandbox (the default)."""
     if kind == "sandbox":
         return None
+    if kind == "commenda":
+        return embedded_commenda(data_dir / "certwidget-sandbox.sqlite3")
     raise ValueError(f"unknown provider kind {kind!r}")
 
 
@@ -132,8 +135,8 @@ def console(page: Page) -> Iterator[ConsoleLog]:
 
 
 @pytest.fixture
-def screenshot() -> Callable[..., None]:
-    """Save docs/screenshots/<name>.png (overwritten each run).
+def screenshot(provider_kind: str) -> Callable[..., None]:
+    """Save docs/screenshots/<name>.png (overwritten each run; from the sandbox runs only).
 
     The viewport, scrolled so the widget's panel starts at the top: the same frame every run
     whatever the test scrolled last. ``whole_panel=True`` captures the whole panel instead, for
@@ -141,6 +144,8 @@ def screenshot() -> Callable[..., None]:
     """
 
     def take(page: Page, name: str, *, whole_panel: bool = False) -> None:
+        if provider_kind != "sandbox":
+            return  # the README shows one set; the same screens under Commenda differ only in ids
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         options: dict[str, Any] = {"animations": "disabled", "caret": "hide", "scale": "css"}

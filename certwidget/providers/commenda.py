@@ -1,0 +1,447 @@
+"""The Commenda certificate provider, behind the provider-neutral exemption model.
+
+:class:`CommendaProvider` implements :class:`~certwidget.providers.base.CertificateProvider` on
+:class:`~certwidget.providers.commenda_client.CommendaClient` (re-exported here with its errors
+and models), mapping Commenda's certificates into
+:class:`~certwidget.providers.base.ProviderCertificate`::
+
+    provider = CommendaProvider("https://api.commenda.io/api/v1", token="sk_...")
+    app.add_middleware(CertWidgetMiddleware, secret_key=..., provider=provider, ...)
+
+The mapping (SST reason <-> Commenda ``type``, status <-> Active/Pending/Expired/Revoked, one
+entry per state an SST or MTC certificate covers) is data: :data:`STATUS_MAP` here and
+:data:`~certwidget.providers.commenda_models.TYPE_BY_REASON`, each with its source.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Final, Self
+
+import httpx
+
+from .. import catalog
+from .base import (
+    CertificateDraft,
+    CertificateStatus,
+    CustomerProfile,
+    ProviderCertificate,
+    ProviderToken,
+)
+from .commenda_client import (
+    BadRequest,
+    CommendaClient,
+    CommendaError,
+    CommendaUnavailable,
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    MalformedResponse,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+    TimedOut,
+    Unauthorized,
+    UnprocessableEntity,
+    UnsupportedCertificate,
+    UnsupportedMediaType,
+)
+from .commenda_models import (
+    COUNTRY_US,
+    REASON_BY_TYPE,
+    TYPE_BY_REASON,
+    CommendaCustomer,
+    CommendaFile,
+    ExemptionCertificate,
+    ExemptionCertificateCreate,
+    ModelError,
+)
+
+__all__ = [
+    "STATUS_MAP",
+    "BadRequest",
+    "CommendaClient",
+    "CommendaCustomer",
+    "CommendaError",
+    "CommendaFile",
+    "CommendaProvider",
+    "CommendaUnavailable",
+    "Conflict",
+    "ConnectionFailed",
+    "ExemptionCertificate",
+    "ExemptionCertificateCreate",
+    "Forbidden",
+    "MalformedResponse",
+    "ModelError",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServerError",
+    "TimedOut",
+    "Unauthorized",
+    "UnprocessableEntity",
+    "UnsupportedCertificate",
+    "UnsupportedMediaType",
+    "commenda_customer_id",
+    "to_provider_certificates",
+]
+
+logger = logging.getLogger(__name__)
+
+# -- mapping Commenda certificates into provider-neutral ones ---------------------------------
+
+#: (status, verification_status) -> provider-neutral status. Source: the seed page: "If the
+#: certificate is INVALID, the POST /calculate endpoint won't use it"; "Every exemption
+#: certificate needs to be validated by Commenda before they can be used". So only VALID and
+#: verified is Active; VALID awaiting verification is Pending, which exempts only with the
+#: middleware's ``accept_pending=True`` (the same option as CertCapture's Pending).
+STATUS_MAP: Final[Mapping[tuple[str, str], CertificateStatus]] = {
+    ("VALID", "VERIFICATION_COMPLETED"): "Active",
+    ("VALID", "PENDING_VERIFICATION"): "Pending",
+}
+#: Any other VALID certificate (a verification state we do not know) waits like Pending; any
+#: status other than VALID never exempts, so it reads as Revoked.
+_VALID_UNKNOWN: Final[CertificateStatus] = "Pending"
+_NOT_VALID: Final[CertificateStatus] = "Revoked"
+
+
+def _neutral_status(cert: ExemptionCertificate, today: dt.date) -> CertificateStatus:
+    if cert.status != "VALID":
+        return _NOT_VALID
+    if cert.expiring_at is not None and cert.expiring_at < today:
+        return "Expired"
+    return STATUS_MAP.get((cert.status, cert.verification_status or ""), _VALID_UNKNOWN)
+
+
+def _covered(cert: ExemptionCertificate, reason: str) -> list[str]:
+    """The zones a certificate covers: its state, or each member state of SST/MTC."""
+    if (cert.country or COUNTRY_US).upper() != COUNTRY_US or not cert.jurisdiction:
+        return []
+    jurisdiction = cert.jurisdiction.strip().upper()
+    try:
+        zones = catalog.covered_zones(jurisdiction)
+    except catalog.UnknownZone:
+        logger.warning("Commenda certificate %s: unknown jurisdiction %r", cert.id, jurisdiction)
+        return []
+    if jurisdiction in (catalog.SST, catalog.MTC):
+        # The catalog says which multistate certificate can carry which reason (the MTC form
+        # certifies resale only): a certificate claiming more covers nothing.
+        try:
+            allowed = catalog.reason(reason).certificates
+        except catalog.UnknownReason:
+            allowed = frozenset()
+        if jurisdiction not in allowed:
+            logger.warning(
+                "Commenda certificate %s: a %s certificate cannot carry reason %s; ignored",
+                cert.id,
+                jurisdiction,
+                reason,
+            )
+            return []
+    return sorted(zones)
+
+
+def to_provider_certificates(
+    cert: ExemptionCertificate, *, customer_code: str, today: dt.date | None = None
+) -> list[ProviderCertificate]:
+    """One :class:`ProviderCertificate` per zone the certificate covers, all with its id.
+
+    An SST certificate answers one entry per SST member state, so ``exemption_for`` works for
+    any of them; a non-US or unknown jurisdiction answers none. A ``type`` outside
+    :data:`~certwidget.providers.commenda_models.REASON_BY_TYPE` is carried through as the
+    reason (Commenda adds types on request), so the certificate still exempts its zones.
+    """
+    today = today or dt.date.today()
+    reason = REASON_BY_TYPE.get(cert.type or "", cert.type or "")
+    status = _neutral_status(cert, today)
+    extra = {
+        key: value
+        for key, value in (
+            ("jurisdiction", cert.jurisdiction),
+            ("type", cert.type),
+            ("status", cert.status),
+            ("verification_status", cert.verification_status),
+            ("file_id", cert.file_id),
+            ("customer_id", cert.customer_id),
+        )
+        if value
+    }
+    return [
+        ProviderCertificate(
+            id=cert.id,
+            zone=zone,
+            reason=reason,
+            status=status,
+            signed_date=cert.issued_at,
+            expiration_date=cert.expiring_at,
+            customer_code=customer_code,
+            extra=dict(extra),
+        )
+        for zone in _covered(cert, reason)
+    ]
+
+
+# -- the provider -----------------------------------------------------------------------------
+
+# A fixed namespace: the same shop customer code always names the same Commenda customer.
+_CUSTOMER_NAMESPACE: Final = uuid.UUID("6f1d5c0e-3c1a-5b7e-9a51-2c0e1d6c7a41")
+
+
+def commenda_customer_id(customer_code: str) -> str:
+    """The Commenda customer id certwidget uses for a shop's customer code: a UUIDv5 of it.
+
+    Commenda ids are UUIDs and the seed documents no lookup by the shop's own number, so the id
+    is derived (stable, no local state) and asked for when the customer is created.
+
+    >>> commenda_customer_id("C-1") == commenda_customer_id("C-1")
+    True
+    """
+    if not customer_code:
+        raise ValueError("customer_code must not be empty")
+    return str(uuid.uuid5(_CUSTOMER_NAMESPACE, customer_code))
+
+
+# How many uploaded documents the provider remembers (by content hash), so that one document
+# attached to several zones' certificates is uploaded once.
+_FILE_CACHE: Final = 64
+
+
+class CommendaProvider:
+    """:class:`~certwidget.providers.base.CertificateProvider` backed by the Commenda API.
+
+    ::
+
+        provider = CommendaProvider("https://api.commenda.io/api/v1", token="sk_...")
+        app.add_middleware(CertWidgetMiddleware, secret_key=..., provider=provider, ...)
+
+    Commenda has no per-buyer token endpoint, so ``can_mint_tokens`` is False: the middleware
+    mints only its own signed widget token (same binding to the shop's buyer, same expiry).
+
+    ``customer_id`` maps the shop's customer code to the Commenda customer id (default:
+    :func:`commenda_customer_id`); pass your own when your buyers already exist at Commenda.
+    """
+
+    name: str = "commenda"
+    can_mint_tokens: bool = False
+    #: The SST reasons Commenda can hold (see TYPE_BY_REASON); others are refused on delivery.
+    #: Not (yet) part of the protocol: a middleware that reads it can narrow the widget's form.
+    accepted_reasons: frozenset[str] = frozenset(TYPE_BY_REASON)
+    #: Commenda's certificates exempt a sale fully (the seed has no percentage field).
+    partial_exemptions: bool = False
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        client: CommendaClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float | httpx.Timeout = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        customer_id: Callable[[str], str] = commenda_customer_id,
+    ) -> None:
+        if client is not None:
+            if any(value is not None for value in (base_url, token, transport)):
+                raise ValueError("pass either client=... or base_url and token, not both")
+            self.client = client
+            self._owns_client = False
+        else:
+            if base_url is None or token is None:
+                raise ValueError("CommendaProvider needs base_url and token (or client=...)")
+            self.client = CommendaClient(
+                base_url,
+                token=token,
+                transport=transport,
+                timeout=timeout,
+                retries=retries,
+                backoff=backoff,
+            )
+            self._owns_client = True
+        self._customer_id = customer_id
+        self._files: OrderedDict[str, str] = OrderedDict()
+
+    async def mint_token(self, customer_code: str) -> ProviderToken:
+        """Never called by the middleware (``can_mint_tokens`` is False); refuses clearly."""
+        raise CommendaError(
+            None,
+            "not_supported",
+            "Commenda has no per-buyer token endpoint; certwidget mints its own signed widget "
+            "token for CommendaProvider (can_mint_tokens is False)",
+        )
+
+    async def ensure_customer(self, profile: CustomerProfile) -> str:
+        """Find the customer by its derived id; create it (``POST /customers``) when missing.
+
+        A concurrent creation (409) is resolved by reading the winner. The seed documents no
+        customer update, so an existing customer's name is left as it is.
+        """
+        wanted = self._customer_id(profile.code)
+        try:
+            return (await self.client.get_customer(wanted)).id
+        except NotFound:
+            pass
+        try:
+            created = await self.client.create_customer(
+                id=wanted, name=profile.name or profile.code
+            )
+        except Conflict:
+            created = await self.client.get_customer(wanted)
+        if created.id != wanted:
+            # The server assigned its own id: we could never find this customer again by code,
+            # and every delivery would make another. Fail loudly instead.
+            raise CommendaError(
+                None,
+                "customer_id_not_kept",
+                f"Commenda assigned customer id {created.id!r} instead of {wanted!r}; pass "
+                "CommendaProvider(customer_id=...) mapping your customer codes to Commenda ids",
+            )
+        return created.id
+
+    async def create_certificate(self, draft: CertificateDraft) -> ProviderCertificate:
+        """Create one certificate (without its document, which :meth:`attach_document` links).
+
+        Safe to repeat: before creating, the customer's certificates are read (the seed's GET)
+        and an unfinished twin (same jurisdiction, type, dates; VALID, awaiting verification, no
+        file yet) is answered instead, which is exactly what a delivery retried after a lost
+        answer finds. ``draft.idempotency_key`` is also sent as ``Idempotency-Key``, which the
+        sandbox honours.
+        """
+        request = ExemptionCertificateCreate(
+            issued_at=draft.signed_date or dt.datetime.now(dt.UTC).date(),
+            jurisdiction=_jurisdiction(draft.zone),
+            type=_certificate_type(draft.reason),
+            customer_id=self._customer_id(draft.customer_code),
+            expiring_at=draft.expiration_date,
+        )
+        if draft.exempt_percentage < 100.0:
+            raise UnsupportedCertificate(
+                None,
+                "unsupported_percentage",
+                f"Commenda certificates exempt a sale fully; a {draft.exempt_percentage:g}% "
+                "exemption cannot be filed with Commenda",
+            )
+        existing = await self._unfinished_twin(request)
+        cert = existing or await self.client.create_exemption_certificate(
+            request, idempotency_key=draft.idempotency_key or None
+        )
+        # The zone asked for, even for a multistate certificate: delivery keys its progress by it.
+        return _neutral_one(cert, zone=request.jurisdiction, customer_code=draft.customer_code)
+
+    async def _unfinished_twin(
+        self, request: ExemptionCertificateCreate
+    ) -> ExemptionCertificate | None:
+        try:
+            customer = await self.client.get_customer(request.customer_id)
+        except NotFound:
+            return None  # creating will say what is wrong
+        for cert in customer.exemption_certificates:
+            if (
+                request.matches(cert)
+                and cert.file_id is None
+                and cert.status == "VALID"
+                and cert.verification_status == "PENDING_VERIFICATION"
+            ):
+                return cert
+        return None
+
+    async def attach_document(
+        self, certificate_id: str, content: bytes, *, media_type: str, filename: str
+    ) -> None:
+        """Upload the document (``POST /files``) and link it (``PATCH``, sets ``file_id``).
+
+        The same bytes attached to several certificates (one per zone) are uploaded once;
+        linking is idempotent, so a retried attach at worst leaves an unlinked upload behind.
+        """
+        file_id = await self._upload(content, media_type=media_type, filename=filename)
+        await self.client.update_exemption_certificate(certificate_id, file_id=file_id)
+
+    async def _upload(self, content: bytes, *, media_type: str, filename: str) -> str:
+        digest = hashlib.sha256(content).hexdigest()
+        cached = self._files.get(digest)
+        if cached is not None:
+            self._files.move_to_end(digest)
+            return cached
+        uploaded = await self.client.upload_file(content, filename, media_type)
+        self._files[digest] = uploaded.id
+        while len(self._files) > _FILE_CACHE:
+            self._files.popitem(last=False)
+        return uploaded.id
+
+    async def certificates_for(self, customer_code: str) -> list[ProviderCertificate]:
+        """Every certificate of the buyer, one entry per covered zone; an unknown buyer has none."""
+        try:
+            customer = await self.client.get_customer(self._customer_id(customer_code))
+        except NotFound:
+            return []
+        today = dt.date.today()
+        return [
+            entry
+            for cert in customer.exemption_certificates
+            for entry in to_provider_certificates(cert, customer_code=customer_code, today=today)
+        ]
+
+    async def aclose(self) -> None:
+        """Close the client, if this provider made it."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _certificate_type(reason: str) -> str:
+    code = reason.strip().upper()
+    try:
+        return TYPE_BY_REASON[code]
+    except KeyError:
+        accepted = ", ".join(f"{r} ({t})" for r, t in TYPE_BY_REASON.items())
+        raise UnsupportedCertificate(
+            None,
+            "unsupported_reason",
+            f"Commenda accepts only wholesale and nonprofit certificates, i.e. reasons "
+            f"{accepted}; reason {reason!r} cannot be filed with Commenda",
+        ) from None
+
+
+def _jurisdiction(zone: str) -> str:
+    code = zone.strip().upper()
+    if code in (catalog.SST, catalog.MTC):
+        return code
+    try:
+        return catalog.zone(code).code
+    except catalog.UnknownZone as exc:
+        raise UnsupportedCertificate(None, "unsupported_zone", str(exc)) from None
+
+
+def _neutral_one(
+    cert: ExemptionCertificate, *, zone: str, customer_code: str
+) -> ProviderCertificate:
+    """The certificate just created, as the provider-neutral entry for the ``zone`` asked for."""
+    entries = to_provider_certificates(cert, customer_code=customer_code)
+    for entry in entries:
+        if entry.zone == zone:
+            return entry
+    # A multistate certificate (zone "SST") has no entry of that name; answer it as asked.
+    return ProviderCertificate(
+        id=cert.id,
+        zone=zone,
+        reason=REASON_BY_TYPE.get(cert.type or "", cert.type or ""),
+        status=entries[0].status if entries else "Pending",
+        signed_date=cert.issued_at,
+        expiration_date=cert.expiring_at,
+        customer_code=customer_code,
+    )
