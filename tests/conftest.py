@@ -90,3 +90,10 @@ def live_server_factory() -> Iterator[Any]:
     yield start
     for server in servers:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Playwright's sync API keeps an event loop running in this thread for the rest of the
+    # session once a browser test starts; the anyio tests need the thread free, so browser
+    # tests run last.
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
