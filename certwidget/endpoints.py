@@ -5,6 +5,7 @@ Only requests under the prefix get here, so the shop's own routes pay nothing fo
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -98,8 +99,11 @@ class Endpoints:
         upstream, degraded = "", False
         if runtime.provider.can_mint_tokens:
             try:
-                upstream = fingerprint((await self._upstream(buyer)).token)
-            except ProviderError as exc:
+                minted = await asyncio.wait_for(
+                    self._upstream(buyer), runtime.settings.provider_timeout
+                )
+                upstream = fingerprint(minted.token)
+            except (ProviderError, TimeoutError) as exc:
                 # The widget still works without the provider: certificates are stored and
                 # delivered when it is back. Say so, so the widget can tell the buyer.
                 logger.warning("certwidget: token mint for %s failed: %s", buyer.code, exc)

@@ -77,6 +77,8 @@ class CertWidgetMiddleware:
     - ``locale``: the widget's default language, ``"en"`` or ``"es"``.
     - ``cookie_secure``: force the Secure cookie flag (default: when the request is https).
     - ``deliver_wait``: seconds intake waits for the provider before answering 202.
+    - ``provider_timeout``: seconds a checkout request waits for the provider (token mint,
+      certificates on file) before going on without it.
     - ``retry_backoff``: first delay (seconds) before retrying a failed delivery; it doubles
       per attempt, with jitter, up to five minutes.
     """
@@ -100,6 +102,7 @@ class CertWidgetMiddleware:
         cookie_secure: bool | None = None,
         deliver_wait: float = 2.0,
         retry_backoff: float = 1.0,
+        provider_timeout: float = 5.0,
     ) -> None:
         self.app = app
         keys = normalize_keys(secret_key)
@@ -123,6 +126,8 @@ class CertWidgetMiddleware:
             raise ValueError(
                 "deliver_wait must be 0-30 seconds and retry_backoff more than 0, at most 300"
             )
+        if not 0 < provider_timeout <= 60:
+            raise ValueError("provider_timeout must be more than 0 and at most 60 seconds")
         if locale not in LOCALES:
             raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {locale!r}")
         if isinstance(allowed_origins, str):
@@ -156,6 +161,7 @@ class CertWidgetMiddleware:
             cookie_secure=cookie_secure,
             deliver_wait=deliver_wait,
             retry_backoff=retry_backoff,
+            provider_timeout=provider_timeout,
             database=database,
         )
         self.runtime = Runtime(

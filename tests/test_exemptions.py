@@ -181,3 +181,30 @@ async def test_an_sst_certificate_exempts_each_member_state_and_is_used_for_the_
         )
     assert wa is not None and oh is not None and ca is None
     assert [e["zone"] for e in used.json()["exemptions"]] == ["WA"]
+
+
+def test_a_hanging_provider_does_not_hold_up_the_checkout(
+    tmp_path: Path, live_server_factory: Any
+) -> None:
+    import asyncio
+    import time
+
+    import httpx
+
+    from certwidget.providers.certcapture import CertCaptureProvider
+
+    async def hanging(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await asyncio.sleep(3)  # far past provider_timeout, short enough to shut down
+
+    upstream = live_server_factory(hanging, lifespan="off")
+    slow = CertCaptureProvider(f"{upstream.url}/v2", username="u", password="p", retries=0)
+    shop = live_server_factory(build(tmp_path, provider=slow, provider_timeout=0.5))
+    with httpx.Client(base_url=shop.url, timeout=10) as http:
+        started = time.monotonic()
+        minted = http.post("/certwidget/ecommerce/token", json={}, headers=as_buyer("C-10"))
+        tax = http.get("/tax", params={"zone": "WA"}, headers=as_buyer("C-10"))
+        elapsed = time.monotonic() - started
+    assert minted.status_code == 200 and minted.json()["providerAvailable"] is False
+    assert tax.json() == {"exemption": None}
+    assert elapsed < 5
