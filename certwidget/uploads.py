@@ -17,13 +17,10 @@ worker thread (or ``await check_upload_async(...)``), never directly on the even
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import re
 import struct
-import subprocess
-import sys
 import unicodedata
 from dataclasses import dataclass
 
@@ -41,6 +38,8 @@ __all__ = [
     "sanitize_filename",
     "sniff_media_type",
 ]
+
+from .pdfcheck import CheckTimedOut, CheckUnavailable, default_checker
 
 logger = logging.getLogger("certwidget.uploads")
 
@@ -285,45 +284,9 @@ def _tiff_size(data: bytes) -> tuple[int, int]:
 
 
 # The PDF check: a few structural facts read from the ends of the file (instant), then pypdf
-# counting pages in a child process that is killed when its time is up. pypdf has no time limit of
-# its own, and a thread cannot be stopped, so a separate process is the only hard bound; it also
-# caps the parser's memory. The child runs isolated (-I: no environment, no current directory).
+# counting pages in a worker process with a time and memory limit (certwidget.pdfcheck).
 _PDF_TAIL = 2048
 _STARTXREF = re.compile(rb"startxref\s+(\d+)")
-_PROBE_MEMORY_BYTES = 1 << 30
-_PROBE_SOURCE = f"""
-import io, json, sys
-try:
-    import resource
-    resource.setrlimit(resource.RLIMIT_AS, ({_PROBE_MEMORY_BYTES}, {_PROBE_MEMORY_BYTES}))
-except Exception:
-    pass
-
-def verdict(data):
-    try:
-        from pypdf import PdfReader
-    except Exception:
-        return {{"ok": None, "why": "pypdf is not installed"}}
-    try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            try:
-                opened = reader.decrypt("")
-            except Exception:
-                # Typically AES without the optional crypto package: a real PDF we cannot look
-                # inside, whose structure was sound enough to get this far.
-                return {{"ok": True, "pages": None}}
-            if not opened:
-                return {{"ok": False, "why": "it is protected by a password"}}
-        pages = len(reader.pages)
-    except Exception as exc:
-        return {{"ok": False, "why": type(exc).__name__}}
-    if pages < 1:
-        return {{"ok": False, "why": "it has no pages"}}
-    return {{"ok": True, "pages": pages}}
-
-print(json.dumps(verdict(sys.stdin.buffer.read())))
-"""
 
 
 def _unreadable(message: str) -> UploadRejected:
@@ -340,48 +303,21 @@ def _check_pdf(content: bytes, timeout: float) -> None:
     found = _STARTXREF.findall(tail)
     if not found or int(found[-1]) >= len(content):
         raise _unreadable("The PDF's cross-reference table is missing." + again)
-    if not sys.executable:
-        logger.warning("no Python executable to run the PDF check in; structure checked only")
-        return
     try:
-        # The command is fixed (this interpreter, our own source); the upload only goes to stdin.
-        result = subprocess.run(  # noqa: S603
-            [sys.executable, "-I", "-c", _PROBE_SOURCE],
-            input=content,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+        verdict = default_checker().check(content, timeout)
+    except CheckTimedOut:
         raise _unreadable(
             "The PDF took too long to read; it may be damaged or unusually complex." + again
         ) from None
-    except OSError:
-        # Failing to start a process is our problem, not the buyer's: keep the structural check.
-        logger.warning("could not start the PDF check; structure checked only", exc_info=True)
+    except (CheckUnavailable, OSError):
+        # Failing to run the check is our problem, not the buyer's: keep the structural check.
+        logger.warning("PDF check unavailable; structure checked only", exc_info=True)
         return
-    verdict = _probe_verdict(result.stdout)
-    if verdict is None:
-        raise _unreadable("The PDF could not be read." + again)
     ok = verdict.get("ok")
-    if ok is None:
-        logger.warning("PDF check unavailable (%s); structure checked only", verdict.get("why"))
-    elif not ok:
+    if not ok:
         why = str(verdict.get("why", "damaged"))
         detail = why if " " in why else "it is damaged"
         raise _unreadable(f"The PDF could not be read: {detail}." + again)
-
-
-def _probe_verdict(stdout: bytes) -> dict[str, object] | None:
-    # The child was killed (memory cap) or crashed when its last line is not our JSON.
-    lines = stdout.strip().splitlines()
-    if not lines:
-        return None
-    try:
-        verdict = json.loads(lines[-1])
-    except ValueError:
-        return None
-    return verdict if isinstance(verdict, dict) else None
 
 
 def _printable(text: str, limit: int) -> str:

@@ -1,0 +1,58 @@
+"""The PDF check's worker processes: time limit, dead workers, a missing parser, concurrency."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from certwidget import uploads
+from certwidget.pdfcheck import CheckTimedOut, CheckUnavailable, PdfChecker
+
+from .support import pdfworkers
+from .support.files import pdf
+
+
+def test_a_parser_that_hangs_is_killed_at_the_time_limit_and_replaced() -> None:
+    checker = PdfChecker(workers=1, timeout=0.5, worker_main=pdfworkers.hanging)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CheckTimedOut):
+            checker.check(pdf())
+        # The next check gets a fresh worker, which hangs again: killed again, no leak.
+        with pytest.raises(CheckTimedOut):
+            checker.check(pdf())
+    finally:
+        checker.close()
+    assert time.monotonic() - started < 15  # two spawns plus two half-second limits
+
+
+def test_a_worker_that_dies_makes_the_pdf_unreadable_not_an_error() -> None:
+    checker = PdfChecker(workers=1, worker_main=pdfworkers.dying)
+    try:
+        assert checker.check(pdf())["ok"] is False
+    finally:
+        checker.close()
+
+
+def test_without_pypdf_the_check_is_unavailable_and_uploads_keep_the_structural_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checker = PdfChecker(workers=1, worker_main=pdfworkers.without_pypdf)
+    with pytest.raises(CheckUnavailable):
+        checker.check(pdf())
+    monkeypatch.setattr(uploads, "default_checker", lambda: checker)
+    accepted = uploads.check_upload(pdf(), filename="c.pdf", declared_type=None)
+    assert accepted.media_type == "application/pdf"
+
+
+def test_twenty_uploads_at_once_are_all_read_within_their_own_time_limit() -> None:
+    checker = PdfChecker(workers=2, timeout=1.5)
+    try:
+        checker.check(pdf())  # start one worker before the burst, as a warm server has
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            verdicts = list(pool.map(lambda _: checker.check(pdf()), range(20)))
+    finally:
+        checker.close()
+    assert all(verdict == {"ok": True, "pages": 1} for verdict in verdicts)
