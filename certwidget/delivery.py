@@ -23,6 +23,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from .filled_pdf import PDF_FILENAME, PDF_MEDIA_TYPE, render_stored
 from .outbox import Outbox, Submission
 from .providers.base import (
     CertificateDraft,
@@ -211,6 +212,19 @@ class Deliverer:
                     self._on_delivered(submission)
             self._claimed.discard(submission.id)
 
+    async def _render(self, submission: Submission) -> None:
+        """Make the filled certificate's PDF from the stored fields and keep it in the row."""
+        signature = await to_thread.run_sync(self._outbox.document, submission.id)
+        pdf = await to_thread.run_sync(
+            lambda: render_stored(submission.payload, signature, submission.id)
+        )
+        await to_thread.run_sync(
+            lambda: self._outbox.set_document(
+                submission.id, pdf, media_type=PDF_MEDIA_TYPE, filename=PDF_FILENAME
+            )
+        )
+        submission.media_type, submission.filename = PDF_MEDIA_TYPE, PDF_FILENAME
+
     async def _retry_later(self, submission: Submission, error: str, delay: float) -> None:
         await to_thread.run_sync(
             lambda: self._outbox.mark_retry(submission.id, error=error, delay=delay)
@@ -257,6 +271,8 @@ class Deliverer:
                 certificates[zone] = created.id
                 numbers[zone] = created.number
                 await save()
+        if submission.kind == "filled" and submission.media_type != PDF_MEDIA_TYPE:
+            await self._render(submission)
         document: bytes | None = None
         for zone in submission.zones:
             if zone in attached:

@@ -28,6 +28,7 @@ from typing import Literal
 
 from fpdf import FPDF
 from fpdf.enums import MethodReturnValue, XPos, YPos
+from PIL import Image
 
 from . import catalog
 from .uploads import image_dimensions, sniff_media_type
@@ -39,6 +40,7 @@ __all__ = [
     "TaxIdType",
     "pdf_text",
     "render_certificate_pdf",
+    "verify_signature_png",
 ]
 
 TaxIdType = Literal["state", "fein", "foreign"]
@@ -209,6 +211,20 @@ def render_certificate_pdf(cert: FilledCertificate) -> bytes:
     pdf.row("Date signed", cert.signed_date.isoformat())
 
     return bytes(pdf.output())
+
+
+def verify_signature_png(data: bytes) -> None:
+    """Raise DocumentError unless ``data`` is a PNG the certificate can show, fully decoded.
+
+    Intake calls this before acknowledging a submission, so the PDF rendered later, at
+    delivery, cannot fail on the signature.
+    """
+    _check_signature_png(data)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception as exc:  # Pillow raises many types for a corrupt image
+        raise DocumentError("the signature image could not be decoded as a PNG") from exc
 
 
 def _check_signature_png(data: bytes) -> None:

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from . import uploads
 from .buyers import Buyer
-from .documents import FilledCertificate, render_certificate_pdf
+from .documents import DocumentError, verify_signature_png
 from .http import HTTPProblem, json_response, read_body, replay
 from .outbox import NewSubmission, Submission
 from .runtime import Runtime
@@ -77,33 +77,6 @@ def _payload(request: CertificateRequest, buyer: Buyer, today: dt.date) -> dict[
         "exemptPercentage": request.exempt_percentage,
         "customer": {"name": profile.name, "email": profile.email} if profile.name else None,
     }
-
-
-def _render_pdf(request: CertificateRequest, reference: str, today: dt.date) -> bytes:
-    assert request.purchaser is not None and request.signature is not None
-    signature = request.signature
-    return render_certificate_pdf(
-        FilledCertificate(
-            zones=request.zones,
-            reason=request.reason,
-            exemption_number=_printed_number(request),
-            tax_id_type=request.tax_id_type,
-            purchaser=request.purchaser,
-            signer_name=signature.name or request.purchaser.name,
-            signature=signature.png if signature.kind == "drawn" else signature.name,
-            signed_date=today,
-            reference=reference,
-            expiration_date=request.expiration_date,
-            exempt_percentage=request.exempt_percentage,
-        )
-    )
-
-
-def _printed_number(request: CertificateRequest) -> str:
-    distinct = set(request.numbers.values())
-    if len(distinct) <= 1:
-        return next(iter(distinct), request.exemption_number)
-    return "; ".join(f"{zone}: {number}" for zone, number in request.numbers.items())
 
 
 async def _filled(request: Request) -> tuple[CertificateRequest, str, bytes | None]:
@@ -193,16 +166,19 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
     today = dt.date.today()
     payload = _payload(validated, buyer, today)
     if document is None:
-        try:
-            pdf = await to_thread.run_sync(lambda: _render_pdf(validated, key, today))
-        except ValueError as exc:  # a signature image the PDF library cannot read
-            raise HTTPProblem(
-                422,
-                "invalid_fields",
-                "The drawn signature could not be read; draw it again.",
-                fields={"signature.image": "The drawn signature could not be read; draw it again."},
-            ) from exc
-        content, stored_type, filename = pdf, "application/pdf", "certificate.pdf"
+        # The PDF is rendered at delivery from what is stored here (certwidget.filled_pdf);
+        # the drawn signature is checked now, so that rendering cannot fail after "received".
+        signature = validated.signature
+        png = signature.png if signature is not None and signature.kind == "drawn" else b""
+        if png:
+            try:
+                await to_thread.run_sync(verify_signature_png, png)
+            except DocumentError as exc:
+                message = "The drawn signature could not be read; draw it again."
+                raise HTTPProblem(
+                    422, "invalid_fields", message, fields={"signature.image": message}
+                ) from exc
+        content, stored_type, filename = png, "image/png" if png else "", ""
     else:
         content, stored_type, filename = document.content, document.media_type, document.filename
 

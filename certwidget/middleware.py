@@ -76,7 +76,9 @@ class CertWidgetMiddleware:
     - ``allowed_origins``: other origins allowed to call the endpoints (default none).
     - ``locale``: the widget's default language, ``"en"`` or ``"es"``.
     - ``cookie_secure``: force the Secure cookie flag (default: when the request is https).
-    - ``deliver_wait``: seconds intake waits for the provider before answering 202.
+    - ``deliver_wait``: seconds intake waits for delivery to the provider before answering
+      (201 with the provider's reference if done, else 202). Default 0: answer as soon as the
+      submission is on disk; delivery starts at once in the background.
     - ``provider_timeout``: seconds a checkout request waits for the provider (token mint,
       certificates on file) before going on without it.
     - ``retry_backoff``: first delay (seconds) before retrying a failed delivery; it doubles
@@ -100,7 +102,7 @@ class CertWidgetMiddleware:
         allowed_origins: Sequence[str] = (),
         locale: str = "en",
         cookie_secure: bool | None = None,
-        deliver_wait: float = 2.0,
+        deliver_wait: float = 0.0,
         retry_backoff: float = 1.0,
         provider_timeout: float = 5.0,
     ) -> None:

@@ -205,6 +205,16 @@ class Outbox:
             ).fetchone()
         return bytes(row["document"]) if row is not None and row["document"] else b""
 
+    def set_document(
+        self, submission_id: str, document: bytes, *, media_type: str, filename: str
+    ) -> None:
+        """Replace the stored document (the rendered PDF of a filled-in certificate)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE submissions SET document = ?, media_type = ?, filename = ? WHERE id = ?",
+                (document, media_type, filename, submission_id),
+            )
+
     def claim_due(self, *, limit: int, lease_seconds: float) -> list[Submission]:
         """Lease up to ``limit`` pending submissions whose next attempt is due."""
         now = time.time()

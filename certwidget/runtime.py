@@ -56,7 +56,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     locale: str = "en"
     cookie_secure: bool | None = None
-    deliver_wait: float = 2.0
+    deliver_wait: float = 0.0
     retry_backoff: float = 1.0
     provider_timeout: float = 5.0
     database: Path = field(default_factory=lambda: Path(".certwidget/certwidget.sqlite3"))

@@ -188,6 +188,9 @@ def create_app(
         customer=current_customer,
         ship_zone=ship_zone,
         database=data / "certwidget.sqlite3",
+        # The demo's provider is in-process and quick: wait for it, so the buyer's success
+        # message and the order carry the provider's certificate number.
+        deliver_wait=2.0,
     )
     app.add_middleware(SessionMiddleware, secret_key=secret, same_site="lax")
     app.add_middleware(ContentSecurityPolicy)

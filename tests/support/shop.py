@@ -50,6 +50,8 @@ def build(tmp_path: Path, **options: Any) -> CertWidgetMiddleware:
     options.setdefault("secret_key", SECRET)
     options.setdefault("customer", current_customer)
     options.setdefault("database", tmp_path / "certwidget.sqlite3")
+    # Wait for the in-process sandbox, so tests see the provider's reference in the answer.
+    options.setdefault("deliver_wait", 2.0)
     return CertWidgetMiddleware(shop_app(), **options)
 
 
