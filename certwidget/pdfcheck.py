@@ -8,28 +8,82 @@ all run out of time), so the workers are started once, import pypdf once, and se
 time; a worker that runs out of time is killed and replaced. Waiting for a free worker does not
 count against an upload's time: only its own parse does.
 
+The workers are plain ``python -I -c`` subprocesses, not ``multiprocessing`` children: those
+re-import the shop's ``__main__`` module, which breaks a ``main.py`` that calls
+``uvicorn.run(app)`` without an ``if __name__ == "__main__"`` guard.
+
     checker = PdfChecker(workers=2, timeout=1.5)
     checker.check(pdf_bytes)   # {"ok": True, "pages": 3}, {"ok": False, "why": ...}
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
+import json
 import logging
-import multiprocessing
 import queue
+import select
+import struct
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any
+import time
+from typing import IO, Any
 
 logger = logging.getLogger("certwidget.uploads")
 
 #: A parser that needs more than this is refused (the worker dies with MemoryError).
 WORKER_MEMORY_BYTES = 1 << 30
 _START_TIMEOUT = 60.0
-_READY = "ready"
+_READY = b"ready\n"
+_FRAME = struct.Struct(">I")
+
+#: The worker: cap memory, import pypdf once, then one JSON verdict line per framed PDF.
+WORKER_SOURCE = f"""
+import io, json, struct, sys
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, ({WORKER_MEMORY_BYTES}, {WORKER_MEMORY_BYTES}))
+except Exception:
+    pass
+try:
+    from pypdf import PdfReader
+except Exception:
+    sys.stdout.write(json.dumps({{"ok": None, "why": "pypdf is not installed"}}) + "\\n")
+    sys.stdout.flush()
+    raise SystemExit(0)
+
+def verdict(data):
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            try:
+                opened = reader.decrypt("")
+            except Exception:
+                # Typically AES without the optional crypto package: a real PDF we cannot
+                # look inside, whose structure was sound enough to get this far.
+                return {{"ok": True, "pages": None}}
+            if not opened:
+                return {{"ok": False, "why": "it is protected by a password"}}
+        pages = len(reader.pages)
+    except MemoryError:
+        return {{"ok": False, "why": "it needs too much memory to read"}}
+    except Exception as exc:
+        return {{"ok": False, "why": type(exc).__name__}}
+    if pages < 1:
+        return {{"ok": False, "why": "it has no pages"}}
+    return {{"ok": True, "pages": pages}}
+
+stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+stdout.write(b"ready\\n"); stdout.flush()
+while True:
+    head = stdin.read(4)
+    if len(head) < 4:
+        break
+    (size,) = struct.unpack(">I", head)
+    data = stdin.read(size)
+    stdout.write(json.dumps(verdict(data)).encode() + b"\\n"); stdout.flush()
+"""
 
 
 class CheckTimedOut(Exception):
@@ -40,108 +94,76 @@ class CheckUnavailable(Exception):
     """No worker could be started (the host forbids processes, or pypdf is missing)."""
 
 
-def _verdict(data: bytes) -> dict[str, Any]:
-    from pypdf import PdfReader
-
-    try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            try:
-                opened = reader.decrypt("")
-            except Exception:
-                # Typically AES without the optional crypto package: a real PDF we cannot look
-                # inside, whose structure was sound enough to get this far.
-                return {"ok": True, "pages": None}
-            if not opened:
-                return {"ok": False, "why": "it is protected by a password"}
-        pages = len(reader.pages)
-    except Exception as exc:  # any parser failure means "unreadable", whatever its type
-        return {"ok": False, "why": type(exc).__name__}
-    if pages < 1:
-        return {"ok": False, "why": "it has no pages"}
-    return {"ok": True, "pages": pages}
-
-
-def _worker_main(conn: Connection) -> None:  # pragma: no cover - runs in the child process
-    """A worker's life: cap memory, import pypdf once, then read one PDF per message."""
-    try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
-    except (ImportError, ValueError, OSError):
-        pass
-    try:
-        import pypdf  # noqa: F401 - imported once here, not per upload
-    except ImportError:
-        conn.send({"ok": None, "why": "pypdf is not installed"})
-        return
-    serve(conn, _verdict)
-
-
-def serve(conn: Connection, verdict: Callable[[bytes], dict[str, Any]]) -> None:
-    """Say ready, then answer one verdict per PDF received until the pipe closes."""
-    conn.send(_READY)
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except EOFError:
-            return
-        try:
-            conn.send(verdict(data))
-        except MemoryError:
-            conn.send({"ok": False, "why": "it needs too much memory to read"})
+def _read_line(stream: IO[bytes], deadline: float) -> bytes | None:
+    """One line from a worker's stdout, or None when the deadline passes first."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
+        return None
+    return stream.readline()
 
 
 class _Worker:
-    def __init__(self, context: Any, main: Callable[[Connection], None]) -> None:
-        parent, child = context.Pipe()
-        self.conn: Connection = parent
-        self.process: BaseProcess = context.Process(
-            target=main, args=(child,), daemon=True, name="certwidget-pdfcheck"
+    def __init__(self, source: str) -> None:
+        # The command is fixed (this interpreter, our own source); uploads only go to stdin.
+        self.process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-I", "-c", source],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
-        self.process.start()
-        child.close()
-        if not self.conn.poll(_START_TIMEOUT):
-            self.kill()
-            raise CheckUnavailable("the PDF check worker did not start")
-        hello = self.conn.recv()
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.stdin: IO[bytes] = self.process.stdin
+        self.stdout: IO[bytes] = self.process.stdout
+        hello = _read_line(self.stdout, time.monotonic() + _START_TIMEOUT)
         if hello != _READY:
             self.kill()
-            raise CheckUnavailable(str(hello.get("why", "PDF check unavailable")))
+            why = "the PDF check worker did not start"
+            if hello:
+                with contextlib.suppress(ValueError, AttributeError):
+                    why = str(json.loads(hello).get("why", why))
+            raise CheckUnavailable(why)
+
+    def ask(self, data: bytes, timeout: float) -> dict[str, Any] | None:
+        """The worker's verdict, or None when it did not answer in time."""
+        self.stdin.write(_FRAME.pack(len(data)) + data)
+        self.stdin.flush()
+        line = _read_line(self.stdout, time.monotonic() + timeout)
+        if line is None:
+            return None
+        if not line:
+            raise EOFError("the PDF check worker died")
+        verdict: dict[str, Any] = json.loads(line)
+        return verdict
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.join(timeout=5)
-        self.conn.close()
+        self.process.wait(timeout=5)
+        self.stdin.close()
+        self.stdout.close()
 
 
 class PdfChecker:
-    """A small pool of PDF-reading worker processes; ``check`` blocks (run it in a thread)."""
+    """A small pool of PDF-reading worker processes; ``check`` blocks (run it in a thread).
+
+    ``worker_source`` is replaceable so tests can stand in a parser that hangs or dies.
+    """
 
     def __init__(
-        self,
-        *,
-        workers: int = 2,
-        timeout: float = 1.5,
-        worker_main: Callable[[Connection], None] = _worker_main,
+        self, *, workers: int = 2, timeout: float = 1.5, worker_source: str = WORKER_SOURCE
     ) -> None:
-        # ``worker_main`` is replaceable so tests can stand in a parser that hangs or dies; it
-        # must be importable by name (the workers are spawned, not forked).
-        self._main = worker_main
         self.timeout = timeout
+        self._source = worker_source
         self._size = workers
         self._started = 0
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
-        # spawn: forking a process that runs threads (uvicorn, anyio's pool) can deadlock.
-        self._context = multiprocessing.get_context("spawn")
 
     def _take(self) -> _Worker:
         with self._lock:
             if self._idle.empty() and self._started < self._size:
                 self._started += 1
                 try:
-                    return _Worker(self._context, self._main)
+                    return _Worker(self._source)
                 except BaseException:
                     self._started -= 1
                     raise
@@ -149,19 +171,21 @@ class PdfChecker:
 
     def check(self, data: bytes, timeout: float | None = None) -> dict[str, Any]:
         """The verdict on ``data``; raises CheckTimedOut or CheckUnavailable."""
-        worker = self._take()
         try:
-            worker.conn.send_bytes(data)
-            if worker.conn.poll(self.timeout if timeout is None else timeout):
-                verdict: dict[str, Any] = worker.conn.recv()
-                self._idle.put(worker)
-                return verdict
-        except (EOFError, OSError, BrokenPipeError):
+            worker = self._take()
+        except OSError as exc:
+            raise CheckUnavailable(f"could not start the PDF check: {exc}") from exc
+        try:
+            verdict = worker.ask(data, self.timeout if timeout is None else timeout)
+        except (EOFError, OSError, ValueError):
             # The worker died (its memory cap, or killed from outside): replace it.
             self._replace(worker)
             return {"ok": False, "why": "it needs too much memory to read"}
-        self._replace(worker)
-        raise CheckTimedOut
+        if verdict is None:
+            self._replace(worker)
+            raise CheckTimedOut
+        self._idle.put(worker)
+        return verdict
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +18,7 @@ from .support.files import pdf
 
 
 def test_a_parser_that_hangs_is_killed_at_the_time_limit_and_replaced() -> None:
-    checker = PdfChecker(workers=1, timeout=0.5, worker_main=pdfworkers.hanging)
+    checker = PdfChecker(workers=1, timeout=0.5, worker_source=pdfworkers.HANGING)
     try:
         started = time.monotonic()
         with pytest.raises(CheckTimedOut):
@@ -25,11 +28,11 @@ def test_a_parser_that_hangs_is_killed_at_the_time_limit_and_replaced() -> None:
             checker.check(pdf())
     finally:
         checker.close()
-    assert time.monotonic() - started < 15  # two spawns plus two half-second limits
+    assert time.monotonic() - started < 15  # two starts plus two half-second limits
 
 
 def test_a_worker_that_dies_makes_the_pdf_unreadable_not_an_error() -> None:
-    checker = PdfChecker(workers=1, worker_main=pdfworkers.dying)
+    checker = PdfChecker(workers=1, worker_source=pdfworkers.DYING)
     try:
         assert checker.check(pdf())["ok"] is False
     finally:
@@ -39,7 +42,7 @@ def test_a_worker_that_dies_makes_the_pdf_unreadable_not_an_error() -> None:
 def test_without_pypdf_the_check_is_unavailable_and_uploads_keep_the_structural_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    checker = PdfChecker(workers=1, worker_main=pdfworkers.without_pypdf)
+    checker = PdfChecker(workers=1, worker_source=pdfworkers.WITHOUT_PYPDF)
     with pytest.raises(CheckUnavailable):
         checker.check(pdf())
     monkeypatch.setattr(uploads, "default_checker", lambda: checker)
@@ -56,3 +59,26 @@ def test_twenty_uploads_at_once_are_all_read_within_their_own_time_limit() -> No
     finally:
         checker.close()
     assert all(verdict == {"ok": True, "pages": 1} for verdict in verdicts)
+
+
+def test_a_shop_script_without_a_main_guard_is_not_run_again_by_the_workers(
+    tmp_path: Path,
+) -> None:
+    # A shop's main.py often serves at import time; a multiprocessing child would re-run it.
+    script = tmp_path / "main.py"
+    marker = tmp_path / "ran"
+    script.write_text(
+        "import pathlib, sys\n"
+        f"pathlib.Path({str(marker)!r}).open('a').write('x')\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
+        "from certwidget.pdfcheck import PdfChecker\n"
+        "from tests.support.files import pdf\n"
+        "checker = PdfChecker(workers=1)\n"
+        "print(checker.check(pdf()))\n"
+        "checker.close()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "'ok': True" in result.stdout
+    assert marker.read_text() == "x"

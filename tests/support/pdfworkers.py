@@ -1,31 +1,19 @@
-"""Stand-in PDF-check workers, spawned by name: one that hangs, one that dies, one without pypdf."""
+"""Stand-in PDF-check workers (their source): one that hangs, one that dies, one without pypdf."""
 
 from __future__ import annotations
 
-import os
-import time
-from multiprocessing.connection import Connection
-from typing import Any
+_SERVE = """
+import struct, sys, time, os
+stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+stdout.write(b"ready\\n"); stdout.flush()
+while True:
+    head = stdin.read(4)
+    if len(head) < 4:
+        break
+    stdin.read(struct.unpack(">I", head)[0])
+    {action}
+"""
 
-from certwidget.pdfcheck import serve
-
-
-def _hang(data: bytes) -> dict[str, Any]:
-    time.sleep(60)
-    return {"ok": True}
-
-
-def _die(data: bytes) -> dict[str, Any]:
-    os._exit(9)
-
-
-def hanging(conn: Connection) -> None:
-    serve(conn, _hang)
-
-
-def dying(conn: Connection) -> None:
-    serve(conn, _die)
-
-
-def without_pypdf(conn: Connection) -> None:
-    conn.send({"ok": None, "why": "pypdf is not installed"})
+HANGING = _SERVE.format(action="time.sleep(60)")
+DYING = _SERVE.format(action="os._exit(9)")
+WITHOUT_PYPDF = 'import sys; sys.stdout.write(\'{"ok": null, "why": "pypdf is not installed"}\\n\')'
