@@ -23,7 +23,7 @@ from typing import Any
 
 from anyio import to_thread
 
-from .filled_pdf import PDF_FILENAME, PDF_MEDIA_TYPE, render_stored
+from .filled_pdf import PDF_FILENAME, PDF_MEDIA_TYPE, render_in_worker
 from .outbox import Outbox, Submission
 from .providers.base import (
     CertificateDraft,
@@ -216,7 +216,7 @@ class Deliverer:
         """Make the filled certificate's PDF from the stored fields and keep it in the row."""
         signature = await to_thread.run_sync(self._outbox.document, submission.id)
         pdf = await to_thread.run_sync(
-            lambda: render_stored(submission.payload, signature, submission.id)
+            lambda: render_in_worker(submission.payload, signature, submission.id)
         )
         await to_thread.run_sync(
             lambda: self._outbox.set_document(

@@ -8,12 +8,43 @@ first, and the PDF is made at delivery, from exactly those, before it is attache
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
+import threading
+from pathlib import Path
 from typing import Any
 
-from .documents import FilledCertificate, Purchaser, TaxIdType, render_certificate_pdf
+from .documents import (
+    DocumentError,
+    FilledCertificate,
+    Purchaser,
+    TaxIdType,
+    render_certificate_pdf,
+)
+from .workers import WorkerDied, WorkerPool, WorkerTimedOut, WorkerUnavailable
 
 PDF_MEDIA_TYPE = "application/pdf"
 PDF_FILENAME = "certificate.pdf"
+RENDER_TIMEOUT = 30.0
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+# Rendering is pure CPU (fpdf2, about 20 ms): in worker processes it runs on another core
+# instead of holding the server's GIL while buyers wait for their answers.
+RENDER_SOURCE = f"""
+import json, sys
+sys.path.insert(0, {_PACKAGE_ROOT!r})
+from certwidget.filled_pdf import render_stored
+send(b"ready")
+while (data := receive()) is not None:
+    size = int.from_bytes(data[:4], "big")
+    job = json.loads(data[4 : 4 + size])
+    try:
+        send(b"\\x00" + render_stored(job["payload"], data[4 + size :], job["reference"]))
+    except Exception as exc:
+        send(b"\\x01" + repr(exc).encode())
+"""
+_pool: WorkerPool | None = None
+_pool_lock = threading.Lock()
 
 
 def printed_number(numbers: dict[str, str], fallback: str) -> str:
@@ -55,3 +86,32 @@ def render_stored(payload: dict[str, Any], signature_png: bytes, reference: str)
             exempt_percentage=float(payload.get("exemptPercentage", 100.0)),
         )
     )
+
+
+logger = logging.getLogger("certwidget.delivery")
+
+
+def _render_pool() -> WorkerPool:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = WorkerPool(RENDER_SOURCE, workers=1)
+        return _pool
+
+
+def render_in_worker(payload: dict[str, Any], signature_png: bytes, reference: str) -> bytes:
+    """:func:`render_stored` in a worker process; in this process if none can run.
+
+    Blocks: call it from a thread. Raises DocumentError when the stored fields cannot be drawn.
+    """
+    job = json.dumps({"payload": payload, "reference": reference}).encode()
+    try:
+        answer = _render_pool().call(
+            len(job).to_bytes(4, "big") + job + signature_png, timeout=RENDER_TIMEOUT
+        )
+    except (WorkerUnavailable, WorkerDied, WorkerTimedOut) as exc:
+        logger.warning("certwidget: rendering in this process (%s)", exc or type(exc).__name__)
+        return render_stored(payload, signature_png, reference)
+    if answer[:1] != b"\x00":
+        raise DocumentError(answer[1:].decode("utf-8", "replace"))
+    return answer[1:]

@@ -1,19 +1,19 @@
-"""Stand-in PDF-check workers (their source): one that hangs, one that dies, one without pypdf."""
+"""Stand-in PDF-check worker sources: one that hangs, one that dies, one without pypdf."""
 
 from __future__ import annotations
 
-_SERVE = """
-import struct, sys, time, os
-stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-stdout.write(b"ready\\n"); stdout.flush()
-while True:
-    head = stdin.read(4)
-    if len(head) < 4:
-        break
-    stdin.read(struct.unpack(">I", head)[0])
-    {action}
+HANGING = """
+import time
+send(b"ready")
+while receive() is not None:
+    time.sleep(60)
 """
 
-HANGING = _SERVE.format(action="time.sleep(60)")
-DYING = _SERVE.format(action="os._exit(9)")
-WITHOUT_PYPDF = 'import sys; sys.stdout.write(\'{"ok": null, "why": "pypdf is not installed"}\\n\')'
+DYING = """
+import os
+send(b"ready")
+while receive() is not None:
+    os._exit(9)
+"""
+
+WITHOUT_PYPDF = 'send(b"pypdf is not installed")\n'
