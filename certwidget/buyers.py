@@ -25,7 +25,13 @@ CustomerCallable: TypeAlias = Callable[[HTTPConnection], CustomerLike | Awaitabl
 
 GUEST_COOKIE = "certwidget_guest"
 GUEST_COOKIE_MAX_AGE = 60 * 60 * 24 * 90
-_CODE = re.compile(r"^[A-Za-z0-9._:@+-]{1,64}$")
+# Any printable, space-free text up to 100 characters: shops use numbers, e-mail addresses
+# (o'brien@...), UUIDs. The provider clients percent-encode it wherever it reaches a URL.
+_CODE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,100}$")
+
+
+class CustomerError(ValueError):
+    """The shop's ``customer(request)`` answered something certwidget cannot use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +64,14 @@ def _profile(value: CustomerLike) -> CustomerProfile | None:
             phone=str(value.get("phone") or ""),
         )
     else:
-        raise TypeError(
+        raise CustomerError(
             "customer(request) must return a customer number (str), a CustomerProfile, "
             f"a mapping or None, not {type(value).__name__}"
         )
     if not _CODE.match(profile.code):
-        raise ValueError(
-            f"customer(request) returned the customer number {profile.code!r}: use 1-64 "
-            "letters, digits or . _ : @ + -"
+        raise CustomerError(
+            f"customer(request) returned the customer number {profile.code[:120]!r}: use 1-100 "
+            "printable characters without spaces"
         )
     return profile
 

@@ -21,7 +21,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 
 from .filled_pdf import PDF_FILENAME, PDF_MEDIA_TYPE, render_in_worker
 from .outbox import Outbox, Submission
@@ -84,6 +84,8 @@ class Deliverer:
         #: process (or this one, restarted) need not wait for the lease to run out.
         self._claimed: set[str] = set()
         self._spawned: set[asyncio.Task[Submission | None]] = set()
+        # Threads that wait on the render workers: few, so they cannot starve anyio's pool.
+        self._renders = CapacityLimiter(2)
 
     @property
     def running(self) -> bool:
@@ -216,7 +218,8 @@ class Deliverer:
         """Make the filled certificate's PDF from the stored fields and keep it in the row."""
         signature = await to_thread.run_sync(self._outbox.document, submission.id)
         pdf = await to_thread.run_sync(
-            lambda: render_in_worker(submission.payload, signature, submission.id)
+            lambda: render_in_worker(submission.payload, signature, submission.id),
+            limiter=self._renders,
         )
         await to_thread.run_sync(
             lambda: self._outbox.set_document(

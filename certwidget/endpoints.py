@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import catalog
 from .assets import Assets
-from .buyers import Buyer
+from .buyers import Buyer, CustomerError
 from .http import HTTPProblem, bearer_token, check_same_origin, json_response, read_body
 from .intake import receive_certificate
 from .providers.base import ProviderError, ProviderToken
@@ -41,6 +41,14 @@ class Endpoints:
             response = await self.dispatch(request, scope["path"][len(self.prefix) :])
         except HTTPProblem as problem:
             response = problem.response()
+        except CustomerError:
+            logger.exception("certwidget: customer(request) answered something unusable")
+            response = HTTPProblem(
+                400,
+                "unusable_customer",
+                "Your account cannot be used for exemption certificates here; please contact "
+                "the shop.",
+            ).response()
         await response(scope, receive, send)
 
     async def dispatch(self, request: Request, path: str) -> Response:
@@ -147,8 +155,9 @@ class Endpoints:
             return ()
         try:
             data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HTTPProblem(400, "malformed_json", f"The body is not valid JSON: {exc}.") from exc
+        except (ValueError, RecursionError) as exc:
+            message = f"The body is not valid JSON: {exc}."[:300]
+            raise HTTPProblem(400, "malformed_json", message) from exc
         raw = data.get("zones", []) if isinstance(data, dict) else None
         if not isinstance(raw, list) or not all(isinstance(z, str) for z in raw) or len(raw) > 60:
             raise HTTPProblem(

@@ -83,15 +83,19 @@ async def _filled(request: Request) -> tuple[CertificateRequest, str, bytes | No
     body = await read_body(request, limit=MAX_JSON_BYTES)
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPProblem(400, "malformed_json", f"The body is not valid JSON: {exc}.") from exc
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, bad UTF-8 and integers past Python's digit limit;
+        # RecursionError is what deeply nested arrays raise.
+        raise HTTPProblem(
+            400, "malformed_json", f"The body is not valid JSON: {exc}."[:300]
+        ) from exc
     validated = validate_filled(data)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return validated, hashlib.sha256(canonical).hexdigest(), None
 
 
 async def _uploaded(
-    request: Request,
+    runtime: Runtime, request: Request
 ) -> tuple[CertificateRequest, str, uploads.UploadedDocument]:
     body = await read_body(request, limit=MAX_MULTIPART_BYTES)
     parsed = Request(request.scope, replay(body))
@@ -123,7 +127,8 @@ async def _uploaded(
                     content,
                     filename=file.filename or "certificate",
                     declared_type=file.content_type,
-                )
+                ),
+                limiter=runtime.upload_checks,
             )
         except uploads.UploadRejected as exc:
             raise HTTPProblem(
@@ -146,7 +151,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
         if media_type == "application/json":
             validated, body_hash, _ = await _filled(request)
         elif media_type == "multipart/form-data":
-            validated, body_hash, document = await _uploaded(request)
+            validated, body_hash, document = await _uploaded(runtime, request)
         else:
             raise HTTPProblem(
                 415,

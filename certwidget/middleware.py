@@ -16,6 +16,7 @@ string checks, and is handed to the app with its own ``receive`` and ``send``.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .assets import Assets
-from .buyers import CustomerCallable
+from .buyers import CustomerCallable, CustomerError
 from .endpoints import Endpoints
 from .exemptions import SCOPE_KEY
 from .injection import HtmlInjector
@@ -35,6 +36,8 @@ from .runtime import CertificateHook, Runtime, Settings, ShipZoneCallable
 from .snippet import SnippetRenderer
 from .tokens import normalize_keys
 from .validation import purchaser_json
+
+logger = logging.getLogger("certwidget")
 
 InjectRule = Sequence[str] | Callable[[HTTPConnection], bool]
 LOCALES = ("en", "es")
@@ -235,7 +238,13 @@ class CertWidgetMiddleware:
 
     async def _page_config(self, request: Request) -> dict[str, Any]:
         runtime = self.runtime
-        profile = await runtime.buyers.signed_in(request)
+        try:
+            profile = await runtime.buyers.signed_in(request)
+        except CustomerError:
+            # A bug in the shop's customer() must not take its checkout page down: the page
+            # renders, and the widget's own requests answer the error.
+            logger.exception("certwidget: customer(request) failed on %s", request.url.path)
+            profile = None
         purchaser = purchaser_json(profile) if profile is not None else None
         return {
             "endpoint": self._prefix,

@@ -16,12 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from . import catalog
-from .buyers import GUEST_COOKIE, GUEST_COOKIE_MAX_AGE, Buyer, BuyerResolver, CustomerCallable
+from .buyers import (
+    GUEST_COOKIE,
+    GUEST_COOKIE_MAX_AGE,
+    Buyer,
+    BuyerResolver,
+    CustomerCallable,
+    CustomerError,
+)
 from .delivery import Deliverer
 from .exemptions import Exemption
 from .minting import UpstreamTokens
@@ -89,6 +96,9 @@ class Runtime:
         self._ship_zone = ship_zone
         self._on_certificate = on_certificate
         self._on_file: dict[str, _OnFile] = {}
+        # At most a few threads wait on the PDF-check workers, so a burst of uploads cannot
+        # take every thread of anyio's pool from the SQLite writes all other requests need.
+        self.upload_checks = CapacityLimiter(4)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -270,7 +280,12 @@ class Runtime:
             code = catalog.zone(zone).code
         except catalog.UnknownZone:
             return None
-        buyer = await self.buyer(connection)
+        try:
+            buyer = await self.buyer(connection)
+        except CustomerError:
+            # The order flow must go on: without a usable buyer the order is taxed.
+            logger.exception("certwidget: customer(request) answered something unusable")
+            return None
         if buyer is None:
             return None
         for entry in reversed(self.checkout_entries(connection)):

@@ -126,21 +126,33 @@ class WorkerPool:
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
 
-    def _take(self) -> _Worker:
-        with self._lock:
-            if self._idle.empty() and self._started < self._size:
-                self._started += 1
-                try:
-                    return _Worker(self._source)
-                except BaseException:
-                    self._started -= 1
-                    raise
-        return self._idle.get()
+    def _take(self, deadline: float) -> _Worker:
+        # Poll rather than block on the queue: a worker killed for its time frees a slot
+        # without putting anything in the queue, and a waiter must notice and start one.
+        while True:
+            with self._lock:
+                if self._idle.empty() and self._started < self._size:
+                    self._started += 1
+                    try:
+                        return _Worker(self._source)
+                    except BaseException:
+                        self._started -= 1
+                        raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerUnavailable("every worker stayed busy")
+            try:
+                return self._idle.get(timeout=min(remaining, 0.05))
+            except queue.Empty:
+                continue
 
-    def call(self, request: bytes, *, timeout: float) -> bytes:
-        """The answer to ``request``; raises WorkerTimedOut, WorkerDied or WorkerUnavailable."""
+    def call(self, request: bytes, *, timeout: float, wait: float = 30.0) -> bytes:
+        """The answer to ``request``; raises WorkerTimedOut, WorkerDied or WorkerUnavailable.
+
+        ``timeout`` bounds the work; ``wait`` bounds the wait for a free worker before it.
+        """
         try:
-            worker = self._take()
+            worker = self._take(time.monotonic() + wait)
         except OSError as exc:
             raise WorkerUnavailable(f"could not start a worker: {exc}") from exc
         try:

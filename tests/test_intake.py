@@ -347,3 +347,29 @@ async def test_a_reason_the_provider_cannot_hold_is_refused_before_anything_is_s
     assert response.status_code == 422 and "reason" in response.json()["error"]["fields"]
     assert partial.status_code == 422 and "exemptPercentage" in partial.json()["error"]["fields"]
     assert shop.runtime.outbox.counts() == {}
+
+
+@pytest.mark.anyio
+async def test_pathological_json_is_a_400_not_a_crash(tmp_path: Path) -> None:
+    shop = build(tmp_path)
+    async with client(shop) as http:
+        token = await mint(http, "C-13")
+        headers = {**as_buyer("C-13", token), "content-type": "application/json"}
+        nested = await http.post(
+            "/certwidget/certificates",
+            content=b"[" * 100_000 + b"]" * 100_000,
+            headers={**headers, **key()},
+        )
+        huge_number = await http.post(
+            "/certwidget/certificates",
+            content=b'{"zones": ["WA"], "exemptPercentage": ' + b"9" * 5000 + b"}",
+            headers={**headers, **key()},
+        )
+        token_nested = await http.post(
+            "/certwidget/ecommerce/token",
+            content=b"[" * 5_000 + b"]" * 5_000,
+            headers=as_buyer("C-13"),
+        )
+    assert nested.status_code == 400
+    assert huge_number.status_code == 400
+    assert token_nested.status_code == 400

@@ -292,3 +292,23 @@ def test_exemption_for_without_the_middleware_says_how_to_add_it() -> None:
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
     with pytest.raises(RuntimeError, match="add_middleware"):
         asyncio.run(exemption_for(Request(scope), "WA"))
+
+
+@pytest.mark.anyio
+async def test_a_shops_unusable_customer_number_never_breaks_its_checkout(tmp_path: Path) -> None:
+    def customer(request: Request) -> str | None:
+        return request.headers.get("x-email")
+
+    shop = build(tmp_path, customer=customer)
+    async with client(shop) as http:
+        apostrophe = await http.post(
+            "/certwidget/ecommerce/token", json={}, headers={"x-email": "o'brien@example.com"}
+        )
+        too_long = {"x-email": "a" * 150}
+        page = await http.get("/checkout", headers=too_long)
+        minted = await http.post("/certwidget/ecommerce/token", json={}, headers=too_long)
+        order = await http.get("/tax", params={"zone": "WA"}, headers=too_long)
+    assert apostrophe.status_code == 200
+    assert page.status_code == 200 and config_of(page.text)["signedIn"] is False
+    assert minted.status_code == 400 and "contact the shop" in minted.json()["error"]["message"]
+    assert order.json() == {"exemption": None}

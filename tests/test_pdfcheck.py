@@ -82,3 +82,15 @@ def test_a_shop_script_without_a_main_guard_is_not_run_again_by_the_workers(
     )
     assert "'ok': True" in result.stdout
     assert marker.read_text() == "x"
+
+
+def test_waiters_get_a_new_worker_after_one_is_killed_for_its_time() -> None:
+    checker = PdfChecker(workers=1, timeout=0.3, worker_source=pdfworkers.HANGING)
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            futures = [pool.submit(checker.check, pdf()) for _ in range(3)]
+            outcomes = [type(future.exception(timeout=60)).__name__ for future in futures]
+    finally:
+        checker.close()
+    # Each waits its turn, gets a (new) worker and times out: none is left waiting forever.
+    assert outcomes == ["CheckTimedOut"] * 3
