@@ -68,7 +68,7 @@ def _profile(value: CustomerLike) -> CustomerProfile | None:
             "customer(request) must return a customer number (str), a CustomerProfile, "
             f"a mapping or None, not {type(value).__name__}"
         )
-    if not _CODE.match(profile.code):
+    if not _CODE.match(profile.code) or profile.code in (".", ".."):
         raise CustomerError(
             f"customer(request) returned the customer number {profile.code[:120]!r}: use 1-100 "
             "printable characters without spaces"

@@ -49,7 +49,7 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     """The whole body, refusing with 413 before reading more than ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise HTTPProblem(400, "bad_content_length", "Content-Length must be a number.")
         if int(declared) > limit:
             raise too_large(limit)

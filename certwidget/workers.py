@@ -87,7 +87,8 @@ class _Worker:
     def __init__(self, source: str) -> None:
         # The command is fixed (this interpreter, our own source); requests only go to stdin.
         self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-c", PROTOCOL_SOURCE + source],
+            # -I: the shop's working directory and PYTHON* variables cannot shadow a module.
+            [sys.executable, "-I", "-c", PROTOCOL_SOURCE + source],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

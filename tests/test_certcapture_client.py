@@ -823,7 +823,7 @@ async def test_certificates_for_maps_to_provider_terms(fake_api: FakeApi) -> Non
     async with provider_on(fake_api) as provider:
         (cert,) = await provider.certificates_for("C-1")
     assert cert.id == "17" and cert.zone == "WA" and cert.reason == "RESALE"
-    assert cert.status == "Pending"  # an unknown status never reads as Active
+    assert cert.status == "Revoked"  # an unknown status never exempts, even with accept_pending
     assert cert.exempt_percentage == 100.0
     assert cert.number == "CERT-17" and cert.exemption_number == "EX-1"
     assert cert.signed_date == dt.date(2024, 5, 1)

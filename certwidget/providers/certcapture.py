@@ -49,7 +49,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, NoReturn, Self, TypeVar
-from urllib.parse import quote
 
 import anyio
 import httpx
@@ -74,6 +73,7 @@ from .certcapture_models import (
     CustomerPage,
     ModelError,
 )
+from .paths import segment
 
 __all__ = [
     "Attachment",
@@ -265,13 +265,6 @@ def _retry_after(response: httpx.Response) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def _segment(value: str, what: str) -> str:
-    """One path segment, percent-encoded; an empty id would silently address the collection."""
-    if not value:
-        raise ValueError(f"{what} must not be empty")
-    return quote(value, safe="")
-
-
 _ModelT = TypeVar("_ModelT")
 
 
@@ -406,7 +399,7 @@ class CertCaptureClient:
 
     async def get_certificate(self, certificate_id: str) -> Certificate:
         """``GET /certificates/{id}`` (getCertificate)."""
-        path = f"/certificates/{_segment(certificate_id, 'certificate_id')}"
+        path = f"/certificates/{segment(certificate_id, 'certificate_id')}"
         return _parse(await self._request("GET", path), Certificate.from_json)
 
     async def update_certificate(
@@ -423,17 +416,17 @@ class CertCaptureClient:
         body = request.to_json()
         if status is not None:
             body["status"] = status
-        path = f"/certificates/{_segment(certificate_id, 'certificate_id')}"
+        path = f"/certificates/{segment(certificate_id, 'certificate_id')}"
         return _parse(await self._request("PUT", path, json=body), Certificate.from_json)
 
     async def delete_certificate(self, certificate_id: str) -> None:
         """``DELETE /certificates/{id}`` (deleteCertificate)."""
-        path = f"/certificates/{_segment(certificate_id, 'certificate_id')}"
+        path = f"/certificates/{segment(certificate_id, 'certificate_id')}"
         await self._request("DELETE", path)
 
     async def get_certificate_attachment(self, certificate_id: str) -> Attachment:
         """``GET /certificates/{id}/attachment`` (getCertificateAttachment): the document."""
-        path = f"/certificates/{_segment(certificate_id, 'certificate_id')}/attachment"
+        path = f"/certificates/{segment(certificate_id, 'certificate_id')}/attachment"
         response = await self._request("GET", path, accept="application/pdf, image/*, */*")
         content_type = response.headers.get("content-type", "")
         media_type = content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
@@ -448,7 +441,7 @@ class CertCaptureClient:
 
         Sent once (a POST without an idempotency key is never retried).
         """
-        path = f"/certificates/{_segment(certificate_id, 'certificate_id')}/attachment"
+        path = f"/certificates/{segment(certificate_id, 'certificate_id')}/attachment"
         files = {"file": (filename, content, media_type)}
         await self._request("POST", path, files=files)
 
@@ -473,18 +466,18 @@ class CertCaptureClient:
 
     async def get_customer(self, id_or_code: str) -> Customer:
         """``GET /customers/{customerId}`` (getCustomer), by server id or customer code."""
-        path = f"/customers/{_segment(id_or_code, 'id_or_code')}"
+        path = f"/customers/{segment(id_or_code, 'id_or_code')}"
         return _parse(await self._request("GET", path), Customer.from_json)
 
     async def update_customer(self, id_or_code: str, customer: Customer) -> Customer:
         """``PUT /customers/{customerId}`` (updateCustomer): replace the customer's details."""
-        path = f"/customers/{_segment(id_or_code, 'id_or_code')}"
+        path = f"/customers/{segment(id_or_code, 'id_or_code')}"
         response = await self._request("PUT", path, json=_without_id(customer))
         return _parse(response, Customer.from_json)
 
     async def get_customer_certificates(self, id_or_code: str) -> CertificatePage:
         """``GET /customers/{customerId}/certificates`` (getCustomerCertificates)."""
-        path = f"/customers/{_segment(id_or_code, 'id_or_code')}/certificates"
+        path = f"/customers/{segment(id_or_code, 'id_or_code')}/certificates"
         return _parse(await self._request("GET", path), CertificatePage.from_json)
 
     # -- attributes, tokens ------------------------------------------------------------------
@@ -806,8 +799,8 @@ def _merge(customer: Customer, profile: CustomerProfile) -> Customer:
 
 
 def _to_provider(cert: Certificate, *, default_customer: str) -> ProviderCertificate:
-    # A status this client does not know is not one that exempts anything: read it as Pending.
-    status = _STATUSES.get(cert.status or "", "Pending")
+    # An unknown status never exempts an order: read it as Revoked, the one that never does.
+    status = _STATUSES.get(cert.status or "", "Revoked")
     customer_code = default_customer
     if cert.customer is not None and cert.customer.customer_code:
         customer_code = cert.customer.customer_code

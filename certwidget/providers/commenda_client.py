@@ -46,7 +46,6 @@ import random
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, NoReturn, Self, TypeVar
-from urllib.parse import quote
 
 import anyio
 import httpx
@@ -60,6 +59,7 @@ from .commenda_models import (
     ExemptionCertificateCreate,
     unwrap,
 )
+from .paths import segment
 
 __all__ = [
     "BadRequest",
@@ -251,13 +251,6 @@ def _retry_after(response: httpx.Response) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def _segment(value: str, what: str) -> str:
-    """One path segment, percent-encoded; an empty id would silently address the collection."""
-    if not value:
-        raise ValueError(f"{what} must not be empty")
-    return quote(value, safe="")
-
-
 _ModelT = TypeVar("_ModelT")
 
 
@@ -356,7 +349,7 @@ class CommendaClient:
 
     async def get_customer(self, customer_id: str) -> CommendaCustomer:
         """``GET /customers/{id}`` (the seed): the customer with its exemption certificates."""
-        path = f"/customers/{_segment(customer_id, 'customer_id')}"
+        path = f"/customers/{segment(customer_id, 'customer_id')}"
         return _parse(await self._request("GET", path), CommendaCustomer.from_json)
 
     async def create_customer(self, *, name: str, id: str | None = None) -> CommendaCustomer:
@@ -381,7 +374,7 @@ class CommendaClient:
 
     async def get_file(self, file_id: str) -> Attachment:
         """``GET /files/{id}``: the document's bytes and media type (inferred)."""
-        path = f"/files/{_segment(file_id, 'file_id')}"
+        path = f"/files/{segment(file_id, 'file_id')}"
         response = await self._request("GET", path, accept="application/pdf, image/*, */*")
         content_type = response.headers.get("content-type", "")
         media_type = content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
@@ -408,7 +401,7 @@ class CommendaClient:
 
     async def get_exemption_certificate(self, certificate_id: str) -> ExemptionCertificate:
         """``GET /exemption-certificates/{id}`` (inferred)."""
-        path = f"/exemption-certificates/{_segment(certificate_id, 'certificate_id')}"
+        path = f"/exemption-certificates/{segment(certificate_id, 'certificate_id')}"
         return _parse(await self._request("GET", path), ExemptionCertificate.from_json)
 
     async def update_exemption_certificate(
@@ -437,7 +430,7 @@ class CommendaClient:
         }
         if not body:
             raise ValueError("nothing to update: give file_id, status, verification_status...")
-        path = f"/exemption-certificates/{_segment(certificate_id, 'certificate_id')}"
+        path = f"/exemption-certificates/{segment(certificate_id, 'certificate_id')}"
         response = await self._request("PATCH", path, json=body)
         return _parse(response, ExemptionCertificate.from_json)
 
