@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Any
 
 from anyio import CapacityLimiter, to_thread
 
-from .filled_pdf import PDF_FILENAME, PDF_MEDIA_TYPE, render_in_worker
+from .filled_pdf import PDF_FILENAME, PDF_MEDIA_TYPE, render_in_worker, warm_renderer
 from .outbox import Outbox, Submission
 from .providers.base import (
     CertificateDraft,
@@ -77,12 +78,15 @@ class Deliverer:
         self._max_delay = max_delay
         self._lease = lease_seconds
         self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._on_delivered = on_delivered
         #: Rows this process has leased and not yet settled: released on shutdown so another
         #: process (or this one, restarted) need not wait for the lease to run out.
-        self._claimed: set[str] = set()
+        # Each is set when its attempt settles, so ``deliver_now`` can wait for an attempt the
+        # background loop claimed first.
+        self._claimed: dict[str, asyncio.Event] = {}
         self._spawned: set[asyncio.Task[Submission | None]] = set()
         # Threads that wait on the render workers: few, so they cannot starve anyio's pool.
         self._renders = CapacityLimiter(2)
@@ -94,6 +98,7 @@ class Deliverer:
     def start(self) -> None:
         """Start the background loop (idempotent); needs a running event loop."""
         if not self.running:
+            warm_renderer()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="certwidget-delivery"
             )
@@ -111,7 +116,7 @@ class Deliverer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._claimed:
-            claimed, self._claimed = list(self._claimed), set()
+            claimed, self._claimed = list(self._claimed), {}
             await to_thread.run_sync(self._outbox.release, claimed)
 
     def spawn(self, submission_id: str) -> asyncio.Task[Submission | None]:
@@ -130,17 +135,22 @@ class Deliverer:
             lambda: self._outbox.claim(submission_id, lease_seconds=self._lease)
         )
         if submission is not None:
-            self._claimed.add(submission.id)
+            self._claimed[submission.id] = asyncio.Event()
             await self._attempt(submission)
+        elif (running := self._claimed.get(submission_id)) is not None:
+            await running.wait()  # the background loop got there first
         return await to_thread.run_sync(self._outbox.get, submission_id)
 
     async def _run(self) -> None:
         while True:
             try:
+                # Lease no more rows than can be worked on now: a leased row waiting for a slot
+                # would burn its lease and could be claimed twice.
+                free = max(1, self._concurrency - len(self._claimed))
                 batch = await to_thread.run_sync(
-                    lambda: self._outbox.claim_due(limit=20, lease_seconds=self._lease)
+                    functools.partial(self._outbox.claim_due, limit=free, lease_seconds=self._lease)
                 )
-                self._claimed.update(row.id for row in batch)
+                self._claimed.update((row.id, asyncio.Event()) for row in batch)
                 if batch:
                     await asyncio.gather(*(self._attempt(row) for row in batch))
                     continue
@@ -161,58 +171,75 @@ class Deliverer:
         delay = min(self._max_delay, self._base_delay * float(2 ** min(attempts, 20)))
         return delay * random.uniform(0.5, 1.0)
 
+    async def _keep_lease(self, submission_id: str) -> None:
+        # A slow provider must not let the lease lapse mid-delivery (another worker would then
+        # deliver the same row again): renew it while the attempt runs.
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            await to_thread.run_sync(
+                lambda: self._outbox.renew(submission_id, lease_seconds=self._lease)
+            )
+
     async def _attempt(self, submission: Submission) -> None:
         async with self._slots:
+            heartbeat = asyncio.ensure_future(self._keep_lease(submission.id))
             try:
-                progress = await self._deliver(submission)
-            except ProviderUnavailable as exc:
-                delay = self._backoff(submission.attempts)
-                logger.warning(
-                    "certwidget: provider unavailable delivering %s (attempt %d), "
-                    "retry in %.1fs: %s",
-                    submission.id,
-                    submission.attempts + 1,
-                    delay,
-                    exc,
-                )
-                await self._retry_later(submission, str(exc), delay)
-            except ProviderError as exc:
-                if exc.status in (401, 403):
-                    # Our credentials, not the buyer's certificate, are wrong: a shop fixes
-                    # (or rotates) them, so keep the submission queued instead of failing it.
-                    logger.error(
-                        "certwidget: the provider refused our credentials (%s) delivering %s: "
-                        "%s; will retry",
-                        exc.status,
+                try:
+                    progress = await self._deliver(submission)
+                except ProviderUnavailable as exc:
+                    delay = self._backoff(submission.attempts)
+                    logger.warning(
+                        "certwidget: provider unavailable delivering %s (attempt %d), "
+                        "retry in %.1fs: %s",
                         submission.id,
-                        exc.message,
+                        submission.attempts + 1,
+                        delay,
+                        exc,
                     )
+                    await self._retry_later(submission, str(exc), delay)
+                except ProviderError as exc:
+                    if exc.status in (401, 403):
+                        # Our credentials, not the buyer's certificate, are wrong: a shop fixes
+                        # (or rotates) them, so keep the submission queued instead of failing it.
+                        logger.error(
+                            "certwidget: the provider refused our credentials (%s) delivering %s: "
+                            "%s; will retry",
+                            exc.status,
+                            submission.id,
+                            exc.message,
+                        )
+                        await self._retry_later(
+                            submission, exc.message, self._backoff(submission.attempts)
+                        )
+                    else:
+                        logger.error(
+                            "certwidget: provider refused submission %s: %s",
+                            submission.id,
+                            exc.message,
+                        )
+                        await self._give_up(submission, exc.message)
+                except Exception as exc:
+                    # Our own bug or an unexpected answer: keep the row and retry later rather
+                    # than lose an acknowledged certificate.
+                    logger.exception("certwidget: unexpected error delivering %s", submission.id)
                     await self._retry_later(
-                        submission, exc.message, self._backoff(submission.attempts)
+                        submission,
+                        f"{type(exc).__name__}: {exc}",
+                        self._backoff(submission.attempts),
                     )
                 else:
-                    logger.error(
-                        "certwidget: provider refused submission %s: %s",
-                        submission.id,
-                        exc.message,
+                    await to_thread.run_sync(
+                        lambda: self._outbox.mark_delivered(submission.id, progress)
                     )
-                    await self._give_up(submission, exc.message)
-            except Exception as exc:
-                # Our own bug or an unexpected answer: keep the row and retry later rather
-                # than lose an acknowledged certificate.
-                logger.exception("certwidget: unexpected error delivering %s", submission.id)
-                await self._retry_later(
-                    submission, f"{type(exc).__name__}: {exc}", self._backoff(submission.attempts)
-                )
-            else:
-                await to_thread.run_sync(
-                    lambda: self._outbox.mark_delivered(submission.id, progress)
-                )
-                submission.state = "delivered"
-                submission.progress = progress
-                if self._on_delivered is not None:
-                    self._on_delivered(submission)
-            self._claimed.discard(submission.id)
+                    submission.state = "delivered"
+                    submission.progress = progress
+                    if self._on_delivered is not None:
+                        self._on_delivered(submission)
+            finally:
+                heartbeat.cancel()
+            settled = self._claimed.pop(submission.id, None)
+            if settled is not None:
+                settled.set()
 
     async def _render(self, submission: Submission) -> None:
         """Make the filled certificate's PDF from the stored fields and keep it in the row."""

@@ -105,7 +105,9 @@ class Endpoints:
         buyer = await runtime.buyer(request, create_guest=True)
         assert buyer is not None
         upstream, degraded = "", False
-        if runtime.provider.can_mint_tokens:
+        # Guests get no upstream token (and so no customer at the provider) until they submit a
+        # certificate: anonymous token requests must not create provider customers.
+        if runtime.provider.can_mint_tokens and not buyer.guest:
             try:
                 minted = await asyncio.wait_for(
                     self._upstream(buyer), runtime.settings.provider_timeout

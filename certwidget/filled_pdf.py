@@ -99,6 +99,11 @@ def _render_pool() -> WorkerPool:
         return _pool
 
 
+def warm_renderer() -> None:
+    """Start the render worker in the background (it imports certwidget: about a second)."""
+    threading.Thread(target=_render_pool().warm, name="certwidget-warm", daemon=True).start()
+
+
 def render_in_worker(payload: dict[str, Any], signature_png: bytes, reference: str) -> bytes:
     """:func:`render_stored` in a worker process; in this process if none can run.
 

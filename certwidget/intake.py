@@ -9,10 +9,10 @@ tried at once for a short while, so most buyers get the provider's reference in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 from typing import Any
 
 from anyio import to_thread
@@ -33,6 +33,8 @@ from .validation import (
     validate_filled,
     validate_upload_fields,
 )
+
+logger = logging.getLogger("certwidget")
 
 MAX_JSON_BYTES = 2 * 1024 * 1024
 # Multipart framing and the other fields ride on top of the file's own cap.
@@ -131,8 +133,9 @@ async def _uploaded(
                 limiter=runtime.upload_checks,
             )
         except uploads.UploadRejected as exc:
+            retry = {"Retry-After": "10"} if exc.status == 503 else None
             raise HTTPProblem(
-                exc.status, exc.code, exc.message, fields={"file": exc.message}
+                exc.status, exc.code, exc.message, fields={"file": exc.message}, headers=retry
             ) from exc
     finally:
         await form.close()
@@ -206,6 +209,12 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
             "This Idempotency-Key was already used for a different certificate. Make a new key "
             "for a new certificate.",
         )
+    if not created and submission.state == "failed":
+        raise HTTPProblem(
+            422,
+            "certificate_refused",
+            f"This certificate was refused: {submission.last_error}. Fill in a new one.",
+        )
     if created:
         runtime.ensure_started()
         submission = await _deliver_briefly(runtime, submission)
@@ -226,8 +235,8 @@ async def _deliver_briefly(runtime: Runtime, submission: Submission) -> Submissi
         runtime.deliverer.wake()
         return submission
     except Exception:
-        with contextlib.suppress(Exception):
-            attempt.exception()
+        # Stored already: the background deliverer will try again; say why this one failed.
+        logger.exception("certwidget: immediate delivery of %s failed", submission.id)
         runtime.deliverer.wake()
         return submission
     if done is None or done.state != "delivered":

@@ -248,6 +248,14 @@ class Outbox:
             )
         return _row(row)
 
+    def renew(self, submission_id: str, *, lease_seconds: float) -> None:
+        """Extend the lease of a row this process is delivering."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE submissions SET lease_until = ? WHERE id = ? AND state = 'pending'",
+                (time.time() + lease_seconds, submission_id),
+            )
+
     def next_due_in(self) -> float | None:
         """Seconds until the earliest pending submission is due (0 if overdue), None if none."""
         with self._lock:

@@ -15,7 +15,7 @@ import json
 import threading
 from typing import Any
 
-from .workers import WorkerDied, WorkerPool, WorkerTimedOut, WorkerUnavailable
+from .workers import WorkerBusy, WorkerDied, WorkerPool, WorkerTimedOut, WorkerUnavailable
 
 #: A parser that needs more than this is refused (the worker dies with MemoryError).
 WORKER_MEMORY_BYTES = 1 << 30
@@ -69,6 +69,10 @@ class CheckUnavailable(Exception):
     """No worker could be started (the host forbids processes, or pypdf is missing)."""
 
 
+class CheckBusy(Exception):
+    """Every worker is busy (a burst of uploads): the upload should be tried again shortly."""
+
+
 class PdfChecker:
     """A small pool of PDF-reading workers; ``check`` blocks (run it in a thread).
 
@@ -79,14 +83,20 @@ class PdfChecker:
         self, *, workers: int = 2, timeout: float = 1.5, worker_source: str = WORKER_SOURCE
     ) -> None:
         self.timeout = timeout
+        #: How long an upload waits for a free worker before it is answered "busy" (503).
+        self.wait = 5.0
         self._pool = WorkerPool(worker_source, workers=workers)
 
     def check(self, data: bytes, timeout: float | None = None) -> dict[str, Any]:
         """The verdict on ``data``; raises CheckTimedOut or CheckUnavailable."""
         try:
-            answer = self._pool.call(data, timeout=self.timeout if timeout is None else timeout)
+            answer = self._pool.call(
+                data, timeout=self.timeout if timeout is None else timeout, wait=self.wait
+            )
         except WorkerTimedOut:
             raise CheckTimedOut from None
+        except WorkerBusy as exc:
+            raise CheckBusy(str(exc)) from exc
         except WorkerUnavailable as exc:
             raise CheckUnavailable(str(exc)) from exc
         except WorkerDied:

@@ -11,6 +11,7 @@ import datetime as dt
 import inspect
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +40,12 @@ from .tokens import CHECKOUT_COOKIE_SALT, Signed, TokenRejected, WidgetTokens
 logger = logging.getLogger("certwidget")
 
 CHECKOUT_COOKIE = "certwidget_checkout"
-CHECKOUT_COOKIE_MAX_AGE = 60 * 60 * 24
+# Long enough for a checkout, short enough that a certificate the provider later revokes is
+# not relied on for long from the cookie alone (exemption_for also re-checks the provider).
+CHECKOUT_COOKIE_MAX_AGE = 60 * 60 * 4
 MAX_CHECKOUT_ENTRIES = 8
 ON_FILE_TTL = 30.0
+MAX_ON_FILE_ENTRIES = 10_000
 
 CertificateHook = Callable[[HTTPConnection, Exemption], Awaitable[None] | None]
 ShipZoneCallable = Callable[[HTTPConnection], Awaitable[str | None] | str | None]
@@ -95,7 +99,7 @@ class Runtime:
         self._checkout = Signed(keys, salt=CHECKOUT_COOKIE_SALT, max_age=CHECKOUT_COOKIE_MAX_AGE)
         self._ship_zone = ship_zone
         self._on_certificate = on_certificate
-        self._on_file: dict[str, _OnFile] = {}
+        self._on_file: OrderedDict[str, _OnFile] = OrderedDict()
         # At most a few threads wait on the PDF-check workers, so a burst of uploads cannot
         # take every thread of anyio's pool from the SQLite writes all other requests need.
         self.upload_checks = CapacityLimiter(4)
@@ -114,7 +118,12 @@ class Runtime:
 
     def _delivered(self, submission: Submission) -> None:
         # A new certificate at the provider: the buyer's on-file list is stale now.
-        self._on_file.pop(submission.customer, None)
+        self.forget_on_file(submission.customer)
+
+    def forget_on_file(self, customer: str) -> None:
+        """Drop the buyer's cached certificates on file (kept up to 30 s), e.g. when the
+        provider tells the shop (a webhook) that a review approved or revoked one."""
+        self._on_file.pop(customer, None)
 
     # -- buyers and tokens -----------------------------------------------------------------
 
@@ -271,6 +280,9 @@ class Runtime:
             logger.warning("certwidget: certificates for %s unavailable: %s", customer, exc)
             return cached.certificates if cached is not None else []
         self._on_file[customer] = _OnFile(certificates, time.monotonic())
+        self._on_file.move_to_end(customer)
+        while len(self._on_file) > MAX_ON_FILE_ENTRIES:
+            self._on_file.popitem(last=False)
         return certificates
 
     async def exemption_for(self, connection: HTTPConnection, zone: str) -> Exemption | None:
@@ -295,7 +307,7 @@ class Runtime:
             if submission is None or submission.state == "failed":
                 continue
             for exemption in self.submission_exemptions(submission):
-                if exemption.zone == code:
+                if exemption.zone == code and await self._still_valid(exemption, buyer.code):
                     return exemption
         today = dt.date.today()
         usable = [
@@ -311,6 +323,18 @@ class Runtime:
             key=lambda c: (c.status == "Active", c.expiration_date or dt.date.max),
         )
         return self.on_file_exemption(best)
+
+    async def _still_valid(self, exemption: Exemption, customer: str) -> bool:
+        """A fresh submission exempts at once, until it expires or the provider rules it out."""
+        today = dt.date.today()
+        if exemption.expiration_date is not None and exemption.expiration_date < today:
+            return False
+        if exemption.certificate_id is None:
+            return True  # not delivered yet: nothing to ask the provider about
+        for certificate in await self.certificates_on_file(customer):
+            if certificate.id == exemption.certificate_id and certificate.zone == exemption.zone:
+                return certificate.status in ("Active", "Pending")
+        return True  # the provider is unreachable or not caught up: the submission stands
 
     async def notify(self, connection: HTTPConnection, exemptions: Sequence[Exemption]) -> None:
         """Call the shop's ``on_certificate`` hook; its failure never fails the buyer."""

@@ -39,7 +39,7 @@ __all__ = [
     "sniff_media_type",
 ]
 
-from .pdfcheck import CheckTimedOut, CheckUnavailable, default_checker
+from .pdfcheck import CheckBusy, CheckTimedOut, CheckUnavailable, default_checker
 
 logger = logging.getLogger("certwidget.uploads")
 
@@ -309,9 +309,14 @@ def _check_pdf(content: bytes, timeout: float) -> None:
         raise _unreadable(
             "The PDF took too long to read; it may be damaged or unusually complex." + again
         ) from None
+    except CheckBusy:
+        # Never let a file through unread because others keep the readers busy.
+        raise UploadRejected(
+            503, "busy", "Too many certificates are being checked right now; try again shortly."
+        ) from None
     except (CheckUnavailable, OSError):
         # Failing to run the check is our problem, not the buyer's: keep the structural check.
-        logger.warning("PDF check unavailable; structure checked only", exc_info=True)
+        logger.warning("PDF check unavailable; structure checked only")
         return
     ok = verdict.get("ok")
     if not ok:

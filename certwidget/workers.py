@@ -57,6 +57,10 @@ class WorkerUnavailable(Exception):
     """No worker could be started, or the worker said it cannot do the work."""
 
 
+class WorkerBusy(WorkerUnavailable):
+    """Every worker stayed busy for the whole wait: try again later."""
+
+
 class WorkerDied(Exception):
     """The worker exited while working (a memory cap, a crash)."""
 
@@ -141,7 +145,7 @@ class WorkerPool:
                         raise
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise WorkerUnavailable("every worker stayed busy")
+                raise WorkerBusy("every worker stayed busy")
             try:
                 return self._idle.get(timeout=min(remaining, 0.05))
             except queue.Empty:
@@ -166,6 +170,20 @@ class WorkerPool:
             raise WorkerTimedOut
         self._idle.put(worker)
         return answer
+
+    def warm(self) -> None:
+        """Start one worker now if none runs (blocking), so the first request does not wait."""
+        with self._lock:
+            if self._started:
+                return
+            self._started += 1
+        try:
+            worker = _Worker(self._source)
+        except (WorkerUnavailable, OSError):
+            with self._lock:
+                self._started -= 1
+            return
+        self._idle.put(worker)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()

@@ -208,3 +208,42 @@ def test_a_hanging_provider_does_not_hold_up_the_checkout(
     assert minted.status_code == 200 and minted.json()["providerAvailable"] is False
     assert tax.json() == {"exemption": None}
     assert elapsed < 5
+
+
+@pytest.mark.anyio
+async def test_a_buyer_named_dot_dot_cannot_read_other_buyers_certificates(
+    tmp_path: Path,
+) -> None:
+    from certwidget.providers.paths import segment
+
+    shop = build(tmp_path)
+    await seed_certificate(shop, "C-OTHER", "WA", status="Active")
+    async with client(shop) as http:
+        minted = await http.post("/certwidget/ecommerce/token", json={}, headers=as_buyer(".."))
+        exempt = await exemption(http, "WA", "..")
+    assert minted.status_code == 400
+    assert exempt is None
+    with pytest.raises(ValueError, match="must not be"):
+        segment("..", "customer")
+
+
+@pytest.mark.anyio
+async def test_a_fresh_submission_the_provider_revokes_stops_exempting(tmp_path: Path) -> None:
+    from certwidget.providers.certcapture_models import CertificateCreate
+
+    shop = build(tmp_path)
+    async with client(shop) as http:
+        token = await mint(http, "C-11")
+        response = await http.post(
+            "/certwidget/certificates",
+            json=filled(),
+            headers={**as_buyer("C-11", token), "idempotency-key": "r"},
+        )
+        assert response.status_code == 201
+        assert await exemption(http, "WA", "C-11") is not None
+        provider = shop.runtime.provider
+        on_file = await provider.certificates_for("C-11")
+        request = CertificateCreate(exemption_reason="G", exposure_zone="WA", customer_code="C-11")
+        await provider.client.update_certificate(on_file[0].id, request, status="Revoked")  # type: ignore[attr-defined]
+        shop.runtime.forget_on_file("C-11")
+        assert await exemption(http, "WA", "C-11") is None

@@ -301,7 +301,8 @@ def test_no_response_reveals_the_provider_credentials_or_upstream_tokens(
     # The recording is what it should be: every flow and error answered, tokens were minted.
     statuses = {response.status_code for response in recorder.responses}
     assert {200, 201, 202, 400, 401, 403, 404, 405, 409, 413, 415, 422} <= statuses
-    assert len(upstream_tokens) >= 2, "the provider minted no upstream token"
+    # Guests get no upstream token by design (no provider customer until they submit).
+    assert len(upstream_tokens) >= 1, "the provider minted no upstream token"
     assert all(len(token) >= 16 for token in upstream_tokens)
 
     needles = [*CREDENTIALS, *upstream_tokens]

@@ -51,7 +51,7 @@ def build(tmp_path: Path, **options: Any) -> CertWidgetMiddleware:
     options.setdefault("customer", current_customer)
     options.setdefault("database", tmp_path / "certwidget.sqlite3")
     # Wait for the in-process sandbox, so tests see the provider's reference in the answer.
-    options.setdefault("deliver_wait", 2.0)
+    options.setdefault("deliver_wait", 10.0)
     return CertWidgetMiddleware(shop_app(), **options)
 
 
