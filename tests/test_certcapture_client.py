@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from certwidget.providers import certcapture
+from certwidget.providers import retrying
 from certwidget.providers.base import (
     CertificateDraft,
     CertificateProvider,
@@ -110,7 +110,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_sleep(seconds: float) -> None:
         delays.append(seconds)
 
-    monkeypatch.setattr(certcapture, "_sleep", fake_sleep)
+    monkeypatch.setattr(retrying, "sleep", fake_sleep)
     return delays
 
 

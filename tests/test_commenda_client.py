@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from certwidget import catalog
-from certwidget.providers import commenda_client
+from certwidget.providers import retrying
 from certwidget.providers.base import (
     CertificateDraft,
     CertificateProvider,
@@ -142,7 +142,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_sleep(seconds: float) -> None:
         delays.append(seconds)
 
-    monkeypatch.setattr(commenda_client, "_sleep", fake_sleep)
+    monkeypatch.setattr(retrying, "sleep", fake_sleep)
     return delays
 
 

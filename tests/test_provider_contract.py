@@ -20,7 +20,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from certwidget import catalog
-from certwidget.providers import certcapture, commenda_client
+from certwidget.providers import retrying
 from certwidget.providers.base import (
     CertificateDraft,
     CertificateProvider,
@@ -279,8 +279,7 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     async def instant(seconds: float) -> None:
         return None
 
-    monkeypatch.setattr(certcapture, "_sleep", instant)
-    monkeypatch.setattr(commenda_client, "_sleep", instant)
+    monkeypatch.setattr(retrying, "sleep", instant)
     yield
 
 

@@ -23,6 +23,23 @@ class ProviderError(Exception):
         self.code = code
 
 
+class ApiError(ProviderError):
+    """An HTTP provider API's error: always with a machine ``code``; ``status`` is None when
+    no answer arrived. The provider clients' error hierarchies derive from it."""
+
+    def __init__(self, status: int | None, code: str, message: str) -> None:
+        super().__init__(message, status=status, code=code)
+        # Narrow the base class's optional code: an API error always has one.
+        self.code: str = code
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status}" if self.status is not None else "no response"
+        return f"{self.message} ({where}, {self.code})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status!r}, {self.code!r}, {self.message!r})"
+
+
 class ProviderUnavailable(ProviderError):
     """The provider could not be reached, timed out, or failed (5xx): worth retrying later."""
 

@@ -44,21 +44,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, NoReturn, Self, TypeVar
 
-import anyio
 import httpx
 
+from . import retrying
 from .base import (
+    ApiError,
     CertificateDraft,
     CertificateStatus,
     CustomerProfile,
     ProviderCertificate,
-    ProviderError,
     ProviderToken,
     ProviderUnavailable,
 )
@@ -106,25 +105,13 @@ logger = logging.getLogger(__name__)
 # -- errors -----------------------------------------------------------------------------------
 
 
-class CertCaptureError(ProviderError):
+class CertCaptureError(ApiError):
     """The CertCapture API answered with an error (or could not be used at all).
 
     ``status`` is the HTTP status (``None`` when no answer arrived), ``code`` the API's error code
     (from ``{"error": {"code", "message"}}``, or derived from the status when the body has none),
     ``message`` a human-readable explanation.
     """
-
-    def __init__(self, status: int | None, code: str, message: str) -> None:
-        super().__init__(message, status=status, code=code)
-        # Narrow the base class's optional code: a CertCaptureError always has one.
-        self.code: str = code
-
-    def __str__(self) -> str:
-        where = f"HTTP {self.status}" if self.status is not None else "no response"
-        return f"{self.message} ({where}, {self.code})"
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.status!r}, {self.code!r}, {self.message!r})"
 
 
 class BadRequest(CertCaptureError):
@@ -241,28 +228,8 @@ def _error_from_exception(exc: httpx.HTTPError, method: str, url: str) -> CertCa
     return CertCaptureError(None, "request_error", f"{method} {url} failed: {exc}")
 
 
-# Worth another attempt for an idempotent call. Not httpx.UnsupportedProtocol, ProxyError,
-# LocalProtocolError: those fail the same way every time.
-_TRANSIENT: Final = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
+# Retried on failure (see certwidget.providers.retrying); a POST only with an Idempotency-Key.
 _IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-
-# The longest single wait between attempts, whatever backoff and Retry-After say.
-_MAX_DELAY: Final = 30.0
-
-
-async def _sleep(seconds: float) -> None:
-    """Wait between attempts (a seam: tests replace it to record the delays)."""
-    await anyio.sleep(seconds)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # the HTTP-date form is rare for APIs; plain backoff is fine then
-    return seconds if seconds >= 0 else None
 
 
 _ModelT = TypeVar("_ModelT")
@@ -536,44 +503,17 @@ class CertCaptureClient:
         idempotent = method in _IDEMPOTENT_METHODS or idempotency_key is not None
         attempts = 1 + (self._retries if idempotent else 0)
 
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            try:
-                response = await self._http.request(
-                    method,
-                    path,
-                    params=params,
-                    json=json,
-                    files=files,
-                    headers=headers,
-                )
-            except _TRANSIENT as exc:
-                if last:
-                    raise _error_from_exception(exc, method, path) from exc
-                logger.warning("CertCapture %s %s: %r; retrying", method, path, exc)
-                await _sleep(self._delay(attempt))
-                continue
-            except httpx.HTTPError as exc:
-                raise _error_from_exception(exc, method, path) from exc
-
-            if response.is_success:
-                return response
-            if response.status_code >= 500 and not last:
-                logger.warning(
-                    "CertCapture %s %s: HTTP %d; retrying", method, path, response.status_code
-                )
-                await _sleep(self._delay(attempt, _retry_after(response)))
-                continue
-            raise error_from_response(response)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _delay(self, attempt: int, at_least: float | None = None) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random, so retries spread."""
-        ceiling = min(_MAX_DELAY, self._backoff * 2.0**attempt)
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-        if at_least is not None:
-            delay = max(delay, min(at_least, _MAX_DELAY))
-        return delay
+        return await retrying.send(
+            lambda: self._http.request(
+                method, path, params=params, json=json, files=files, headers=headers
+            ),
+            attempts=attempts,
+            backoff=self._backoff,
+            retry_status=lambda status: status >= 500,
+            label=f"CertCapture {method} {path}",
+            error_from_exception=lambda exc: _error_from_exception(exc, method, path),
+            error_from_response=error_from_response,
+        )
 
 
 def _authorization(username: str | None, password: str | None, token: str | None) -> str:

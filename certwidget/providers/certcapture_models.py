@@ -27,6 +27,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
+from .json_fields import ModelError
+from .json_fields import as_object as _object
+from .json_fields import compact as _compact
+from .json_fields import optional_bool as _bool
+from .json_fields import optional_float as _float
+from .json_fields import optional_int as _int
+from .json_fields import optional_list as _list
+from .json_fields import optional_str as _str
+from .json_fields import required_str as _required_str
+
 __all__ = [
     "Attachment",
     "AuthToken",
@@ -40,61 +50,7 @@ __all__ = [
 ]
 
 
-class ModelError(ValueError):
-    """A JSON body did not have the shape the API promises."""
-
-
 # -- small typed readers ----------------------------------------------------------------------
-
-
-def _object(data: object, what: str) -> Mapping[str, object]:
-    if not isinstance(data, Mapping):
-        raise ModelError(f"{what}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _str(d: Mapping[str, object], key: str) -> str | None:
-    value = d.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ModelError(f"{key}: expected a string, got {type(value).__name__}")
-    return value
-
-
-def _required_str(d: Mapping[str, object], key: str) -> str:
-    value = _str(d, key)
-    if value is None:
-        raise ModelError(f"{key}: missing")
-    return value
-
-
-def _int(d: Mapping[str, object], key: str) -> int | None:
-    value = d.get(key)
-    if value is None:
-        return None
-    # bool is an int in Python but not in JSON.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ModelError(f"{key}: expected an integer, got {type(value).__name__}")
-    return value
-
-
-def _float(d: Mapping[str, object], key: str) -> float | None:
-    value = d.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ModelError(f"{key}: expected a number, got {type(value).__name__}")
-    return float(value)
-
-
-def _bool(d: Mapping[str, object], key: str) -> bool | None:
-    value = d.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise ModelError(f"{key}: expected a boolean, got {type(value).__name__}")
-    return value
 
 
 def _date(d: Mapping[str, object], key: str) -> dt.date | None:
@@ -128,26 +84,12 @@ def _datetime(d: Mapping[str, object], key: str) -> dt.datetime | None:
         raise ModelError(f"{key}: {exc}") from None
 
 
-def _list(d: Mapping[str, object], key: str) -> list[object] | None:
-    value = d.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise ModelError(f"{key}: expected an array, got {type(value).__name__}")
-    return value
-
-
 def format_datetime(value: dt.datetime) -> str:
     """RFC 3339 text for a datetime; UTC is written with ``Z``, naive values are taken as UTC."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def _compact(pairs: Mapping[str, object]) -> dict[str, Any]:
-    """Leave out ``None`` values: an absent optional field is not sent as ``null``."""
-    return {key: value for key, value in pairs.items() if value is not None}
 
 
 # -- the models -----------------------------------------------------------------------------

@@ -42,15 +42,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, NoReturn, Self, TypeVar
 
-import anyio
 import httpx
 
-from .base import ProviderError, ProviderUnavailable
+from . import retrying
+from .base import ApiError, ProviderUnavailable
 from .certcapture_models import Attachment
 from .commenda_models import (
     CommendaCustomer,
@@ -86,23 +85,12 @@ logger = logging.getLogger(__name__)
 # -- errors -----------------------------------------------------------------------------------
 
 
-class CommendaError(ProviderError):
+class CommendaError(ApiError):
     """The Commenda API answered with an error (or could not be used at all).
 
     ``status`` is the HTTP status (``None`` when no answer arrived), ``code`` a machine code (the
     body's ``error``, snake_cased, or derived from the status), ``message`` the explanation.
     """
-
-    def __init__(self, status: int | None, code: str, message: str) -> None:
-        super().__init__(message, status=status, code=code)
-        self.code: str = code
-
-    def __str__(self) -> str:
-        where = f"HTTP {self.status}" if self.status is not None else "no response"
-        return f"{self.message} ({where}, {self.code})"
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.status!r}, {self.code!r}, {self.message!r})"
 
 
 class BadRequest(CommendaError):
@@ -230,25 +218,10 @@ def _error_from_exception(exc: httpx.HTTPError, method: str, url: str) -> Commen
     return CommendaError(None, "request_error", f"{method} {url} failed: {exc}")
 
 
-# Worth another attempt for an idempotent call; a bad URL or protocol fails the same way again.
-_TRANSIENT: Final = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+# Retried on failure (see certwidget.providers.retrying).
 # PATCH is not idempotent in general; here it only ever sets absolute values (file_id, status),
 # so sending it twice leaves the certificate as sending it once does.
 _IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
-_MAX_DELAY: Final = 30.0
-
-
-async def _sleep(seconds: float) -> None:
-    """Wait between attempts (a seam: tests replace it to record the delays)."""
-    await anyio.sleep(seconds)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        seconds = float(response.headers.get("retry-after", ""))
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 _ModelT = TypeVar("_ModelT")
@@ -455,36 +428,12 @@ class CommendaClient:
             headers["Accept"] = accept
         attempts = 1 + (self._retries if method in _IDEMPOTENT_METHODS else 0)
 
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            try:
-                response = await self._http.request(
-                    method, path, json=json, files=files, headers=headers
-                )
-            except _TRANSIENT as exc:
-                if last:
-                    raise _error_from_exception(exc, method, path) from exc
-                logger.warning("Commenda %s %s: %r; retrying", method, path, exc)
-                await _sleep(self._delay(attempt))
-                continue
-            except httpx.HTTPError as exc:
-                raise _error_from_exception(exc, method, path) from exc
-
-            if response.is_success:
-                return response
-            if (response.status_code >= 500 or response.status_code == 429) and not last:
-                logger.warning(
-                    "Commenda %s %s: HTTP %d; retrying", method, path, response.status_code
-                )
-                await _sleep(self._delay(attempt, _retry_after(response)))
-                continue
-            raise error_from_response(response)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _delay(self, attempt: int, at_least: float | None = None) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random, so retries spread."""
-        ceiling = min(_MAX_DELAY, self._backoff * 2.0**attempt)
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-        if at_least is not None:
-            delay = max(delay, min(at_least, _MAX_DELAY))
-        return delay
+        return await retrying.send(
+            lambda: self._http.request(method, path, json=json, files=files, headers=headers),
+            attempts=attempts,
+            backoff=self._backoff,
+            retry_status=lambda status: status >= 500 or status == 429,
+            label=f"Commenda {method} {path}",
+            error_from_exception=lambda exc: _error_from_exception(exc, method, path),
+            error_from_response=error_from_response,
+        )

@@ -24,7 +24,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Self
 
-from .certcapture_models import ModelError
+from .json_fields import ModelError, required_str
+from .json_fields import as_object as _object
+from .json_fields import compact as _compact
+from .json_fields import optional_str as _str
+
+
+def _required_str(d: Mapping[str, object], key: str) -> str:
+    # Commenda ids and codes are never empty: an empty one is as missing as an absent one.
+    return required_str(d, key, allow_empty=False)
+
 
 __all__ = [
     "COUNTRY_US",
@@ -59,28 +68,6 @@ COUNTRY_US: Final = "US"
 
 
 # -- small typed readers ----------------------------------------------------------------------
-
-
-def _object(data: object, what: str) -> Mapping[str, object]:
-    if not isinstance(data, Mapping):
-        raise ModelError(f"{what}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _str(d: Mapping[str, object], key: str) -> str | None:
-    value = d.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ModelError(f"{key}: expected a string, got {type(value).__name__}")
-    return value
-
-
-def _required_str(d: Mapping[str, object], key: str) -> str:
-    value = _str(d, key)
-    if not value:
-        raise ModelError(f"{key}: missing")
-    return value
 
 
 def _unix(d: Mapping[str, object], key: str) -> dt.datetime | None:
@@ -122,11 +109,6 @@ def _date(d: Mapping[str, object], key: str) -> dt.date | None:
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.UTC)
     return moment.date()
-
-
-def _compact(pairs: Mapping[str, object]) -> dict[str, Any]:
-    """Leave out ``None`` values: an absent optional field is not sent as ``null``."""
-    return {key: value for key, value in pairs.items() if value is not None}
 
 
 def unwrap(body: object) -> Mapping[str, object]:
