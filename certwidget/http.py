@@ -36,13 +36,16 @@ class HTTPProblem(Exception):
         return JSONResponse(
             {"error": error},
             status_code=self.status,
-            headers={"Cache-Control": "no-store", **(self.headers or {})},
+            headers={**_JSON_HEADERS, **(self.headers or {})},
         )
+
+
+_JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def json_response(content: Any, status: int = 200) -> JSONResponse:
     # Widget answers are per buyer: never let a shared cache keep them.
-    return JSONResponse(content, status_code=status, headers={"Cache-Control": "no-store"})
+    return JSONResponse(content, status_code=status, headers=_JSON_HEADERS)
 
 
 async def read_body(request: Request, *, limit: int) -> bytes:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Literal, Protocol, Self, runtime_checkable
 
 CertificateStatus = Literal["Active", "Pending", "Expired", "Revoked"]
 
@@ -98,6 +99,24 @@ class ProviderCertificate:
     expiration_date: dt.date | None = None
     customer_code: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+class AsyncClosing:
+    """``async with`` for anything with ``aclose()``: clients and providers alike."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 @runtime_checkable

@@ -46,14 +46,14 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from types import TracebackType
-from typing import Any, Final, NoReturn, Self, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import httpx
 
 from . import retrying
 from .base import (
     ApiError,
+    AsyncClosing,
     CertificateDraft,
     CertificateStatus,
     CustomerProfile,
@@ -238,7 +238,7 @@ _ModelT = TypeVar("_ModelT")
 # -- the client -------------------------------------------------------------------------------
 
 
-class CertCaptureClient:
+class CertCaptureClient(AsyncClosing):
     """An async client for the CertCapture API: one pooled connection set, one method per operation.
 
     Authenticate with exactly one of ``username`` + ``password`` (HTTP Basic) or ``token``
@@ -325,17 +325,6 @@ class CertCaptureClient:
         """Close the connection pool (a client from :meth:`with_token` leaves it to its parent)."""
         if self._owns_http:
             await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- certificates ------------------------------------------------------------------------
 
@@ -582,7 +571,7 @@ _STATUSES: Final[Mapping[str, CertificateStatus]] = {
 }
 
 
-class CertCaptureProvider:
+class CertCaptureProvider(AsyncClosing):
     """:class:`~certwidget.providers.base.CertificateProvider` backed by a CertCapture API.
 
     Give it the server and Basic credentials, and it makes (and closes) its own client::
@@ -699,17 +688,6 @@ class CertCaptureProvider:
         """Close the client, if this provider made it."""
         if self._owns_client:
             await self.client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _customer_key(code: str) -> str:

@@ -21,13 +21,13 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import httpx
 
 from .. import catalog
 from .base import (
+    AsyncClosing,
     CertificateDraft,
     CertificateStatus,
     CustomerProfile,
@@ -211,7 +211,7 @@ def commenda_customer_id(customer_code: str) -> str:
 _FILE_CACHE: Final = 64
 
 
-class CommendaProvider:
+class CommendaProvider(AsyncClosing):
     """:class:`~certwidget.providers.base.CertificateProvider` backed by the Commenda API.
 
     ::
@@ -390,17 +390,6 @@ class CommendaProvider:
         """Close the client, if this provider made it."""
         if self._owns_client:
             await self.client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _certificate_type(reason: str) -> str:

@@ -43,13 +43,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, Final, NoReturn, Self, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import httpx
 
 from . import retrying
-from .base import ApiError, ProviderUnavailable
+from .base import ApiError, AsyncClosing, ProviderUnavailable
 from .certcapture_models import Attachment
 from .commenda_models import (
     CommendaCustomer,
@@ -251,7 +250,7 @@ def _malformed(response: httpx.Response, detail: str) -> NoReturn:
 # -- the client -------------------------------------------------------------------------------
 
 
-class CommendaClient:
+class CommendaClient(AsyncClosing):
     """An async client for the Commenda API: Bearer auth, one pooled connection set.
 
     ``base_url`` includes the version prefix (``https://<host>/api/v1``). ``timeout`` is seconds
@@ -306,17 +305,6 @@ class CommendaClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- customers ---------------------------------------------------------------------------
 
