@@ -1,9 +1,12 @@
 """Streaming HTML injection: a `send` wrapper that adds the widget to an HTML page as it passes.
 
 The middleware wraps one response's `send` in an `HtmlInjector`; the app never knows. Bodies are
-never buffered whole: the injector holds back only an unfinished tag at a chunk boundary (so a
-split `</body>` or `<div data-certwidget>` is still seen) and the short tail after the last
-`</body>` seen so far (so the widget lands before the *last* one).
+never buffered whole: the injector holds back only the last kilobyte it has seen (where a page's
+closing `</body>` is, so the widget can go before it) and an unfinished tag at a chunk boundary
+(so a split `<div data-certwidget ...>` is still seen whole).
+
+Per body message the work is one reverse search for `data-certwidget` and a copy of the held
+kilobyte; `</body>` is looked for once, in the page's last kilobyte, when the body ends.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ DEFAULT_MOUNT_HTML = b"<div data-certwidget></div>"
 # An unfinished tag at a chunk boundary is held back so a marker split across chunks is still
 # found; a "tag" longer than this is not one we care about, so we stop holding it.
 MAX_TAG_HOLD = 8 * 1024
-# Bytes held after a `</body>` candidate waiting to see whether a later one supersedes it. Pages
-# normally end with `</body></html>` a few bytes later; past this we inject at the candidate
-# rather than delay (or buffer) an odd page that keeps streaming after its `</body>`.
-MAX_AFTER_BODY_HOLD = 64 * 1024
+# The widget goes before the last `</body>` in the page's last this-many bytes, where pages close
+# their body (`</body></html>`, perhaps a comment). A page that streams more than this after its
+# `</body>` gets the widget at its very end, which browsers parse into the body all the same;
+# searching every chunk for `</body>` instead would cost more than the rest of the injector.
+BODY_CLOSE_WINDOW = 1024
 
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # Statuses whose body is absent (1xx, 204, 205, 304) or a byte range of the app's representation
@@ -94,8 +98,9 @@ class HtmlInjector:
 
     Where: right after the opening tag of the first element carrying a `data-certwidget`
     attribute, spelt in lowercase as documented (inside it; no `mount_html` then); else before
-    the last `</body>` (`</body>`, `</BODY>`, `</Body>`); else at the end of the body, which
-    browsers also parse into the body. Snippets must be ASCII (use
+    the last `</body>` (`</body>`, `</BODY>`, `</Body>`) in the page's last
+    `BODY_CLOSE_WINDOW` bytes; else at the end of the page, which browsers also parse into the
+    body. Snippets must be ASCII (use
     `json.dumps(..., ensure_ascii=True)`), since they are spliced into bytes of any
     ASCII-compatible charset.
 
@@ -139,10 +144,12 @@ class HtmlInjector:
         # Once True every message goes straight through: not HTML, or already injected.
         self._passthrough = method.upper() == "HEAD"
         self._start: Message | None = None  # held until the first body message
+        # The start's headers as they will be sent: no Content-Length, a weak ETag.
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._declared_length = False
         self._csp: list[str] = []
-        self._pending = bytearray()  # received, not yet sent
+        self._pending = b""  # received, not yet sent: the last window, or an unfinished tag
         self._scan = 0  # offset in _pending where the next marker search starts
-        self._body_at = -1  # offset in _pending of the last `</body` candidate, -1 if none
 
     async def __call__(self, message: Message) -> None:
         if self._passthrough:
@@ -172,44 +179,45 @@ class HtmlInjector:
 
     async def _on_start(self, message: Message) -> None:
         status: int = message["status"]
-        raw_headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
+        headers = self._headers
         content_type = content_encoding = b""
-        for name, value in raw_headers:
+        for name, value in message.get("headers", ()):
             lowered = name.lower()
             if lowered == b"content-type":
                 content_type = value
+            elif lowered == b"content-length":
+                self._declared_length = True
+                continue  # the injected body's length is another; set again if known at once
             elif lowered == b"content-encoding":
                 content_encoding = value
             elif lowered == b"content-security-policy":
                 self._csp.append(value.decode("latin-1"))
+            elif lowered == b"etag":
+                value = _weak_etag(value)
+            headers.append((name, value))
         if (
             status < 200
             or status in _NO_INJECT_STATUSES
-            or not _is_injectable_type(content_type.decode("latin-1"))
+            or not _is_injectable_content_type(content_type)
             or _is_encoded(content_encoding)
         ):
             self._passthrough = True
             await self._send(message)
             return
-        self._start = {**message, "headers": raw_headers}
+        self._start = message
 
     async def _on_first_body(self, message: Message) -> None:
         start, self._start = self._start, None
         assert start is not None
         body = message.get("body", b"")
         more_body = message.get("more_body", False)
-        headers = [
-            (name, _weak_etag(value) if name.lower() == b"etag" else value)
-            for name, value in start["headers"]
-            if name.lower() != b"content-length"
-        ]
-        declared_length = len(headers) != len(start["headers"])
+        headers = self._headers
         if more_body:
             # The final length is unknown until the end: no Content-Length, the server chunks.
             out = self._feed(body, final=False)
         else:
             out = self._feed(body, final=True)
-            if declared_length:
+            if self._declared_length:
                 headers.append((b"content-length", str(len(out)).encode("latin-1")))
         await self._send({**start, "headers": headers})
         if out or not more_body:
@@ -218,18 +226,15 @@ class HtmlInjector:
     def _feed(self, data: bytes, *, final: bool) -> bytes:
         """Take the next body bytes; return what may be sent now (injected, if it is time)."""
         pending = self._pending
-        # Fast path: nothing held from earlier, so search the app's bytes in place, no copy.
-        buf: bytes | bytearray
-        if pending:
-            pending += data
-            buf = pending
-        else:
-            buf = data
+        # Usually nothing is held but the last window: one small copy, or none at all.
+        buf = pending + data if pending else data
         size = len(buf)
         scan = self._scan
         hold = size
 
-        hit = buf.find(_ATTR_NAME, scan)
+        # A reverse search settles the usual case (no placeholder) in half the time of a forward
+        # one; only when there is a hit do we look for the first one.
+        hit = buf.find(_ATTR_NAME, scan) if buf.rfind(_ATTR_NAME, scan) != -1 else -1
         while hit != -1:
             tag_start = buf.rfind(b"<", max(0, hit - MAX_TAG_HOLD), hit)
             if tag_start != -1:
@@ -242,39 +247,28 @@ class HtmlInjector:
                     break
             hit = buf.find(_ATTR_NAME, hit + 1)
 
-        body_at = _rfind_body_close(buf, max(scan, self._body_at + 1), size, final=final)
-        if body_at != -1:
-            self._body_at = body_at
         if final:
-            at = self._body_at if self._body_at != -1 else size
-            return self._inject(buf, at, mount=True)
-        if self._body_at != -1:
-            if size - self._body_at > MAX_AFTER_BODY_HOLD:
-                return self._inject(buf, self._body_at, mount=True)
-            hold = min(hold, self._body_at)
-        hold = min(hold, _open_tag_start(buf))
+            at = _rfind_body_close(buf, max(0, size - BODY_CLOSE_WINDOW), size, final=True)
+            return self._inject(buf, size if at == -1 else at, mount=True)
+        # The last window stays until the next message (a `</body>` in it is where the widget
+        # goes if the page ends there), and so does an unfinished tag that starts before it.
+        window_start = max(0, size - BODY_CLOSE_WINDOW)
+        hold = min(hold, _open_tag_start(buf, window_start))
 
-        if buf is pending:
-            with memoryview(pending) as view:
-                out = bytes(view[:hold])
-            del pending[:hold]
-        else:
-            out = data if hold == size else data[:hold]
-            pending += data[hold:]
-        if self._body_at != -1:
-            self._body_at -= hold
-        rescan_from = max(0, len(pending) - _RESCAN)
+        out = data if hold == size and buf is data else buf[:hold]
+        self._pending = buf[hold:]
+        rescan_from = max(0, size - hold - _RESCAN)
         # An unfinished candidate tag must be searched again from its `data-certwidget`.
         self._scan = min(rescan_from, hit - hold) if hit != -1 else rescan_from
         return out
 
-    def _inject(self, buf: bytes | bytearray, at: int, *, mount: bool) -> bytes:
+    def _inject(self, buf: bytes, at: int, *, mount: bool) -> bytes:
         self._passthrough = True
         snippet = self._snippet(mount=mount)
         # join over memoryviews copies each byte once; slicing then `+` copies the body twice.
         with memoryview(buf) as view:
             out = b"".join((view[:at], snippet, view[at:]))
-        self._pending = bytearray()
+        self._pending = b""
         return out
 
     def _snippet(self, *, mount: bool) -> bytes:
@@ -334,6 +328,12 @@ def csp_nonce(policies: Iterable[str]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _is_injectable_content_type(content_type: bytes) -> bool:
+    # Shops send a handful of distinct values; parsing each once keeps it off every page.
+    return _is_injectable_type(content_type.decode("latin-1"))
+
+
 def _is_injectable_type(content_type: str) -> bool:
     media_type, _, parameters = content_type.partition(";")
     if media_type.strip().lower() not in _HTML_TYPES:
@@ -372,7 +372,7 @@ def _is_encoded(content_encoding: bytes, *, warn: bool = True) -> bool:
     return True
 
 
-def _rfind_body_close(buf: bytes | bytearray, start: int, end: int, *, final: bool) -> int:
+def _rfind_body_close(buf: bytes, start: int, end: int, *, final: bool) -> int:
     """Offset of the last `</body` in buf[start:end], in any case but `</bODY`-like ones, or -1.
 
     Lowercasing the window would cost more than the searches together, so search the two
@@ -395,27 +395,28 @@ def _rfind_body_close(buf: bytes | bytearray, start: int, end: int, *, final: bo
     return exact
 
 
-def _ends_tag_name(buf: bytes | bytearray, at: int, end: int, final: bool) -> bool:
+def _ends_tag_name(buf: bytes, at: int, end: int, final: bool) -> bool:
     """Whether a tag name ends at `at`; at the end of the window only the last chunk can say."""
     return buf[at] in _TAG_DELIMITERS if at < end else final
 
 
-def _open_tag_start(buf: bytes | bytearray) -> int:
-    """Where an unfinished tag at the end of buf starts (len(buf) if there is none).
+def _open_tag_start(buf: bytes, before: int) -> int:
+    """Where an unfinished tag at the end of buf starts, if before `before`; else `before`.
 
-    Only `<` followed by a letter or `/` can start one of our markers; `a < b` in a script or a
-    comment is text and is not held.
+    Bytes from `before` on are held anyway, so a tag starting there needs no check. Only `<`
+    followed by a letter or `/` can start one of our markers; `a < b` in a script or a comment
+    is text and is not held.
     """
     size = len(buf)
     tag_start = buf.rfind(b"<", max(0, size - MAX_TAG_HOLD))
-    if tag_start == -1:
-        return size
+    if tag_start == -1 or tag_start >= before:
+        return before
     if tag_start + 1 < size and buf[tag_start + 1] not in _TAG_START:
-        return size
-    return tag_start if _is_open_tag(buf, tag_start) else size
+        return before
+    return tag_start if _is_open_tag(buf, tag_start) else before
 
 
-def _is_open_tag(buf: bytes | bytearray, tag_start: int) -> bool:
+def _is_open_tag(buf: bytes, tag_start: int) -> bool:
     limit = tag_start + MAX_TAG_HOLD
     tag_end = buf.find(b">", tag_start, limit)
     if tag_end == -1:

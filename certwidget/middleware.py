@@ -43,6 +43,15 @@ InjectRule = Sequence[str] | Callable[[HTTPConnection], bool]
 LOCALES = ("en", "es")
 
 
+def _literal_prefixes(patterns: Sequence[str]) -> tuple[str, ...]:
+    """What every path an inject glob matches starts with: one C call rules most paths out."""
+    prefixes = []
+    for pattern in patterns:
+        cut = min((pattern.find(ch) for ch in "*?[" if ch in pattern), default=len(pattern))
+        prefixes.append(pattern[:cut] if cut < len(pattern) else pattern.rstrip("/") or "/")
+    return tuple(prefixes)
+
+
 def _compile_paths(patterns: Sequence[str]) -> re.Pattern[str]:
     """One regex for all inject globs; a plain path also covers the paths below it."""
     parts = []
@@ -139,6 +148,7 @@ class CertWidgetMiddleware:
             raise TypeError(
                 "allowed_origins must be a list of origins, e.g. ['https://shop.example']"
             )
+        self._inject_prefixes: tuple[str, ...] = ()
         if callable(inject):
             self._inject_paths: re.Pattern[str] | None = None
             self._inject_predicate: Callable[[HTTPConnection], bool] | None = inject
@@ -147,6 +157,7 @@ class CertWidgetMiddleware:
         else:
             self._inject_paths = _compile_paths(list(inject)) if inject else None
             self._inject_predicate = None
+            self._inject_prefixes = _literal_prefixes(list(inject))
         if provider is not None and not isinstance(provider, CertificateProvider):
             raise TypeError(
                 "provider must implement certwidget.providers.CertificateProvider "
@@ -207,7 +218,11 @@ class CertWidgetMiddleware:
 
     def _should_inject(self, scope: Scope, path: str) -> bool:
         if self._inject_paths is not None:
-            return self._inject_paths.match(path) is not None
+            # Most requests are not for a checkout page: a prefix test settles them.
+            return (
+                path.startswith(self._inject_prefixes)
+                and self._inject_paths.match(path) is not None
+            )
         if self._inject_predicate is not None:
             return bool(self._inject_predicate(HTTPConnection(scope)))
         return False

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwidget import injection
 from certwidget.injection import (
-    MAX_AFTER_BODY_HOLD,
+    BODY_CLOSE_WINDOW,
     MAX_TAG_HOLD,
     HtmlInjector,
     csp_nonce,
@@ -221,31 +221,54 @@ async def test_injects_exactly_once() -> None:
 
 
 @pytest.mark.anyio
-async def test_streams_holding_back_no_more_than_an_unfinished_tag() -> None:
+async def test_streams_holding_back_no_more_than_the_last_window() -> None:
     injector, sent = await started_injector()
     chunk = b"<p class='row'>" + b"x" * 4000 + b"</p><p cla"  # always ends mid-tag
     received = 0
     for _ in range(50):
         await injector({"type": "http.response.body", "body": chunk, "more_body": True})
         received += len(chunk)
-        assert received - sum(len(m.get("body", b"")) for m in sent[1:]) <= 10
+        held = received - sum(len(m.get("body", b"")) for m in sent[1:])
+        assert held == BODY_CLOSE_WINDOW
     await injector({"type": "http.response.body", "body": b"ss=x></p></body>", "more_body": False})
     body = b"".join(m["body"] for m in sent[1:])
     assert body.endswith(b"<p class=x></p>" + AT_BODY + b"</body>")
+    assert len(body) == received + len(b"ss=x></p></body>") + len(AT_BODY)
 
 
 @pytest.mark.anyio
-async def test_a_long_tail_after_body_close_is_not_held_past_the_cap() -> None:
+async def test_an_unfinished_tag_reaching_back_past_the_window_is_held_whole() -> None:
+    injector, sent = await started_injector()
+    opening = b"<p>text</p><div title='" + b"t" * (2 * BODY_CLOSE_WINDOW)
+    await injector({"type": "http.response.body", "body": opening, "more_body": True})
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == b"<p>text</p>"
+    await injector({"type": "http.response.body", "body": b"' data-certwidget>", "more_body": True})
+    await injector({"type": "http.response.body", "body": b"</div></body>", "more_body": False})
+    body = b"".join(m["body"] for m in sent[1:])
+    assert body == opening + b"' data-certwidget>" + HEAD + b"</div></body>"
+
+
+@pytest.mark.anyio
+async def test_a_long_tail_after_body_close_puts_the_widget_at_the_end() -> None:
     injector, sent = await started_injector()
     await injector({"type": "http.response.body", "body": b"<body>a</body>", "more_body": True})
-    tail = b"<!-- analytics -->" * 1000
-    for _ in range(MAX_AFTER_BODY_HOLD // len(tail) + 2):
-        await injector({"type": "http.response.body", "body": tail, "more_body": True})
-    # Injected at the held candidate once the cap passed, before the stream ended.
+    tail = b"<!-- analytics -->" * 100
+    assert len(tail) > BODY_CLOSE_WINDOW
+    await injector({"type": "http.response.body", "body": tail, "more_body": True})
+    # Nothing waits for the end of the page: all but the last window is already sent.
+    assert sum(len(m.get("body", b"")) for m in sent[1:]) == 14 + len(tail) - BODY_CLOSE_WINDOW
+    await injector({"type": "http.response.body", "body": b"</html>", "more_body": False})
     body = b"".join(m["body"] for m in sent[1:])
-    assert body.startswith(b"<body>a" + AT_BODY + b"</body>" + tail)
-    await injector({"type": "http.response.body", "body": b"</body>", "more_body": False})
-    assert b"".join(m["body"] for m in sent[1:]).count(HEAD) == 1
+    assert body == b"<body>a</body>" + tail + b"</html>" + AT_BODY
+
+
+@pytest.mark.anyio
+async def test_a_body_close_in_the_last_window_is_found_however_the_page_is_split() -> None:
+    page = b"<body>" + b"<p>row</p>" * 300 + b"</body>\n<!-- " + b"c" * 900 + b" -->\n</html>"
+    expected = page.replace(b"</body>", AT_BODY + b"</body>")
+    for size in (1, 7, 100, 1000, 1023, 1024, 1025, 4096, len(page)):
+        chunks = [page[at : at + size] for at in range(0, len(page), size)]
+        assert (await drive(chunks))[1] == expected, size
 
 
 @pytest.mark.anyio
