@@ -190,6 +190,10 @@ class CertWidgetMiddleware:
         )
         self._prefix = prefix
         self._prefix_slash = prefix + "/"
+        # Every path this middleware may act on starts with one of these (a predicate sees all).
+        self._claimed_prefixes = (
+            ("",) if self._inject_predicate is not None else (prefix, *self._inject_prefixes)
+        )
         assets = Assets()
         self._endpoints = Endpoints(self.runtime, assets)
         self._snippet = SnippetRenderer(
@@ -202,13 +206,15 @@ class CertWidgetMiddleware:
         if scope_type == "http":
             scope[SCOPE_KEY] = self.runtime
             path: str = scope["path"]
-            if path.startswith(self._prefix_slash) or path == self._prefix:
-                self.runtime.ensure_started()
-                await self._endpoints(scope, receive, send)
-                return
-            if self._should_inject(scope, path):
-                await self._inject(scope, receive, send)
-                return
+            # One C call settles the usual request: neither ours nor a page that gets the widget.
+            if path.startswith(self._claimed_prefixes):
+                if path.startswith(self._prefix_slash) or path == self._prefix:
+                    self.runtime.ensure_started()
+                    await self._endpoints(scope, receive, send)
+                    return
+                if self._should_inject(scope, path):
+                    await self._inject(scope, receive, send)
+                    return
         elif scope_type == "lifespan":
             await self.app(scope, self._lifespan_receive(receive), send)
             return
@@ -218,11 +224,7 @@ class CertWidgetMiddleware:
 
     def _should_inject(self, scope: Scope, path: str) -> bool:
         if self._inject_paths is not None:
-            # Most requests are not for a checkout page: a prefix test settles them.
-            return (
-                path.startswith(self._inject_prefixes)
-                and self._inject_paths.match(path) is not None
-            )
+            return self._inject_paths.match(path) is not None
         if self._inject_predicate is not None:
             return bool(self._inject_predicate(HTTPConnection(scope)))
         return False
