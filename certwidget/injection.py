@@ -156,17 +156,18 @@ class HtmlInjector:
             await self._send(message)
             return
         message_type = message["type"]
-        if message_type == "http.response.start":
-            await self._on_start(message)
-        elif message_type == "http.response.body" and self._start is not None:
-            await self._on_first_body(message)
-        elif message_type == "http.response.body":
+        if message_type == "http.response.body" and self._start is None:
+            # The streaming case, once per chunk: first, and as little work as can be.
             more_body = message.get("more_body", False)
             body = self._feed(message.get("body", b""), final=not more_body)
             if body or not more_body:
                 await self._send(
                     {"type": "http.response.body", "body": body, "more_body": more_body}
                 )
+        elif message_type == "http.response.start":
+            await self._on_start(message)
+        elif message_type == "http.response.body":
+            await self._on_first_body(message)
         elif message_type == "http.response.pathsend" and self._start is not None:
             # The server sends the file itself; we never see its bytes, so leave it as it is.
             self._passthrough = True
@@ -252,8 +253,12 @@ class HtmlInjector:
             return self._inject(buf, size if at == -1 else at, mount=True)
         # The last window stays until the next message (a `</body>` in it is where the widget
         # goes if the page ends there), and so does an unfinished tag that starts before it.
-        window_start = max(0, size - BODY_CLOSE_WINDOW)
-        hold = min(hold, _open_tag_start(buf, window_start))
+        window_start = size - BODY_CLOSE_WINDOW
+        if window_start < hold:
+            window_start = max(0, window_start)
+            # A `<` in the window (nearly always, in HTML) means no tag before it is still open.
+            has_tag = buf.find(b"<", window_start) != -1
+            hold = window_start if has_tag else _open_tag_start(buf, window_start)
 
         out = data if hold == size and buf is data else buf[:hold]
         self._pending = buf[hold:]
