@@ -81,6 +81,7 @@ class Deliverer:
         self._concurrency = concurrency
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._on_delivered = on_delivered
         #: Rows this process has leased and not yet settled: released on shutdown so another
         #: process (or this one, restarted) need not wait for the lease to run out.
@@ -98,6 +99,7 @@ class Deliverer:
     def start(self) -> None:
         """Start the background loop (idempotent); needs a running event loop."""
         if not self.running:
+            self._stopping = False
             warm_renderer()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="certwidget-delivery"
@@ -110,6 +112,10 @@ class Deliverer:
         """Stop delivering; attempts in flight are cancelled and their rows released."""
         tasks = [task for task in (self._task, *self._spawned) if task is not None]
         self._task = None
+        # Besides the cancellation: a cancel that lands while a blocking call runs in a thread
+        # can be absorbed by anyio's shielding, and the loop must still end.
+        self._stopping = True
+        self.wake()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -129,32 +135,63 @@ class Deliverer:
     async def deliver_now(self, submission_id: str) -> Submission | None:
         """Try to deliver one submission at once; answers its row afterwards (None if unknown).
 
-        Used right after intake so most buyers get a provider reference in the same response.
+        Used right after intake (when ``deliver_wait`` is set) so most buyers get a provider
+        reference in the same response. The row is leased only once a slot is free: a leased row
+        waiting for a slot would burn its lease and could be claimed twice.
         """
-        submission = await to_thread.run_sync(
-            lambda: self._outbox.claim(submission_id, lease_seconds=self._lease)
-        )
-        if submission is not None:
-            self._claimed[submission.id] = asyncio.Event()
-            await self._attempt(submission)
-        elif (running := self._claimed.get(submission_id)) is not None:
+        async with self._slots:
+            try:
+                submission = await to_thread.run_sync(
+                    lambda: self._outbox.claim(submission_id, lease_seconds=self._lease)
+                )
+                if submission is not None:
+                    self._claimed[submission.id] = asyncio.Event()
+                    await self._attempt(submission)
+            finally:
+                self.wake()  # a slot is free again
+        if submission is None and (running := self._claimed.get(submission_id)) is not None:
             await running.wait()  # the background loop got there first
         return await to_thread.run_sync(self._outbox.get, submission_id)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
+            # Cleared before looking, so a wake() while we look is not lost.
+            self._wake.clear()
+            due_in: float | None = None
             try:
-                # Lease no more rows than can be worked on now: a leased row waiting for a slot
+                # Lease no more rows than there are free slots: a leased row waiting for a slot
                 # would burn its lease and could be claimed twice.
-                free = max(1, self._concurrency - len(self._claimed))
-                batch = await to_thread.run_sync(
-                    functools.partial(self._outbox.claim_due, limit=free, lease_seconds=self._lease)
-                )
-                self._claimed.update((row.id, asyncio.Event()) for row in batch)
+                free = 0
+                while free < self._concurrency and not self._slots.locked():
+                    await self._slots.acquire()
+                    free += 1
+                batch: list[Submission] = []
+                try:
+                    if free:
+                        batch = await to_thread.run_sync(
+                            functools.partial(
+                                self._outbox.claim_due, limit=free, lease_seconds=self._lease
+                            )
+                        )
+                finally:
+                    for _ in range(free - len(batch)):
+                        self._slots.release()
+                if batch and self._stopping:
+                    # Stopped meanwhile: hand the rows back instead of starting on them.
+                    for _ in batch:
+                        self._slots.release()
+                    await to_thread.run_sync(self._outbox.release, [row.id for row in batch])
+                    return
+                for row in batch:
+                    self._claimed[row.id] = asyncio.Event()
+                    task = asyncio.get_running_loop().create_task(self._attempt_in_slot(row))
+                    self._spawned.add(task)
+                    task.add_done_callback(self._spawned.discard)
                 if batch:
-                    await asyncio.gather(*(self._attempt(row) for row in batch))
-                    continue
-                due_in = await to_thread.run_sync(self._outbox.next_due_in)
+                    continue  # more may be due, and more slots may be free
+                if free:
+                    due_in = await to_thread.run_sync(self._outbox.next_due_in)
+                # else: every slot is busy, and the attempt that frees one wakes us.
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -162,10 +199,17 @@ class Deliverer:
                 # a dead loop would silently stop all deliveries.
                 logger.exception("certwidget delivery loop error; retrying in 5 s")
                 due_in = 5.0
-            self._wake.clear()
             timeout = 60.0 if due_in is None else min(max(due_in, 0.05), 60.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _attempt_in_slot(self, submission: Submission) -> None:
+        """One attempt in a slot the loop acquired for it; frees the slot after."""
+        try:
+            await self._attempt(submission)
+        finally:
+            self._slots.release()
+            self.wake()
 
     def _backoff(self, attempts: int) -> float:
         delay = min(self._max_delay, self._base_delay * float(2 ** min(attempts, 20)))
@@ -181,65 +225,65 @@ class Deliverer:
             )
 
     async def _attempt(self, submission: Submission) -> None:
-        async with self._slots:
-            heartbeat = asyncio.ensure_future(self._keep_lease(submission.id))
+        """Deliver a row this process has leased, in a slot the caller holds."""
+        heartbeat = asyncio.ensure_future(self._keep_lease(submission.id))
+        try:
             try:
-                try:
-                    progress = await self._deliver(submission)
-                except ProviderUnavailable as exc:
-                    delay = self._backoff(submission.attempts)
-                    logger.warning(
-                        "certwidget: provider unavailable delivering %s (attempt %d), "
-                        "retry in %.1fs: %s",
+                progress = await self._deliver(submission)
+            except ProviderUnavailable as exc:
+                delay = self._backoff(submission.attempts)
+                logger.warning(
+                    "certwidget: provider unavailable delivering %s (attempt %d), "
+                    "retry in %.1fs: %s",
+                    submission.id,
+                    submission.attempts + 1,
+                    delay,
+                    exc,
+                )
+                await self._retry_later(submission, str(exc), delay)
+            except ProviderError as exc:
+                if exc.status in (401, 403):
+                    # Our credentials, not the buyer's certificate, are wrong: a shop fixes
+                    # (or rotates) them, so keep the submission queued instead of failing it.
+                    logger.error(
+                        "certwidget: the provider refused our credentials (%s) delivering %s: "
+                        "%s; will retry",
+                        exc.status,
                         submission.id,
-                        submission.attempts + 1,
-                        delay,
-                        exc,
+                        exc.message,
                     )
-                    await self._retry_later(submission, str(exc), delay)
-                except ProviderError as exc:
-                    if exc.status in (401, 403):
-                        # Our credentials, not the buyer's certificate, are wrong: a shop fixes
-                        # (or rotates) them, so keep the submission queued instead of failing it.
-                        logger.error(
-                            "certwidget: the provider refused our credentials (%s) delivering %s: "
-                            "%s; will retry",
-                            exc.status,
-                            submission.id,
-                            exc.message,
-                        )
-                        await self._retry_later(
-                            submission, exc.message, self._backoff(submission.attempts)
-                        )
-                    else:
-                        logger.error(
-                            "certwidget: provider refused submission %s: %s",
-                            submission.id,
-                            exc.message,
-                        )
-                        await self._give_up(submission, exc.message)
-                except Exception as exc:
-                    # Our own bug or an unexpected answer: keep the row and retry later rather
-                    # than lose an acknowledged certificate.
-                    logger.exception("certwidget: unexpected error delivering %s", submission.id)
                     await self._retry_later(
-                        submission,
-                        f"{type(exc).__name__}: {exc}",
-                        self._backoff(submission.attempts),
+                        submission, exc.message, self._backoff(submission.attempts)
                     )
                 else:
-                    await to_thread.run_sync(
-                        lambda: self._outbox.mark_delivered(submission.id, progress)
+                    logger.error(
+                        "certwidget: provider refused submission %s: %s",
+                        submission.id,
+                        exc.message,
                     )
-                    submission.state = "delivered"
-                    submission.progress = progress
-                    if self._on_delivered is not None:
-                        self._on_delivered(submission)
-            finally:
-                heartbeat.cancel()
-            settled = self._claimed.pop(submission.id, None)
-            if settled is not None:
-                settled.set()
+                    await self._give_up(submission, exc.message)
+            except Exception as exc:
+                # Our own bug or an unexpected answer: keep the row and retry later rather
+                # than lose an acknowledged certificate.
+                logger.exception("certwidget: unexpected error delivering %s", submission.id)
+                await self._retry_later(
+                    submission,
+                    f"{type(exc).__name__}: {exc}",
+                    self._backoff(submission.attempts),
+                )
+            else:
+                await to_thread.run_sync(
+                    lambda: self._outbox.mark_delivered(submission.id, progress)
+                )
+                submission.state = "delivered"
+                submission.progress = progress
+                if self._on_delivered is not None:
+                    self._on_delivered(submission)
+        finally:
+            heartbeat.cancel()
+        settled = self._claimed.pop(submission.id, None)
+        if settled is not None:
+            settled.set()
 
     async def _render(self, submission: Submission) -> None:
         """Make the filled certificate's PDF from the stored fields and keep it in the row."""

@@ -1,9 +1,10 @@
 """Intake: ``POST {prefix}/certificates`` validated, stored durably, then delivered.
 
 The order of events is the promise made to the buyer: nothing is acknowledged before the
-submission (and its document) is committed to the outbox on disk. Delivery to the provider is
-tried at once for a short while, so most buyers get the provider's reference in the answer
-(201); otherwise the answer is 202 and the background deliverer keeps trying.
+submission (and its document) is committed to the outbox on disk (concurrent submissions share
+one commit: see certwidget.outbox). With ``deliver_wait`` set, delivery to the provider is tried
+at once for that long, so most buyers get the provider's reference in the answer (201);
+otherwise (and by default) the answer is 202 and the background deliverer delivers it.
 """
 
 from __future__ import annotations
@@ -201,7 +202,8 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
         media_type=stored_type,
         filename=filename,
     )
-    submission, created = await to_thread.run_sync(runtime.outbox.add, new)
+    # On disk (committed with whatever else arrived meanwhile) before anything is answered.
+    submission, created = await runtime.outbox.add_async(new)
     if not created and submission.body_hash != body_hash:
         raise HTTPProblem(
             409,
@@ -228,6 +230,10 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
 
 async def _deliver_briefly(runtime: Runtime, submission: Submission) -> Submission:
     """Give delivery ``deliver_wait`` seconds; past that the background deliverer takes over."""
+    if runtime.settings.deliver_wait <= 0:
+        # Nobody waits for this attempt: the background deliverer starts it at once, in turn.
+        runtime.deliverer.wake()
+        return submission
     attempt = runtime.deliverer.spawn(submission.id)
     try:
         done = await asyncio.wait_for(asyncio.shield(attempt), runtime.settings.deliver_wait)

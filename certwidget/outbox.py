@@ -1,30 +1,49 @@
 """The durable outbox: every acknowledged submission is on disk before the buyer hears "received".
 
-One SQLite file (WAL, ``synchronous=FULL`` so a committed row survives power loss). Each row keeps
-what the buyer sent, the document to attach, and how far delivery to the provider has got, so a
-retry after a crash resumes where it stopped instead of starting over. Several processes may share
-the file: a delivery lease stops two of them from working on one row at once.
+One SQLite file (WAL). Each row keeps what the buyer sent and how far delivery to the provider
+has got, so a retry after a crash resumes where it stopped instead of starting over; the document
+to attach is kept beside it, in its own table (SQLite rewrites a whole row on every update, and
+delivery updates its row several times). Several processes may share the file: a delivery lease
+stops two of them from working on one row at once.
+
+Writes go through one writer thread that commits what is waiting in one transaction (group
+commit): twenty buyers submitting at once cost one ``fsync``, not twenty, and nobody hears back
+before the transaction holding their row is committed. Each write runs in its own savepoint, so
+one that fails (a bug, a constraint) fails alone. Commits that hold a new submission or a final
+state (delivered, failed, sent again) are durable (``synchronous=FULL``: on disk, surviving a
+power cut, before anyone is answered); delivery bookkeeping (leases, progress, the rendered PDF,
+the next retry) is committed without its own ``fsync``: a process crash keeps it, and a power cut
+can only lose the latest of it, which delivery redoes (every step at the provider is idempotent).
+Reads use their own connection, so they never wait for a commit's ``fsync``.
 
     outbox = Outbox("certwidget.sqlite3")
-    row, created = outbox.add(new_submission)
+    row, created = outbox.add(new_submission)          # blocking (run it in a thread), or
+    row, created = await outbox.add_async(new_submission)
     for row in outbox.claim_due(limit=10, lease_seconds=60): ...
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import json
+import queue
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 SubmissionState = Literal["pending", "delivered", "failed"]
 
+# Documents live in their own table: SQLite rewrites every column of a row when one changes, so
+# a 200 KB upload in the submissions row would be written again at each lease and progress note.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (
     id TEXT PRIMARY KEY,
@@ -34,7 +53,6 @@ CREATE TABLE IF NOT EXISTS submissions (
     body_hash TEXT NOT NULL,
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,
-    document BLOB,
     media_type TEXT NOT NULL DEFAULT '',
     filename TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL DEFAULT 'pending',
@@ -47,7 +65,15 @@ CREATE TABLE IF NOT EXISTS submissions (
     delivered_at REAL,
     UNIQUE (customer, idempotency_key)
 );
-CREATE INDEX IF NOT EXISTS submissions_due ON submissions (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS documents (
+    submission_id TEXT PRIMARY KEY,
+    content BLOB NOT NULL
+);
+-- What is due, in order, with its lease, from the index alone: finding the next rows to
+-- deliver never reads the rows of a backlog.
+DROP INDEX IF EXISTS submissions_due;
+CREATE INDEX IF NOT EXISTS submissions_due_in_order
+    ON submissions (state, next_attempt_at, created_at, lease_until);
 CREATE INDEX IF NOT EXISTS submissions_customer ON submissions (customer, created_at);
 """
 
@@ -117,13 +143,28 @@ def _row(row: sqlite3.Row) -> Submission:
     )
 
 
+#: The most writes committed in one transaction.
+MAX_BATCH = 64
+
+
+@dataclass(slots=True)
+class _Write:
+    op: Callable[[sqlite3.Connection], Any]
+    durable: bool
+    future: concurrent.futures.Future[Any]
+
+
 class Outbox:
-    """SQLite-backed store of submissions; all methods are blocking (run them in a thread)."""
+    """SQLite-backed store of submissions.
+
+    The methods block (run them in a thread), except the ``*_async`` ones. Writes are committed
+    by the outbox's writer thread, grouped with whatever else is waiting; a method returns once
+    the transaction holding its write is committed.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
         self._db = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30
         )
@@ -131,110 +172,224 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before we answer the buyer; WAL keeps that cheap.
         self._db.execute("PRAGMA synchronous=FULL")
+        self._synchronous_full = True
         self._db.executescript(_SCHEMA)
+        self._move_documents()
+        self._reader = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._reader.row_factory = sqlite3.Row
+        self._reader.execute("PRAGMA query_only=ON")
+        self._read_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._closed = False
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+    def _move_documents(self) -> None:
+        """Files made before documents had their own table: move them there, once."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(submissions)")}
+        if "document" not in columns:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO documents (submission_id, content)"
+                " SELECT id, document FROM submissions"
+                " WHERE document IS NOT NULL AND length(document) > 0"
+            )
+            self._db.execute("UPDATE submissions SET document = NULL WHERE document IS NOT NULL")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- the writer ------------------------------------------------------------------------
+
+    def _submit(
+        self, op: Callable[[sqlite3.Connection], T], *, durable: bool
+    ) -> concurrent.futures.Future[T]:
+        write = _Write(op, durable, concurrent.futures.Future())
+        with self._writer_lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed outbox.")
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="certwidget-outbox", daemon=True
+                )
+                self._writer.start()
+            # Under the lock: close() queues its stop after every write already accepted.
+            self._queue.put(write)
+        return write.future
+
+    def _write(self, op: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
+        return self._submit(op, durable=durable).result()
+
+    async def _write_async(self, op: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
+        return await asyncio.wrap_future(self._submit(op, durable=durable))
+
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            # Everything that arrived while the last transaction was committing goes in one.
+            while len(batch) < MAX_BATCH:
+                try:
+                    write = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if write is None:
+                    stop = True
+                    break
+                batch.append(write)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Write]) -> None:
+        # A caller that gave up before its turn (a cancelled request) writes nothing.
+        live = [write for write in batch if write.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        db = self._db
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            durable = any(write.durable for write in live)
+            if durable != self._synchronous_full:
+                db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._synchronous_full = durable
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                for write in live:
+                    db.execute("SAVEPOINT write")
+                    try:
+                        value = write.op(db)
+                    except Exception as exc:
+                        # Only this write is undone; the others in the batch go on.
+                        db.execute("ROLLBACK TO write")
+                        db.execute("RELEASE write")
+                        outcomes.append((False, exc))
+                    else:
+                        db.execute("RELEASE write")
+                        outcomes.append((True, value))
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
+        except BaseException as exc:
+            # Nothing of the batch is stored: every caller hears so, nobody is acknowledged.
+            for write in live:
+                write.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for write, (ok, value) in zip(live, outcomes, strict=True):
+            if ok:
+                write.future.set_result(value)
             else:
-                self._db.execute("COMMIT")
+                write.future.set_exception(value)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._read_lock:
+            return self._reader.execute(sql, params).fetchall()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Commit what was already accepted, stop the writer and close the file."""
+        with self._writer_lock:
+            if self._closed:
+                return
+            self._closed = True
+            writer = self._writer
+            if writer is not None:
+                self._queue.put(None)
+        if writer is not None:
+            writer.join()
+        self._db.close()
+        with self._read_lock:
+            self._reader.close()
+
+    # -- submissions -----------------------------------------------------------------------
 
     def add(self, new: NewSubmission) -> tuple[Submission, bool]:
-        """Store a submission; answers (row, True), or (the earlier row, False) for a reused key."""
-        with self._transaction() as db:
-            existing = db.execute(
-                f"SELECT {_COLUMNS} FROM submissions WHERE customer = ? AND idempotency_key = ?",
-                (new.customer, new.idempotency_key),
-            ).fetchone()
-            if existing is not None:
-                return _row(existing), False
-            submission_id = uuid.uuid4().hex
-            db.execute(
-                "INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind,"
-                " payload, document, media_type, filename, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    submission_id,
-                    new.customer,
-                    int(new.guest),
-                    new.idempotency_key,
-                    new.body_hash,
-                    new.kind,
-                    json.dumps(new.payload),
-                    new.document,
-                    new.media_type,
-                    new.filename,
-                    time.time(),
-                ),
-            )
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM submissions WHERE id = ?", (submission_id,)
-            ).fetchone()
-            return _row(row), True
+        """Store a submission; answers (row, True), or (the earlier row, False) for a reused key.
+
+        Returns once the row is durably on disk.
+        """
+        return self._write(functools.partial(_add, new), durable=True)
+
+    async def add_async(self, new: NewSubmission) -> tuple[Submission, bool]:
+        """:meth:`add` without blocking the event loop (nor taking a thread of its pool)."""
+        return await self._write_async(functools.partial(_add, new), durable=True)
 
     def get(self, submission_id: str) -> Submission | None:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM submissions WHERE id = ?", (submission_id,)
-            ).fetchone()
-        return _row(row) if row is not None else None
+        rows = self._read(f"SELECT {_COLUMNS} FROM submissions WHERE id = ?", (submission_id,))
+        return _row(rows[0]) if rows else None
 
     def for_customer(self, customer: str, *, limit: int = 100) -> list[Submission]:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM submissions WHERE customer = ?"
-                " ORDER BY created_at DESC LIMIT ?",
-                (customer, limit),
-            ).fetchall()
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM submissions WHERE customer = ?"
+            " ORDER BY created_at DESC LIMIT ?",
+            (customer, limit),
+        )
         return [_row(row) for row in rows]
 
     def document(self, submission_id: str) -> bytes:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT document FROM submissions WHERE id = ?", (submission_id,)
-            ).fetchone()
-        return bytes(row["document"]) if row is not None and row["document"] else b""
+        rows = self._read("SELECT content FROM documents WHERE submission_id = ?", (submission_id,))
+        return bytes(rows[0]["content"]) if rows else b""
 
     def set_document(
         self, submission_id: str, document: bytes, *, media_type: str, filename: str
     ) -> None:
-        """Replace the stored document (the rendered PDF of a filled-in certificate)."""
-        with self._transaction() as db:
+        """Replace the stored document (the rendered PDF of a filled-in certificate).
+
+        Not durable on its own: if a power cut loses it, the signature it replaced is still
+        there and delivery renders the PDF again.
+        """
+
+        def op(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE submissions SET document = ?, media_type = ?, filename = ? WHERE id = ?",
-                (document, media_type, filename, submission_id),
+                "INSERT OR REPLACE INTO documents (submission_id, content) VALUES (?, ?)",
+                (submission_id, document),
             )
+            db.execute(
+                "UPDATE submissions SET media_type = ?, filename = ? WHERE id = ?",
+                (media_type, filename, submission_id),
+            )
+
+        self._write(op, durable=False)
 
     def claim_due(self, *, limit: int, lease_seconds: float) -> list[Submission]:
         """Lease up to ``limit`` pending submissions whose next attempt is due."""
-        now = time.time()
-        with self._transaction() as db:
-            rows = db.execute(
-                f"SELECT {_COLUMNS} FROM submissions WHERE state = 'pending'"
-                " AND next_attempt_at <= ? AND lease_until <= ?"
+
+        def op(db: sqlite3.Connection) -> list[Submission]:
+            now = time.time()
+            due = db.execute(
+                "SELECT rowid FROM submissions INDEXED BY submissions_due_in_order"
+                " WHERE state = 'pending' AND next_attempt_at <= ? AND lease_until <= ?"
                 " ORDER BY next_attempt_at, created_at LIMIT ?",
                 (now, now, limit),
             ).fetchall()
+            rows = [
+                db.execute(
+                    f"SELECT {_COLUMNS} FROM submissions WHERE rowid = ?", (rowid,)
+                ).fetchone()
+                for (rowid,) in due
+            ]
             db.executemany(
                 "UPDATE submissions SET lease_until = ? WHERE id = ?",
                 [(now + lease_seconds, row["id"]) for row in rows],
             )
-        return [_row(row) for row in rows]
+            return [_row(row) for row in rows]
+
+        return self._write(op, durable=False)
 
     def claim(self, submission_id: str, *, lease_seconds: float) -> Submission | None:
         """Lease one pending submission now, whatever its schedule; None if taken or done."""
-        now = time.time()
-        with self._transaction() as db:
+
+        def op(db: sqlite3.Connection) -> Submission | None:
+            now = time.time()
             row = db.execute(
                 f"SELECT {_COLUMNS} FROM submissions WHERE id = ? AND state = 'pending'"
                 " AND lease_until <= ?",
@@ -246,91 +401,146 @@ class Outbox:
                 "UPDATE submissions SET lease_until = ? WHERE id = ?",
                 (now + lease_seconds, submission_id),
             )
-        return _row(row)
+            return _row(row)
+
+        return self._write(op, durable=False)
 
     def renew(self, submission_id: str, *, lease_seconds: float) -> None:
         """Extend the lease of a row this process is delivering."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE submissions SET lease_until = ? WHERE id = ? AND state = 'pending'",
-                (time.time() + lease_seconds, submission_id),
-            )
+        self._execute(
+            "UPDATE submissions SET lease_until = ? WHERE id = ? AND state = 'pending'",
+            (time.time() + lease_seconds, submission_id),
+            durable=False,
+        )
 
     def next_due_in(self) -> float | None:
         """Seconds until the earliest pending submission is due (0 if overdue), None if none."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(MAX(next_attempt_at, lease_until)) AS due FROM submissions"
-                " WHERE state = 'pending'"
-            ).fetchone()
-        if row is None or row["due"] is None:
+        rows = self._read(
+            "SELECT MIN(MAX(next_attempt_at, lease_until)) AS due FROM submissions"
+            " WHERE state = 'pending'"
+        )
+        if not rows or rows[0]["due"] is None:
             return None
-        return max(0.0, float(row["due"]) - time.time())
+        return max(0.0, float(rows[0]["due"]) - time.time())
 
     def save_progress(self, submission_id: str, progress: dict[str, Any]) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE submissions SET progress = ? WHERE id = ?",
-                (json.dumps(progress), submission_id),
-            )
+        """Record how far delivery got (not durable on its own: every step is idempotent)."""
+        self._execute(
+            "UPDATE submissions SET progress = ? WHERE id = ?",
+            (json.dumps(progress), submission_id),
+            durable=False,
+        )
 
     def mark_delivered(self, submission_id: str, progress: dict[str, Any]) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE submissions SET state = 'delivered', progress = ?, delivered_at = ?,"
-                " lease_until = 0, last_error = '' WHERE id = ?",
-                (json.dumps(progress), time.time(), submission_id),
-            )
+        self._execute(
+            "UPDATE submissions SET state = 'delivered', progress = ?, delivered_at = ?,"
+            " lease_until = 0, last_error = '' WHERE id = ?",
+            (json.dumps(progress), time.time(), submission_id),
+            durable=True,
+        )
 
     def mark_retry(self, submission_id: str, *, error: str, delay: float) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE submissions SET attempts = attempts + 1, last_error = ?,"
-                " next_attempt_at = ?, lease_until = 0 WHERE id = ?",
-                (error[:500], time.time() + delay, submission_id),
-            )
+        self._execute(
+            "UPDATE submissions SET attempts = attempts + 1, last_error = ?,"
+            " next_attempt_at = ?, lease_until = 0 WHERE id = ?",
+            (error[:500], time.time() + delay, submission_id),
+            durable=False,
+        )
 
     def release(self, submission_ids: Sequence[str]) -> None:
         """Give up leases without recording an attempt (a graceful shutdown mid-delivery)."""
-        with self._transaction() as db:
+
+        def op(db: sqlite3.Connection) -> None:
             db.executemany(
                 "UPDATE submissions SET lease_until = 0 WHERE id = ? AND state = 'pending'",
                 [(submission_id,) for submission_id in submission_ids],
             )
 
+        self._write(op, durable=False)
+
     def requeue(self, submission_id: str) -> bool:
         """Send a failed submission again (after fixing what the provider refused)."""
-        with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE submissions SET state = 'pending', next_attempt_at = 0, lease_until = 0"
-                " WHERE id = ? AND state = 'failed'",
-                (submission_id,),
-            )
-            return cursor.rowcount == 1
+        changed = self._execute(
+            "UPDATE submissions SET state = 'pending', next_attempt_at = 0, lease_until = 0"
+            " WHERE id = ? AND state = 'failed'",
+            (submission_id,),
+            durable=True,
+        )
+        return changed == 1
 
     def mark_failed(self, submission_id: str, *, error: str) -> None:
         """A permanent refusal by the provider: kept, never retried, visible to the shop."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE submissions SET state = 'failed', attempts = attempts + 1,"
-                " last_error = ?, lease_until = 0 WHERE id = ?",
-                (error[:500], submission_id),
-            )
+        self._execute(
+            "UPDATE submissions SET state = 'failed', attempts = attempts + 1,"
+            " last_error = ?, lease_until = 0 WHERE id = ?",
+            (error[:500], submission_id),
+            durable=True,
+        )
+
+    def _execute(self, sql: str, params: Sequence[Any], *, durable: bool) -> int:
+        """One statement in the writer; answers the number of rows it changed."""
+
+        def op(db: sqlite3.Connection) -> int:
+            return db.execute(sql, params).rowcount
+
+        return self._write(op, durable=durable)
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT state, COUNT(*) AS n FROM submissions GROUP BY state"
-            ).fetchall()
+        rows = self._read("SELECT state, COUNT(*) AS n FROM submissions GROUP BY state")
         return {row["state"]: int(row["n"]) for row in rows}
 
     def ids(
         self, states: Sequence[SubmissionState] = ("pending", "delivered", "failed")
     ) -> list[str]:
         marks = ",".join("?" for _ in states)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT id FROM submissions WHERE state IN ({marks})",
-                tuple(states),
-            ).fetchall()
+        rows = self._read(f"SELECT id FROM submissions WHERE state IN ({marks})", tuple(states))
         return [row["id"] for row in rows]
+
+
+def _add(new: NewSubmission, db: sqlite3.Connection) -> tuple[Submission, bool]:
+    existing = db.execute(
+        f"SELECT {_COLUMNS} FROM submissions WHERE customer = ? AND idempotency_key = ?",
+        (new.customer, new.idempotency_key),
+    ).fetchone()
+    if existing is not None:
+        return _row(existing), False
+    payload = json.dumps(new.payload)
+    submission = Submission(
+        id=uuid.uuid4().hex,
+        customer=new.customer,
+        guest=new.guest,
+        idempotency_key=new.idempotency_key,
+        body_hash=new.body_hash,
+        kind=new.kind,
+        payload=json.loads(payload),  # what a read of the row answers
+        media_type=new.media_type,
+        filename=new.filename,
+        state="pending",
+        attempts=0,
+        last_error="",
+        created_at=time.time(),
+        delivered_at=None,
+    )
+    db.execute(
+        "INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind,"
+        " payload, media_type, filename, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            submission.id,
+            new.customer,
+            int(new.guest),
+            new.idempotency_key,
+            new.body_hash,
+            new.kind,
+            payload,
+            new.media_type,
+            new.filename,
+            submission.created_at,
+        ),
+    )
+    if new.document:
+        db.execute(
+            "INSERT INTO documents (submission_id, content) VALUES (?, ?)",
+            (submission.id, new.document),
+        )
+    return submission, True

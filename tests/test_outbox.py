@@ -1,0 +1,292 @@
+"""The outbox's group commit and the deliverer's leases, against real SQLite files.
+
+Writes from many callers are committed together (one transaction, one fsync); each caller hears
+back only once the transaction holding its write is committed, a write that fails fails alone,
+and the delivery loop never leases more rows than it can work on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sqlite3
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certwidget.delivery import Deliverer
+from certwidget.outbox import NewSubmission, Outbox, _Write
+from certwidget.providers.base import (
+    CertificateDraft,
+    CustomerProfile,
+    ProviderCertificate,
+    ProviderToken,
+)
+
+
+def new(
+    key: str, *, customer: str = "C-1", document: bytes = b"%PDF-1.4 doc", **payload: Any
+) -> NewSubmission:
+    return NewSubmission(
+        customer=customer,
+        guest=False,
+        idempotency_key=key,
+        body_hash="hash-" + key,
+        kind="upload",
+        payload={"zones": ["WA"], "reason": "G", **payload},
+        document=document,
+        media_type="application/pdf",
+        filename="cert.pdf",
+    )
+
+
+def on_disk(database: Path) -> dict[str, tuple[str, bytes | None]]:
+    """What another process reads from the file: {idempotency key: (state, document)}."""
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute(
+            "SELECT s.idempotency_key, s.state, d.content FROM submissions AS s"
+            " LEFT JOIN documents AS d ON d.submission_id = s.id"
+        ).fetchall()
+    finally:
+        db.close()
+    return {key: (state, content) for key, state, content in rows}
+
+
+def test_concurrent_adds_are_all_on_disk_when_answered(tmp_path: Path) -> None:
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+    seen_on_disk: dict[str, bool] = {}
+
+    def submit(n: int) -> None:
+        row, created = outbox.add(new(f"key-{n}", document=b"%PDF-" + bytes([n]) * 1000))
+        assert created
+        # Answered means committed: another connection sees the row and its document.
+        seen_on_disk[row.idempotency_key] = row.idempotency_key in on_disk(database)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(submit, range(60)))
+    assert len(seen_on_disk) == 60 and all(seen_on_disk.values())
+    stored = on_disk(database)
+    assert {key: state for key, (state, _) in stored.items()} == {
+        f"key-{n}": "pending" for n in range(60)
+    }
+    assert stored["key-7"][1] == b"%PDF-" + bytes([7]) * 1000
+    outbox.close()
+
+
+@pytest.mark.anyio
+async def test_add_async_is_durable_and_keeps_idempotency_within_one_batch(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+    # Twenty at once, half of them the same key twice (a double click): one row per key.
+    answers = await asyncio.gather(*(outbox.add_async(new(f"key-{n % 10}")) for n in range(20)))
+    by_key: dict[str, set[str]] = {}
+    for row, _ in answers:
+        by_key.setdefault(row.idempotency_key, set()).add(row.id)
+    assert all(len(ids) == 1 for ids in by_key.values())
+    assert Counter(created for _, created in answers) == {True: 10, False: 10}
+    assert len(on_disk(database)) == 10
+    assert outbox.document(answers[0][0].id) == b"%PDF-1.4 doc"
+    outbox.close()
+
+
+def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(tmp_path: Path) -> None:
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+
+    def insert(key: str) -> Any:
+        def op(db: sqlite3.Connection) -> str:
+            db.execute(
+                "INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind,"
+                " payload, created_at) VALUES (?, 'C-1', 0, ?, 'h', 'upload', '{}', 0)",
+                (key, key),
+            )
+            if key == "bad":
+                raise ValueError("a bug in one write")
+            return key
+
+        return op
+
+    batch = [
+        _Write(insert(key), durable=True, future=concurrent.futures.Future())
+        for key in ("a", "bad", "b")
+    ]
+    outbox._commit(batch)  # one transaction, as the writer runs it
+    assert batch[0].future.result() == "a"
+    with pytest.raises(ValueError, match="a bug in one write"):
+        batch[1].future.result()
+    assert batch[2].future.result() == "b"
+    assert sorted(on_disk(database)) == ["a", "b"]  # the failed write left nothing behind
+    outbox.close()
+
+
+def test_a_batch_that_cannot_commit_acknowledges_nobody(tmp_path: Path) -> None:
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+    other = sqlite3.connect(database, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    outbox._db.execute("PRAGMA busy_timeout = 50")
+    try:
+        batch = [
+            _Write(lambda db: "written", durable=True, future=concurrent.futures.Future())
+            for _ in range(3)
+        ]
+        outbox._commit(batch)
+        for write in batch:
+            with pytest.raises(sqlite3.OperationalError):
+                write.future.result()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # The writer goes on afterwards.
+    _, created = outbox.add(new("after"))
+    assert created and "after" in on_disk(database)
+    outbox.close()
+
+
+@pytest.mark.anyio
+async def test_close_commits_every_write_already_accepted(tmp_path: Path) -> None:
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+    futures = [outbox._submit(lambda db, n=n: n, durable=True) for n in range(5)]
+    pending = [asyncio.ensure_future(outbox.add_async(new(f"key-{n}"))) for n in range(30)]
+    await asyncio.sleep(0)  # every add is handed to the writer
+    await asyncio.to_thread(outbox.close)
+    assert [future.result() for future in futures] == list(range(5))
+    assert all(created for _, created in await asyncio.gather(*pending))
+    assert len(on_disk(database)) == 30
+    with pytest.raises(sqlite3.ProgrammingError):
+        outbox.add(new("too-late"))
+
+
+def test_a_file_from_before_keeps_its_documents(tmp_path: Path) -> None:
+    database = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(database, isolation_level=None)
+    db.executescript(
+        """
+        CREATE TABLE submissions (
+            id TEXT PRIMARY KEY, customer TEXT NOT NULL, guest INTEGER NOT NULL,
+            idempotency_key TEXT NOT NULL, body_hash TEXT NOT NULL, kind TEXT NOT NULL,
+            payload TEXT NOT NULL, document BLOB, media_type TEXT NOT NULL DEFAULT '',
+            filename TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0,
+            lease_until REAL NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+            progress TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, delivered_at REAL,
+            UNIQUE (customer, idempotency_key)
+        );
+        CREATE INDEX submissions_due ON submissions (state, next_attempt_at);
+        INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind, payload,
+            document, media_type, filename, created_at)
+            VALUES ('old-1', 'C-1', 0, 'k1', 'h', 'upload', '{"zones": ["WA"]}',
+                    X'255044462D6F6C64', 'application/pdf', 'old.pdf', 1);
+        """
+    )
+    db.close()
+    outbox = Outbox(database)
+    assert outbox.document("old-1") == b"%PDF-old"
+    [due] = outbox.claim_due(limit=5, lease_seconds=60)
+    assert due.id == "old-1" and due.filename == "old.pdf"
+    row, created = outbox.add(new("k2"))
+    assert created and outbox.document(row.id) == b"%PDF-1.4 doc"
+    outbox.close()
+    # Opened again (another process, a restart): nothing moves twice, nothing is lost.
+    outbox = Outbox(database)
+    assert outbox.document("old-1") == b"%PDF-old"
+    assert outbox.counts() == {"pending": 2}
+    outbox.close()
+
+
+# -- the deliverer's leases -----------------------------------------------------------------
+
+
+class SlowProvider:
+    """Counts deliveries; each takes a while, longer than the lease would last unrenewed."""
+
+    name = "slow"
+    can_mint_tokens = False
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.created: Counter[str] = Counter()
+        self.attached: Counter[str] = Counter()
+        self.active = 0
+        self.most_active = 0
+        self._lock = threading.Lock()
+
+    async def mint_token(self, customer_code: str) -> ProviderToken:
+        raise NotImplementedError
+
+    async def ensure_customer(self, profile: CustomerProfile) -> str:
+        return "cust-" + profile.code
+
+    async def create_certificate(self, draft: CertificateDraft) -> ProviderCertificate:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.active -= 1
+        self.created[draft.idempotency_key] += 1
+        return ProviderCertificate(
+            id=draft.idempotency_key, zone=draft.zone, reason=draft.reason, status="Pending"
+        )
+
+    async def attach_document(
+        self, certificate_id: str, content: bytes, *, media_type: str, filename: str
+    ) -> None:
+        self.attached[certificate_id] += 1
+
+    async def certificates_for(self, customer_code: str) -> list[ProviderCertificate]:
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.anyio
+async def test_a_backlog_is_delivered_once_each_and_no_lease_lapses_waiting_for_a_slot(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    provider = SlowProvider(seconds=0.15)
+    # A lease of 0.3 s: two rounds of waiting for one of the 2 slots would outlast it.
+    deliverer = Deliverer(outbox, provider, concurrency=2, lease_seconds=0.3)
+    for n in range(12):
+        await outbox.add_async(new(f"key-{n}", customer=f"C-{n}"))
+    deliverer.start()
+    try:
+        for _ in range(200):
+            if outbox.counts() == {"delivered": 12}:
+                break
+            await asyncio.sleep(0.05)
+        assert outbox.counts() == {"delivered": 12}
+    finally:
+        await deliverer.stop()
+        outbox.close()
+    assert len(provider.created) == 12
+    assert set(provider.created.values()) == {1}, "a certificate was created twice"
+    assert set(provider.attached.values()) == {1}
+    assert provider.most_active <= 2
+
+
+@pytest.mark.anyio
+async def test_deliver_now_leases_only_once_a_slot_is_free(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    provider = SlowProvider(seconds=0.15)
+    deliverer = Deliverer(outbox, provider, concurrency=1, lease_seconds=0.3)
+    rows = [(await outbox.add_async(new(f"key-{n}", customer=f"C-{n}")))[0] for n in range(5)]
+    deliverer.start()  # the background loop competes for the same rows and the same slot
+    try:
+        # Five buyers waiting for their delivery at once, one slot: all delivered, each once.
+        done = await asyncio.gather(*(deliverer.deliver_now(row.id) for row in rows))
+        assert [row.state if row else None for row in done] == ["delivered"] * 5
+    finally:
+        await deliverer.stop()
+        outbox.close()
+    assert set(provider.created.values()) == {1} and len(provider.created) == 5
