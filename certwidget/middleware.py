@@ -61,7 +61,7 @@ def _compile_paths(patterns: Sequence[str]) -> re.Pattern[str]:
         if any(ch in pattern for ch in "*?["):
             parts.append(fnmatch.translate(pattern))  # anchored with its own \Z
         else:
-            stem = re.escape(pattern.rstrip("/") or "/")
+            stem = re.escape(pattern.rstrip("/"))  # "/" leaves "": every path is below it
             parts.append(f"(?s:{stem}(?:/.*)?)\\Z")
     return re.compile("|".join(f"(?:{part})" for part in parts))
 
