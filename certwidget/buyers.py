@@ -87,7 +87,12 @@ class BuyerResolver:
         if self._customer is None:
             return None
         value = self._customer(connection)
-        if inspect.isawaitable(value):
+        # Plain answers (the usual case) skip the awaitable test, which is costly on every page.
+        if (
+            value is not None
+            and not isinstance(value, str | Mapping | CustomerProfile)
+            and inspect.isawaitable(value)
+        ):
             value = await value
         return _profile(value)
 

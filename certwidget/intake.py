@@ -125,12 +125,10 @@ async def _uploaded(
         }
         validated = validate_upload_fields(fields)
         try:
-            document = await to_thread.run_sync(
-                lambda: uploads.check_upload(
-                    content,
-                    filename=file.filename or "certificate",
-                    declared_type=file.content_type,
-                ),
+            document = await uploads.check_upload_async(
+                content,
+                filename=file.filename or "certificate",
+                declared_type=file.content_type,
                 limiter=runtime.upload_checks,
             )
         except uploads.UploadRejected as exc:

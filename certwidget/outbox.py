@@ -261,7 +261,17 @@ class Outbox:
                 self._synchronous_full = durable
             db.execute("BEGIN IMMEDIATE")
             try:
-                for write in live:
+                if len(live) == 1:
+                    # Alone in its transaction, a write needs no savepoint: if it fails, the
+                    # whole transaction is undone, which is exactly that write. Every SQLite
+                    # call gives up the GIL, and taking it back from a busy event loop is
+                    # what a write waits for most.
+                    try:
+                        outcomes.append((True, live[0].op(db)))
+                    except Exception as exc:
+                        db.execute("ROLLBACK")
+                        outcomes.append((False, exc))
+                for write in live if len(live) > 1 else ():
                     db.execute("SAVEPOINT write")
                     try:
                         value = write.op(db)
@@ -273,7 +283,8 @@ class Outbox:
                     else:
                         db.execute("RELEASE write")
                         outcomes.append((True, value))
-                db.execute("COMMIT")
+                if db.in_transaction:
+                    db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -498,12 +509,6 @@ class Outbox:
 
 
 def _add(new: NewSubmission, db: sqlite3.Connection) -> tuple[Submission, bool]:
-    existing = db.execute(
-        f"SELECT {_COLUMNS} FROM submissions WHERE customer = ? AND idempotency_key = ?",
-        (new.customer, new.idempotency_key),
-    ).fetchone()
-    if existing is not None:
-        return _row(existing), False
     payload = json.dumps(new.payload)
     submission = Submission(
         id=uuid.uuid4().hex,
@@ -521,10 +526,13 @@ def _add(new: NewSubmission, db: sqlite3.Connection) -> tuple[Submission, bool]:
         created_at=time.time(),
         delivered_at=None,
     )
-    db.execute(
+    # One statement on the usual path (a new key); a reused key (the UNIQUE constraint) is
+    # then read back. Fewer statements: each one hands the GIL back and must win it again.
+    inserted = db.execute(
         "INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind,"
         " payload, media_type, filename, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (customer, idempotency_key) DO NOTHING",
         (
             submission.id,
             new.customer,
@@ -538,6 +546,12 @@ def _add(new: NewSubmission, db: sqlite3.Connection) -> tuple[Submission, bool]:
             submission.created_at,
         ),
     )
+    if inserted.rowcount == 0:
+        existing = db.execute(
+            f"SELECT {_COLUMNS} FROM submissions WHERE customer = ? AND idempotency_key = ?",
+            (new.customer, new.idempotency_key),
+        ).fetchone()
+        return _row(existing), False
     if new.document:
         db.execute(
             "INSERT INTO documents (submission_id, content) VALUES (?, ?)",

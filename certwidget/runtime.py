@@ -136,7 +136,7 @@ class Runtime:
         if self._ship_zone is None:
             return None
         value = self._ship_zone(connection)
-        if inspect.isawaitable(value):
+        if value is not None and not isinstance(value, str) and inspect.isawaitable(value):
             value = await value
         if not value:
             return None

@@ -11,7 +11,8 @@ budget so a hostile file cannot tie up the server.
 'scan.png'
 
 :func:`check_upload` may block for up to :data:`PDF_CHECK_SECONDS` on a PDF; call it from a
-worker thread (or ``await check_upload_async(...)``), never directly on the event loop.
+worker thread, never directly on the event loop, or ``await check_upload_async(...)``, which
+waits for the PDF reader on the loop itself.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import os
 import re
 import struct
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio.to_thread
 
@@ -116,10 +119,60 @@ def check_upload(
     """Check an uploaded document and return it with its real media type and a safe file name.
 
     Raises :class:`UploadRejected`: 400 empty, 413 too large, 415 not a PDF/PNG/JPEG/TIFF by
-    content, 422 a file of an accepted type that is corrupt, unreadable in time, or absurd.
+    content, 422 a file of an accepted type that is corrupt, unreadable in time, or absurd;
+    503 when every PDF reader stayed busy.
     ``declared_type`` is what the browser claimed; the content decides, the claim only makes a
     better message.
     """
+    media_type = _sniff_checked(content, declared_type)
+    if media_type == "application/pdf":
+        _check_pdf_structure(content)
+        _check_pdf_verdict(
+            lambda: default_checker().check(
+                content, PDF_CHECK_SECONDS if pdf_timeout is None else pdf_timeout
+            )
+        )
+    else:
+        _check_image(content, media_type)
+    return UploadedDocument(content, media_type, sanitize_filename(filename, media_type))
+
+
+async def check_upload_async(
+    content: bytes,
+    *,
+    filename: str,
+    declared_type: str | None,
+    pdf_timeout: float | None = None,
+    limiter: anyio.CapacityLimiter | None = None,
+) -> UploadedDocument:
+    """:func:`check_upload` without blocking the event loop; the same checks and answers.
+
+    A PDF is read by the same time-boxed worker processes, but the loop writes it to the worker
+    and waits for the verdict itself (no thread in between); the quick structural checks run
+    inline. Images are measured in a worker thread (``limiter`` bounds how many).
+    """
+    media_type = _sniff_checked(content, declared_type)
+    if media_type == "application/pdf":
+        _check_pdf_structure(content)
+        timeout = PDF_CHECK_SECONDS if pdf_timeout is None else pdf_timeout
+        try:
+            verdict = await default_checker().check_async(content, timeout)
+        except (CheckTimedOut, CheckBusy, CheckUnavailable, OSError) as exc:
+            _check_pdf_verdict(functools.partial(_reraise, exc))
+        else:
+            _check_pdf_verdict(lambda: verdict)
+    else:
+        call = functools.partial(_check_image, content, media_type)
+        await anyio.to_thread.run_sync(call, limiter=limiter)
+    return UploadedDocument(content, media_type, sanitize_filename(filename, media_type))
+
+
+def _reraise(exc: BaseException) -> dict[str, object]:
+    raise exc
+
+
+def _sniff_checked(content: bytes, declared_type: str | None) -> str:
+    """The media type by content, after the emptiness and size checks (UploadRejected)."""
     if not content:
         raise UploadRejected(400, "empty_file", "The uploaded file is empty.")
     if len(content) > MAX_UPLOAD_BYTES:
@@ -138,27 +191,19 @@ def check_upload(
             "unsupported_file_type",
             f"The file is not a {_ACCEPTED_NAMES} document{said}; upload one of those.",
         )
-    if media_type == "application/pdf":
-        _check_pdf(content, PDF_CHECK_SECONDS if pdf_timeout is None else pdf_timeout)
-    else:
-        try:
-            width, height = image_dimensions(content, media_type)
-        except ValueError as exc:
-            raise _unreadable(f"The image could not be read ({exc}).") from None
-        if width * height > MAX_IMAGE_PIXELS:
-            raise _unreadable(
-                f"The image is {width} x {height} pixels, too large to review; "
-                "scan it at a lower resolution (300 dpi is plenty)."
-            )
-    return UploadedDocument(content, media_type, sanitize_filename(filename, media_type))
+    return media_type
 
 
-async def check_upload_async(
-    content: bytes, *, filename: str, declared_type: str | None
-) -> UploadedDocument:
-    """:func:`check_upload` in a worker thread, so the PDF check never blocks the event loop."""
-    call = functools.partial(check_upload, content, filename=filename, declared_type=declared_type)
-    return await anyio.to_thread.run_sync(call)
+def _check_image(content: bytes, media_type: str) -> None:
+    try:
+        width, height = image_dimensions(content, media_type)
+    except ValueError as exc:
+        raise _unreadable(f"The image could not be read ({exc}).") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _unreadable(
+            f"The image is {width} x {height} pixels, too large to review; "
+            "scan it at a lower resolution (300 dpi is plenty)."
+        )
 
 
 def sanitize_filename(filename: str, media_type: str) -> str:
@@ -293,21 +338,28 @@ def _unreadable(message: str) -> UploadRejected:
     return UploadRejected(422, "unreadable_file", message)
 
 
-def _check_pdf(content: bytes, timeout: float) -> None:
-    again = " Save or export it as a PDF again and upload the new file."
+_AGAIN = " Save or export it as a PDF again and upload the new file."
+
+
+def _check_pdf_structure(content: bytes) -> None:
+    """The instant checks: header, end marker and cross-reference offset (2 KB of the tail)."""
     if not re.match(rb"%PDF-[12]\.\d", content):
-        raise _unreadable("The PDF header is broken." + again)
+        raise _unreadable("The PDF header is broken." + _AGAIN)
     tail = content[-_PDF_TAIL:]
     if b"%%EOF" not in tail:
-        raise _unreadable("The PDF is incomplete (it has no end marker)." + again)
+        raise _unreadable("The PDF is incomplete (it has no end marker)." + _AGAIN)
     found = _STARTXREF.findall(tail)
     if not found or int(found[-1]) >= len(content):
-        raise _unreadable("The PDF's cross-reference table is missing." + again)
+        raise _unreadable("The PDF's cross-reference table is missing." + _AGAIN)
+
+
+def _check_pdf_verdict(read: Callable[[], dict[str, Any]]) -> None:
+    """Run ``read`` (the worker's verdict on the PDF) and turn its outcome into an answer."""
     try:
-        verdict = default_checker().check(content, timeout)
+        verdict = read()
     except CheckTimedOut:
         raise _unreadable(
-            "The PDF took too long to read; it may be damaged or unusually complex." + again
+            "The PDF took too long to read; it may be damaged or unusually complex." + _AGAIN
         ) from None
     except CheckBusy:
         # Never let a file through unread because others keep the readers busy.
@@ -322,7 +374,12 @@ def _check_pdf(content: bytes, timeout: float) -> None:
     if not ok:
         why = str(verdict.get("why", "damaged"))
         detail = why if " " in why else "it is damaged"
-        raise _unreadable(f"The PDF could not be read: {detail}." + again)
+        raise _unreadable(f"The PDF could not be read: {detail}." + _AGAIN)
+
+
+def _check_pdf(content: bytes, timeout: float) -> None:
+    _check_pdf_structure(content)
+    _check_pdf_verdict(lambda: default_checker().check(content, timeout))
 
 
 def _printable(text: str, limit: int) -> str:

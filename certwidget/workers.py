@@ -15,10 +15,20 @@ Protocol: each message is a 4-byte big-endian length and that many bytes. The wo
 
     pool = WorkerPool(source, workers=2)
     answer = pool.call(b"request", timeout=1.5)   # raises WorkerTimedOut, WorkerUnavailable
+    answer = await pool.call_async(b"request", timeout=1.5)   # the same, on the event loop
+
+``call_async`` talks to the worker through the event loop (its pipes are non-blocking, and
+the loop waits on them as on any socket): no thread is handed the request and none has to hand
+the answer back, so a busy loop does not make every check wait twice for the GIL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import fcntl
+import os
 import queue
 import select
 import struct
@@ -31,6 +41,10 @@ from typing import IO
 READY = b"ready"
 _FRAME = struct.Struct(">I")
 _START_TIMEOUT = 60.0
+# Linux: a pipe that holds a whole request (a PDF is usually well under 1 MiB), so writing it
+# is one system call that never waits for the worker to read.
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_PIPE_BYTES = 1 << 20
 
 #: Helpers every worker source can use: ``receive()`` and ``send(data)``.
 PROTOCOL_SOURCE = """
@@ -65,26 +79,52 @@ class WorkerDied(Exception):
     """The worker exited while working (a memory cap, a crash)."""
 
 
-def _read_exactly(stream: IO[bytes], size: int, deadline: float) -> bytes | None:
-    chunks: list[bytes] = []
-    while size:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
-            return None
-        chunk = stream.read1(size)  # type: ignore[attr-defined]
-        if not chunk:
+class _Reader:
+    """Collects one framed message from bytes as they arrive."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._size: int | None = None
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Adds ``data``; answers the message once it is complete (never more than one)."""
+        if not data:
             raise WorkerDied("the worker exited")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def _read_message(stream: IO[bytes], deadline: float) -> bytes | None:
-    head = _read_exactly(stream, _FRAME.size, deadline)
-    if head is None:
+        self._buffer += data
+        if self._size is None and len(self._buffer) >= _FRAME.size:
+            (self._size,) = _FRAME.unpack_from(self._buffer)
+        if self._size is not None and len(self._buffer) >= _FRAME.size + self._size:
+            return bytes(self._buffer[_FRAME.size : _FRAME.size + self._size])
         return None
-    (size,) = _FRAME.unpack(head)
-    return _read_exactly(stream, size, deadline)
+
+    def wanted(self) -> int:
+        if self._size is None:
+            return _FRAME.size - len(self._buffer)
+        return _FRAME.size + self._size - len(self._buffer)
+
+
+def _read_message(fd: int, deadline: float) -> bytes | None:
+    reader = _Reader()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return None
+        try:
+            chunk = os.read(fd, max(reader.wanted(), 65536))
+        except BlockingIOError:
+            continue
+        message = reader.feed(chunk)
+        if message is not None:
+            return message
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
 
 
 class _Worker:
@@ -100,8 +140,15 @@ class _Worker:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.stdin: IO[bytes] = self.process.stdin
         self.stdout: IO[bytes] = self.process.stdout
+        # Raw, non-blocking descriptors: the same worker serves blocking callers (select) and
+        # the event loop (add_reader); the answer is read exactly, so nothing is left buffered.
+        self.stdin_fd, self.stdout_fd = self.stdin.fileno(), self.stdout.fileno()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.stdin_fd, _F_SETPIPE_SZ, _PIPE_BYTES)
+        os.set_blocking(self.stdin_fd, False)
+        os.set_blocking(self.stdout_fd, False)
         try:
-            hello = _read_message(self.stdout, time.monotonic() + _START_TIMEOUT)
+            hello = _read_message(self.stdout_fd, time.monotonic() + _START_TIMEOUT)
         except WorkerDied:
             hello = None
         if hello != READY:
@@ -110,9 +157,65 @@ class _Worker:
             raise WorkerUnavailable(why)
 
     def call(self, request: bytes, timeout: float) -> bytes | None:
-        self.stdin.write(_FRAME.pack(len(request)) + request)
-        self.stdin.flush()
-        return _read_message(self.stdout, time.monotonic() + timeout)
+        _write_all(self.stdin_fd, _FRAME.pack(len(request)) + request)
+        return _read_message(self.stdout_fd, time.monotonic() + timeout)
+
+    async def call_async(self, request: bytes, timeout: float) -> bytes | None:  # noqa: ASYNC109
+        """:meth:`call` on the running event loop; None when ``timeout`` ran out."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bytes] = loop.create_future()
+        pending = memoryview(_FRAME.pack(len(request)) + request)
+        reader = _Reader()
+
+        def fail(exc: BaseException) -> None:
+            if not done.done():
+                done.set_exception(exc)
+
+        def write() -> None:
+            nonlocal pending
+            try:
+                pending = pending[os.write(self.stdin_fd, pending) :]
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                fail(WorkerDied(str(exc)))
+                return
+            if not pending:
+                loop.remove_writer(self.stdin_fd)
+
+        def read() -> None:
+            try:
+                chunk = os.read(self.stdout_fd, max(reader.wanted(), 65536))
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                fail(WorkerDied(str(exc)))
+                return
+            try:
+                message = reader.feed(chunk)
+            except WorkerDied as exc:
+                fail(exc)
+                return
+            if message is not None and not done.done():
+                done.set_result(message)
+
+        # Most requests fit the pipe: written at once, without waiting to be writable.
+        try:
+            pending = pending[os.write(self.stdin_fd, pending) :]
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise WorkerDied(str(exc)) from exc
+        if pending:
+            loop.add_writer(self.stdin_fd, write)
+        loop.add_reader(self.stdout_fd, read)
+        try:
+            return await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            loop.remove_reader(self.stdout_fd)
+            loop.remove_writer(self.stdin_fd)
 
     def kill(self) -> None:
         self.process.kill()
@@ -130,6 +233,11 @@ class WorkerPool:
         self._started = 0
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
+        #: Event-loop callers waiting for a worker, served first when one is handed back.
+        self._waiters: collections.deque[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[_Worker | None]]
+        ]
+        self._waiters = collections.deque()
 
     def _take(self, deadline: float) -> _Worker:
         # Poll rather than block on the queue: a worker killed for its time frees a slot
@@ -168,8 +276,111 @@ class WorkerPool:
         if answer is None:
             self._replace(worker)
             raise WorkerTimedOut
-        self._idle.put(worker)
+        self._give_back(worker)
         return answer
+
+    async def call_async(
+        self,
+        request: bytes,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the work's limit: the worker is killed past it
+        wait: float = 30.0,
+    ) -> bytes:
+        """:meth:`call` for the event loop: no thread waits on the worker; same errors.
+
+        Starting a worker (rare: the first calls, or after one was killed) runs in a thread.
+        """
+        worker = await self._take_async(time.monotonic() + wait)
+        try:
+            answer = await worker.call_async(request, timeout)
+        except (WorkerDied, OSError) as exc:
+            self._replace(worker)
+            raise WorkerDied(str(exc)) from exc
+        except BaseException:
+            # Cancelled mid-exchange: the worker may still be reading or answering.
+            self._replace(worker)
+            raise
+        if answer is None:
+            self._replace(worker)
+            raise WorkerTimedOut
+        self._give_back(worker)
+        return answer
+
+    async def _take_async(self, deadline: float) -> _Worker:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = False
+            handed: asyncio.Future[_Worker | None] | None = None
+            with self._lock:
+                # First come, first served: nobody overtakes a caller already waiting.
+                if not self._waiters and not self._idle.empty():
+                    return self._idle.get_nowait()
+                if self._started < self._size:
+                    self._started += 1
+                    start = True
+                else:
+                    handed = loop.create_future()
+                    self._waiters.append((loop, handed))
+            if start:
+                try:
+                    from anyio import to_thread
+
+                    return await to_thread.run_sync(_Worker, self._source)
+                except BaseException:
+                    with self._lock:
+                        self._started -= 1
+                    self._hand_on(None)
+                    raise
+            assert handed is not None
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                # Handed a worker, or None when a slot freed (a worker was killed) or when a
+                # blocking caller may have taken the worker: look again. The cap covers that.
+                worker = await asyncio.wait_for(asyncio.shield(handed), min(remaining, 0.25))
+            except BaseException as exc:
+                # Gone before a worker reached us: one handed meanwhile goes to the next.
+                if not handed.done():
+                    handed.cancel()
+                elif not handed.cancelled() and (got := handed.result()) is not None:
+                    if isinstance(exc, TimeoutError) and time.monotonic() < deadline:
+                        return got
+                    self._give_back(got)
+                if not isinstance(exc, TimeoutError):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WorkerBusy("every worker stayed busy") from None
+                continue
+            if worker is not None:
+                return worker
+
+    def _give_back(self, worker: _Worker) -> None:
+        """A worker is free again: to the longest-waiting event-loop caller, else idle."""
+        if not self._hand_on(worker):
+            self._idle.put(worker)
+
+    def _hand_on(self, worker: _Worker | None) -> bool:
+        """Pass ``worker`` (or a wake-up, for None) to the first live waiter; False if none."""
+        with self._lock:
+            while self._waiters:
+                loop, handed = self._waiters.popleft()
+                if handed.done() or loop.is_closed():
+                    continue
+                try:
+                    loop.call_soon_threadsafe(self._deliver, handed, worker)
+                except RuntimeError:  # the loop closed meanwhile
+                    continue
+                return True
+        return False
+
+    def _deliver(self, handed: asyncio.Future[_Worker | None], worker: _Worker | None) -> None:
+        # On the waiter's loop: if it gave up meanwhile, the worker goes to the next one.
+        if handed.done():
+            if worker is not None:
+                self._give_back(worker)
+        else:
+            handed.set_result(worker)
 
     def warm(self) -> None:
         """Start one worker now if none runs (blocking), so the first request does not wait."""
@@ -183,12 +394,13 @@ class WorkerPool:
             with self._lock:
                 self._started -= 1
             return
-        self._idle.put(worker)
+        self._give_back(worker)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
         with self._lock:
             self._started -= 1
+        self._hand_on(None)  # a slot is free: a waiter may start a new worker
 
     def close(self) -> None:
         while True:

@@ -126,6 +126,47 @@ def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(tmp_path:
     outbox.close()
 
 
+def test_a_failing_write_alone_in_its_batch_leaves_nothing_and_the_next_commits(
+    tmp_path: Path,
+) -> None:
+    # A lone write runs without a savepoint: its failure must still undo all it did.
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+
+    def insert(key: str) -> Any:
+        def op(db: sqlite3.Connection) -> str:
+            db.execute(
+                "INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind,"
+                " payload, created_at) VALUES (?, 'C-1', 0, ?, 'h', 'upload', '{}', 0)",
+                (key, key),
+            )
+            if key == "bad":
+                raise ValueError("a bug in one write")
+            return key
+
+        return op
+
+    bad = _Write(insert("bad"), durable=True, future=concurrent.futures.Future())
+    outbox._commit([bad])
+    with pytest.raises(ValueError, match="a bug in one write"):
+        bad.future.result()
+    good = _Write(insert("good"), durable=True, future=concurrent.futures.Future())
+    outbox._commit([good])
+    assert good.future.result() == "good"
+    assert list(on_disk(database)) == ["good"]
+    outbox.close()
+
+
+def test_a_reused_key_answers_the_first_row_and_stores_nothing_new(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    first, created = outbox.add(new("k-1"))
+    again, created_again = outbox.add(new("k-1"))
+    assert created and not created_again
+    assert again.id == first.id
+    assert outbox.ids() == [first.id]
+    outbox.close()
+
+
 def test_a_batch_that_cannot_commit_acknowledges_nobody(tmp_path: Path) -> None:
     database = tmp_path / "outbox.sqlite3"
     outbox = Outbox(database)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -94,3 +95,76 @@ def test_waiters_get_a_new_worker_after_one_is_killed_for_its_time() -> None:
         checker.close()
     # Each waits its turn, gets a (new) worker and times out: none is left waiting forever.
     assert outcomes == ["CheckTimedOut"] * 3
+
+
+# -- the same, awaited on the event loop (what intake uses) -------------------------------
+
+
+@pytest.mark.anyio
+async def test_on_the_loop_a_parser_that_hangs_is_killed_at_the_time_limit_and_replaced() -> None:
+    checker = PdfChecker(workers=1, timeout=0.5, worker_source=pdfworkers.HANGING)
+    try:
+        for _ in range(2):  # the second gets a fresh worker, which hangs again
+            with pytest.raises(CheckTimedOut):
+                await checker.check_async(pdf())
+    finally:
+        checker.close()
+
+
+@pytest.mark.anyio
+async def test_on_the_loop_a_worker_that_dies_makes_the_pdf_unreadable() -> None:
+    checker = PdfChecker(workers=1, worker_source=pdfworkers.DYING)
+    try:
+        assert (await checker.check_async(pdf()))["ok"] is False
+    finally:
+        checker.close()
+
+
+@pytest.mark.anyio
+async def test_on_the_loop_without_pypdf_the_check_is_unavailable() -> None:
+    checker = PdfChecker(workers=1, worker_source=pdfworkers.WITHOUT_PYPDF)
+    with pytest.raises(CheckUnavailable):
+        await checker.check_async(pdf())
+
+
+@pytest.mark.anyio
+async def test_on_the_loop_twenty_at_once_share_two_workers_and_all_are_read() -> None:
+    checker = PdfChecker(workers=2, timeout=1.5)
+    try:
+        verdicts = await asyncio.gather(*(checker.check_async(pdf()) for _ in range(20)))
+        # Blocking and awaiting callers share the same workers.
+        assert checker.check(pdf()) == {"ok": True, "pages": 1}
+    finally:
+        checker.close()
+    assert all(verdict == {"ok": True, "pages": 1} for verdict in verdicts)
+
+
+@pytest.mark.anyio
+async def test_on_the_loop_a_burst_longer_than_the_wait_is_answered_busy() -> None:
+    checker = PdfChecker(workers=1, timeout=2.0, worker_source=pdfworkers.HANGING)
+    checker.wait = 0.3
+    try:
+        outcomes = await asyncio.gather(
+            *(checker.check_async(pdf()) for _ in range(2)), return_exceptions=True
+        )
+    finally:
+        checker.close()
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == [
+        "CheckBusy",
+        "CheckTimedOut",
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_check_replaces_its_worker_and_the_next_one_is_read() -> None:
+    checker = PdfChecker(workers=1, timeout=1.5)
+    try:
+        await checker.check_async(pdf())
+        task = asyncio.ensure_future(checker.check_async(pdf("x" * 500_000)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await checker.check_async(pdf()) == {"ok": True, "pages": 1}
+    finally:
+        checker.close()

@@ -268,3 +268,22 @@ def test_the_examples_in_the_docstrings_hold() -> None:
     import certwidget.uploads
 
     assert doctest.testmod(certwidget.uploads).failed == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"<html>not a document</html>",
+        b"%PDF-1.7\nno end marker",
+        b"%PDF-1.7\n" + b"junk" * 100 + b"\nstartxref\n5\n%%EOF\n",
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+    ],
+)
+async def test_the_async_check_refuses_exactly_as_the_blocking_one(content: bytes) -> None:
+    with pytest.raises(UploadRejected) as blocking:
+        check_upload(content, filename="c.pdf", declared_type="application/pdf")
+    with pytest.raises(UploadRejected) as awaited:
+        await check_upload_async(content, filename="c.pdf", declared_type="application/pdf")
+    assert repr(awaited.value) == repr(blocking.value)
