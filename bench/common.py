@@ -228,11 +228,49 @@ def uvicorn_server(app: Any) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    _SERVER_THREADS[url] = thread.native_id
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
+        del _SERVER_THREADS[url]
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# The OS thread serving each URL: its CPU time is the server's whole cost of a request (the
+# event loop, the app, the middleware), which other processes on the machine cannot inflate.
+_SERVER_THREADS: dict[str, int | None] = {}
+
+
+def server_cpu_seconds(url: str) -> float | None:
+    """CPU time the thread serving ``url`` has used so far (Linux), or None where unknown."""
+    tid = _SERVER_THREADS.get(url)
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat", encoding="ascii") as schedstat:
+            return int(schedstat.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class Load:
+    rate: float  # requests/s the load generator completed
+    tool: str
+    cpu_per_request: float | None  # server-thread CPU seconds per request, where measurable
+
+
+def load_measured(url: str, *, seconds: float, connections: int) -> Load:
+    """:func:`load`, plus the server thread's CPU time per request completed."""
+    base = url.split("/", 3)
+    server = "/".join(base[:3])
+    before = server_cpu_seconds(server)
+    rate, tool = load(url, seconds=seconds, connections=connections)
+    after = server_cpu_seconds(server)
+    cpu = None
+    if before is not None and after is not None and rate > 0:
+        cpu = (after - before) / (rate * seconds)  # requests served = rate x duration
+    return Load(rate, tool, cpu)
 
 
 def load(url: str, *, seconds: float, connections: int) -> tuple[float, str]:
