@@ -251,6 +251,17 @@ class HtmlInjector:
         if final:
             at = _rfind_body_close(buf, max(0, size - BODY_CLOSE_WINDOW), size, final=True)
             return self._inject(buf, size if at == -1 else at, mount=True)
+        if hold == size:
+            # `</body>` then `</html>` closes the document: inject now rather than hold the tail
+            # to the end (the server then finishes the response with no extra write). Pages
+            # spelling it `</HTML>` take the end-of-body path: the same place, one write later.
+            html_at = buf.rfind(b"</html", max(0, size - BODY_CLOSE_WINDOW))
+            if html_at != -1:
+                at = _rfind_body_close(
+                    buf, max(0, html_at - BODY_CLOSE_WINDOW), html_at, final=True
+                )
+                if at != -1:
+                    return self._inject(buf, at, mount=True)
         # The last window stays until the next message (a `</body>` in it is where the widget
         # goes if the page ends there), and so does an unfinished tag that starts before it.
         window_start = size - BODY_CLOSE_WINDOW

@@ -263,6 +263,19 @@ async def test_a_long_tail_after_body_close_puts_the_widget_at_the_end() -> None
 
 
 @pytest.mark.anyio
+async def test_the_closed_document_is_injected_without_waiting_for_the_end() -> None:
+    injector, sent = await started_injector()
+    rows = b"<p>row</p>" * 500
+    await injector({"type": "http.response.body", "body": b"<body>" + rows, "more_body": True})
+    await injector({"type": "http.response.body", "body": b"</body>\n</html>\n", "more_body": True})
+    # Injected as soon as </html> was seen: everything received is already sent, widget included.
+    sent_so_far = b"".join(m.get("body", b"") for m in sent[1:])
+    assert sent_so_far == b"<body>" + rows + AT_BODY + b"</body>\n</html>\n"
+    await injector({"type": "http.response.body", "body": b"", "more_body": False})
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+@pytest.mark.anyio
 async def test_a_body_close_in_the_last_window_is_found_however_the_page_is_split() -> None:
     page = b"<body>" + b"<p>row</p>" * 300 + b"</body>\n<!-- " + b"c" * 900 + b" -->\n</html>"
     expected = page.replace(b"</body>", AT_BODY + b"</body>")
