@@ -5,8 +5,9 @@ never buffered whole: the injector holds back only the last kilobyte it has seen
 closing `</body>` is, so the widget can go before it) and an unfinished tag at a chunk boundary
 (so a split `<div data-certwidget ...>` is still seen whole).
 
-Per body message the work is one reverse search for `data-certwidget` and a copy of the held
-kilobyte; `</body>` is looked for once, in the page's last kilobyte, when the body ends.
+Per body message the work is one reverse search for `data-certwidget`, a look for `</html>` in
+the last kilobyte (a closed document is injected at once) and a copy of the held kilobyte;
+otherwise `</body>` is looked for once, in the page's last kilobyte, when the body ends.
 """
 
 from __future__ import annotations
@@ -98,11 +99,11 @@ class HtmlInjector:
 
     Where: right after the opening tag of the first element carrying a `data-certwidget`
     attribute, spelt in lowercase as documented (inside it; no `mount_html` then); else before
-    the last `</body>` (`</body>`, `</BODY>`, `</Body>`) in the page's last
+    the `</body>` (`</body>`, `</BODY>`, `</Body>`) that closes the document: the last one ahead
+    of a `</html>` (injected as soon as that passes), or the last one in the page's final
     `BODY_CLOSE_WINDOW` bytes; else at the end of the page, which browsers also parse into the
-    body. Snippets must be ASCII (use
-    `json.dumps(..., ensure_ascii=True)`), since they are spliced into bytes of any
-    ASCII-compatible charset.
+    body. Snippets must be ASCII (use `json.dumps(..., ensure_ascii=True)`), since they are
+    spliced into bytes of any ASCII-compatible charset.
 
     CSP nonce: `nonce` if given, else (with `nonce_from_csp`) the nonce in the response's
     `Content-Security-Policy` header. With `render`, the snippets come from
