@@ -94,17 +94,9 @@ class PdfChecker:
             answer = self._pool.call(
                 data, timeout=self.timeout if timeout is None else timeout, wait=self.wait
             )
-        except WorkerTimedOut:
-            raise CheckTimedOut from None
-        except WorkerBusy as exc:
-            raise CheckBusy(str(exc)) from exc
-        except WorkerUnavailable as exc:
-            raise CheckUnavailable(str(exc)) from exc
-        except WorkerDied:
-            # The worker's memory cap, or a crash in the parser: this file cannot be read.
-            return {"ok": False, "why": "it needs too much memory to read"}
-        verdict: dict[str, Any] = json.loads(answer)
-        return verdict
+        except _WORKER_ERRORS as exc:
+            return _after_worker_error(exc)
+        return _verdict(answer)
 
     async def check_async(
         self,
@@ -116,16 +108,9 @@ class PdfChecker:
             answer = await self._pool.call_async(
                 data, timeout=self.timeout if timeout is None else timeout, wait=self.wait
             )
-        except WorkerTimedOut:
-            raise CheckTimedOut from None
-        except WorkerBusy as exc:
-            raise CheckBusy(str(exc)) from exc
-        except WorkerUnavailable as exc:
-            raise CheckUnavailable(str(exc)) from exc
-        except WorkerDied:
-            return {"ok": False, "why": "it needs too much memory to read"}
-        verdict: dict[str, Any] = json.loads(answer)
-        return verdict
+        except _WORKER_ERRORS as exc:
+            return _after_worker_error(exc)
+        return _verdict(answer)
 
     def close(self) -> None:
         self._pool.close()
@@ -142,3 +127,23 @@ def default_checker() -> PdfChecker:
         if _default is None:
             _default = PdfChecker(workers=4)
         return _default
+
+
+_WORKER_ERRORS = (WorkerTimedOut, WorkerBusy, WorkerUnavailable, WorkerDied)
+
+
+def _after_worker_error(exc: Exception) -> dict[str, Any]:
+    """The pool's errors as this module's, the same for the blocking and the awaited check."""
+    if isinstance(exc, WorkerTimedOut):
+        raise CheckTimedOut from None
+    if isinstance(exc, WorkerBusy):
+        raise CheckBusy(str(exc)) from exc
+    if isinstance(exc, WorkerUnavailable):
+        raise CheckUnavailable(str(exc)) from exc
+    # The worker died reading it (its memory cap, or a crash in the parser): unreadable.
+    return {"ok": False, "why": "it needs too much memory to read"}
+
+
+def _verdict(answer: bytes) -> dict[str, Any]:
+    verdict: dict[str, Any] = json.loads(answer)
+    return verdict

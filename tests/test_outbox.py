@@ -96,22 +96,25 @@ async def test_add_async_is_durable_and_keeps_idempotency_within_one_batch(
     outbox.close()
 
 
+def insert(key: str) -> Any:
+    """A write for the writer: inserts a row keyed ``key``, then fails if the key is "bad"."""
+
+    def op(db: sqlite3.Connection) -> str:
+        db.execute(
+            "INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind,"
+            " payload, created_at) VALUES (?, 'C-1', 0, ?, 'h', 'upload', '{}', 0)",
+            (key, key),
+        )
+        if key == "bad":
+            raise ValueError("a bug in one write")
+        return key
+
+    return op
+
+
 def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(tmp_path: Path) -> None:
     database = tmp_path / "outbox.sqlite3"
     outbox = Outbox(database)
-
-    def insert(key: str) -> Any:
-        def op(db: sqlite3.Connection) -> str:
-            db.execute(
-                "INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind,"
-                " payload, created_at) VALUES (?, 'C-1', 0, ?, 'h', 'upload', '{}', 0)",
-                (key, key),
-            )
-            if key == "bad":
-                raise ValueError("a bug in one write")
-            return key
-
-        return op
 
     batch = [
         _Write(insert(key), durable=True, future=concurrent.futures.Future())
@@ -132,19 +135,6 @@ def test_a_failing_write_alone_in_its_batch_leaves_nothing_and_the_next_commits(
     # A lone write runs without a savepoint: its failure must still undo all it did.
     database = tmp_path / "outbox.sqlite3"
     outbox = Outbox(database)
-
-    def insert(key: str) -> Any:
-        def op(db: sqlite3.Connection) -> str:
-            db.execute(
-                "INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind,"
-                " payload, created_at) VALUES (?, 'C-1', 0, ?, 'h', 'upload', '{}', 0)",
-                (key, key),
-            )
-            if key == "bad":
-                raise ValueError("a bug in one write")
-            return key
-
-        return op
 
     bad = _Write(insert("bad"), durable=True, future=concurrent.futures.Future())
     outbox._commit([bad])
