@@ -17,7 +17,7 @@ import functools
 import html
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.types import Message, Send
 
@@ -152,20 +152,24 @@ class HtmlInjector:
         self._pending = b""  # received, not yet sent: the last window, or an unfinished tag
         self._scan = 0  # offset in _pending where the next marker search starts
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # A plain function handing back the server's own awaitable: a body message costs no
+        # coroutine of ours (this runs once per chunk of every page).
         if self._passthrough:
-            await self._send(message)
-            return
-        message_type = message["type"]
-        if message_type == "http.response.body" and self._start is None:
-            # The streaming case, once per chunk: first, and as little work as can be.
+            return self._send(message)
+        if message["type"] == "http.response.body" and self._start is None:
             more_body = message.get("more_body", False)
             body = self._feed(message.get("body", b""), final=not more_body)
             if body or not more_body:
-                await self._send(
+                return self._send(
                     {"type": "http.response.body", "body": body, "more_body": more_body}
                 )
-        elif message_type == "http.response.start":
+            return _nothing()
+        return self._other(message)
+
+    async def _other(self, message: Message) -> None:
+        message_type = message["type"]
+        if message_type == "http.response.start":
             await self._on_start(message)
         elif message_type == "http.response.body":
             await self._on_first_body(message)
@@ -305,6 +309,10 @@ class HtmlInjector:
         if mount:
             return head_html + body_html + self._mount_html
         return head_html + body_html
+
+
+async def _nothing() -> None:
+    """What a body message held back entirely (nothing to send yet) awaits."""
 
 
 def is_html_response(headers: Headers) -> bool:
