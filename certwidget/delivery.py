@@ -20,7 +20,7 @@ import functools
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio import CapacityLimiter, to_thread
 
@@ -34,6 +34,7 @@ from .providers.base import (
     ProviderUnavailable,
 )
 
+T = TypeVar("T")
 logger = logging.getLogger("certwidget.delivery")
 
 
@@ -125,6 +126,22 @@ class Deliverer:
             claimed, self._claimed = list(self._claimed), {}
             await to_thread.run_sync(self._outbox.release, claimed)
 
+    async def _claim(self, claim: Callable[[], T], leased: Callable[[T], list[str]]) -> T:
+        """Run a claim in a thread; if cancelled meanwhile, hand back what it leased, then stop.
+
+        Cancelling the wait does not stop the thread, which may still lease rows: without this
+        they would stay leased, unseen by anyone, until the lease ran out.
+        """
+        claiming = asyncio.ensure_future(to_thread.run_sync(claim))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                ids = leased(await claiming)
+                if ids:
+                    self._outbox.release(ids)  # one quick write, on the way out
+            raise
+
     def spawn(self, submission_id: str) -> asyncio.Task[Submission | None]:
         """Start ``deliver_now`` as a task this deliverer tracks (and cancels on ``stop``)."""
         task = asyncio.get_running_loop().create_task(self.deliver_now(submission_id))
@@ -141,8 +158,9 @@ class Deliverer:
         """
         async with self._slots:
             try:
-                submission = await to_thread.run_sync(
-                    lambda: self._outbox.claim(submission_id, lease_seconds=self._lease)
+                submission = await self._claim(
+                    lambda: self._outbox.claim(submission_id, lease_seconds=self._lease),
+                    lambda row: [row.id] if row is not None else [],
                 )
                 if submission is not None:
                     self._claimed[submission.id] = asyncio.Event()
@@ -168,10 +186,11 @@ class Deliverer:
                 batch: list[Submission] = []
                 try:
                     if free:
-                        batch = await to_thread.run_sync(
+                        batch = await self._claim(
                             functools.partial(
                                 self._outbox.claim_due, limit=free, lease_seconds=self._lease
-                            )
+                            ),
+                            lambda rows: [row.id for row in rows],
                         )
                 finally:
                     for _ in range(free - len(batch)):

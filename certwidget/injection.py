@@ -5,9 +5,9 @@ never buffered whole: the injector holds back only the last kilobyte it has seen
 closing `</body>` is, so the widget can go before it) and an unfinished tag at a chunk boundary
 (so a split `<div data-certwidget ...>` is still seen whole).
 
-Per body message the work is one reverse search for `data-certwidget`, a look for `</html>` in
-the last kilobyte (a closed document is injected at once) and a copy of the held kilobyte;
-otherwise `</body>` is looked for once, in the page's last kilobyte, when the body ends.
+Per body message the work is one reverse search for `data-certwidget` and a copy of the held
+kilobyte; `</body>` is looked for once, in the page's last kilobyte, when the body ends. (Text
+such as `"</body></html>"` in a script must not decide anything before the page has ended.)
 """
 
 from __future__ import annotations
@@ -99,8 +99,7 @@ class HtmlInjector:
 
     Where: right after the opening tag of the first element carrying a `data-certwidget`
     attribute, spelt in lowercase as documented (inside it; no `mount_html` then); else before
-    the `</body>` (`</body>`, `</BODY>`, `</Body>`) that closes the document: the last one ahead
-    of a `</html>` (injected as soon as that passes), or the last one in the page's final
+    the last `</body>` (`</body>`, `</BODY>`, `</Body>`) in the page's final
     `BODY_CLOSE_WINDOW` bytes; else at the end of the page, which browsers also parse into the
     body. Snippets must be ASCII (use `json.dumps(..., ensure_ascii=True)`), since they are
     spliced into bytes of any ASCII-compatible charset.
@@ -256,17 +255,6 @@ class HtmlInjector:
         if final:
             at = _rfind_body_close(buf, max(0, size - BODY_CLOSE_WINDOW), size, final=True)
             return self._inject(buf, size if at == -1 else at, mount=True)
-        if hold == size:
-            # `</body>` then `</html>` closes the document: inject now rather than hold the tail
-            # to the end (the server then finishes the response with no extra write). Pages
-            # spelling it `</HTML>` take the end-of-body path: the same place, one write later.
-            html_at = buf.rfind(b"</html", max(0, size - BODY_CLOSE_WINDOW))
-            if html_at != -1:
-                at = _rfind_body_close(
-                    buf, max(0, html_at - BODY_CLOSE_WINDOW), html_at, final=True
-                )
-                if at != -1:
-                    return self._inject(buf, at, mount=True)
         # The last window stays until the next message (a `</body>` in it is where the widget
         # goes if the page ends there), and so does an unfinished tag that starts before it.
         window_start = size - BODY_CLOSE_WINDOW

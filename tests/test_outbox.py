@@ -321,3 +321,35 @@ async def test_deliver_now_leases_only_once_a_slot_is_free(tmp_path: Path) -> No
         await deliverer.stop()
         outbox.close()
     assert set(provider.created.values()) == {1} and len(provider.created) == 5
+
+
+@pytest.mark.anyio
+async def test_stopping_while_a_claim_runs_hands_the_claimed_row_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import certwidget.delivery as delivery
+
+    monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    row, _ = outbox.add(
+        NewSubmission(
+            "C-1", False, "k1", "h", "upload", {"zones": ["WA"]}, b"%PDF", "application/pdf", "c"
+        )
+    )
+    claim_due = outbox.claim_due
+
+    def slow_claim_due(**options: Any) -> Any:
+        time.sleep(0.3)  # a busy writer: the claim is still running when stop() comes
+        return claim_due(**options)
+
+    monkeypatch.setattr(outbox, "claim_due", slow_claim_due)
+    deliverer = Deliverer(outbox, object(), lease_seconds=60)  # type: ignore[arg-type]
+    deliverer.start()
+    await asyncio.sleep(0.1)
+    await deliverer.stop()
+    await asyncio.sleep(0.5)  # long enough for a claim left running to finish
+    # Not left leased for a minute: another process (or a restart) can take it at once.
+    assert [again.id for again in claim_due(limit=5, lease_seconds=60)] == [row.id]
+    outbox.close()
