@@ -322,14 +322,23 @@ class WorkerPool:
                     handed = loop.create_future()
                     self._waiters.append((loop, handed))
             if start:
-                try:
-                    from anyio import to_thread
+                from anyio import to_thread
 
-                    return await to_thread.run_sync(_Worker, self._source)
+                starting = asyncio.ensure_future(to_thread.run_sync(_Worker, self._source))
+                try:
+                    return await asyncio.shield(starting)
+                except asyncio.CancelledError:
+                    # The start goes on in its thread: the worker it makes is the pool's, for
+                    # the next caller, not an orphan outside the count.
+                    try:
+                        started = await starting
+                    except BaseException:
+                        self._start_failed()
+                    else:
+                        self._give_back(started)
+                    raise
                 except BaseException:
-                    with self._lock:
-                        self._started -= 1
-                    self._hand_on(None)
+                    self._start_failed()
                     raise
             assert handed is not None
             remaining = deadline - time.monotonic()
@@ -354,6 +363,11 @@ class WorkerPool:
                 continue
             if worker is not None:
                 return worker
+
+    def _start_failed(self) -> None:
+        with self._lock:
+            self._started -= 1
+        self._hand_on(None)  # the slot is free: a waiter may start a worker
 
     def _give_back(self, worker: _Worker) -> None:
         """A worker is free again: to the longest-waiting event-loop caller, else idle."""

@@ -168,3 +168,26 @@ async def test_a_cancelled_check_replaces_its_worker_and_the_next_one_is_read() 
         assert await checker.check_async(pdf()) == {"ok": True, "pages": 1}
     finally:
         checker.close()
+
+
+@pytest.mark.anyio
+async def test_a_caller_cancelled_while_its_worker_starts_leaves_the_worker_to_the_pool() -> None:
+    from certwidget.workers import WorkerPool
+
+    slow_start = (
+        "import time\ntime.sleep(0.5)\nsend(b'ready')\n"
+        "while (d := receive()) is not None:\n    send(d)\n"
+    )
+    pool = WorkerPool(slow_start, workers=1)
+    try:
+        caller = asyncio.create_task(pool.call_async(b"first", timeout=5))
+        await asyncio.sleep(0.1)  # the worker is starting in a thread
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(1.0)  # the start finishes meanwhile
+        assert pool._idle.qsize() == 1 and pool._started == 1  # the pool's, not an orphan
+        assert await pool.call_async(b"second", timeout=5) == b"second"
+        assert pool._started == 1
+    finally:
+        pool.close()
