@@ -187,9 +187,14 @@ class Outbox:
         self._closed = False
 
     def _move_documents(self) -> None:
-        """Files made before documents had their own table: move them there, once."""
+        """Files made before documents had their own table: copy their documents there.
+
+        The old column keeps its copy, so an older certwidget process still sharing this file
+        (during an upgrade one process at a time) reads its documents as before.
+        """
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(submissions)")}
-        if "document" not in columns:
+        self._legacy_document_column = "document" in columns
+        if not self._legacy_document_column:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -198,7 +203,6 @@ class Outbox:
                 " SELECT id, document FROM submissions"
                 " WHERE document IS NOT NULL AND length(document) > 0"
             )
-            self._db.execute("UPDATE submissions SET document = NULL WHERE document IS NOT NULL")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -348,7 +352,15 @@ class Outbox:
 
     def document(self, submission_id: str) -> bytes:
         rows = self._read("SELECT content FROM documents WHERE submission_id = ?", (submission_id,))
-        return bytes(rows[0]["content"]) if rows else b""
+        if rows:
+            return bytes(rows[0]["content"])
+        if self._legacy_document_column:
+            # A row an older certwidget added to this file after it was upgraded here (several
+            # processes on one file, upgraded one at a time): its document is still inline.
+            rows = self._read("SELECT document FROM submissions WHERE id = ?", (submission_id,))
+            if rows and rows[0]["document"]:
+                return bytes(rows[0]["document"])
+        return b""
 
     def set_document(
         self, submission_id: str, document: bytes, *, media_type: str, filename: str

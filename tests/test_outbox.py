@@ -225,11 +225,25 @@ def test_a_file_from_before_keeps_its_documents(tmp_path: Path) -> None:
     assert due.id == "old-1" and due.filename == "old.pdf"
     row, created = outbox.add(new("k2"))
     assert created and outbox.document(row.id) == b"%PDF-1.4 doc"
+    # An older certwidget process still on this file (an upgrade one process at a time) adds
+    # a row the old way, and still reads its own earlier documents; we read its new one.
+    old = sqlite3.connect(database, isolation_level=None)
+    old.execute(
+        "INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind, payload,"
+        " document, media_type, filename, created_at) VALUES ('old-2', 'C-1', 0, 'k3', 'h',"
+        " 'upload', '{}', X'255044462D32', 'application/pdf', 'two.pdf', 2)"
+    )
+    assert old.execute("SELECT document FROM submissions WHERE id = 'old-1'").fetchone() == (
+        b"%PDF-old",
+    )
+    old.close()
+    assert outbox.document("old-2") == b"%PDF-2"
     outbox.close()
-    # Opened again (another process, a restart): nothing moves twice, nothing is lost.
+    # Opened again (another process, a restart): nothing copied twice, nothing is lost.
     outbox = Outbox(database)
     assert outbox.document("old-1") == b"%PDF-old"
-    assert outbox.counts() == {"pending": 2}
+    assert outbox.document("old-2") == b"%PDF-2"
+    assert outbox.counts() == {"pending": 3}
     outbox.close()
 
 
