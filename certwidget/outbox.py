@@ -217,7 +217,9 @@ class Outbox:
         with self._writer_lock:
             if self._closed:
                 raise sqlite3.ProgrammingError("Cannot operate on a closed outbox.")
-            if self._writer is None:
+            if self._writer is None or not self._writer.is_alive():
+                # First write, or the writer died of something no write should raise
+                # (KeyboardInterrupt, SystemExit): a new one, so no caller waits forever.
                 self._writer = threading.Thread(
                     target=self._write_loop, name="certwidget-outbox", daemon=True
                 )
@@ -273,7 +275,8 @@ class Outbox:
                     try:
                         outcomes.append((True, live[0].op(db)))
                     except Exception as exc:
-                        db.execute("ROLLBACK")
+                        if db.in_transaction:  # SQLite may have rolled back already (IOERR)
+                            db.execute("ROLLBACK")
                         outcomes.append((False, exc))
                 for write in live if len(live) > 1 else ():
                     db.execute("SAVEPOINT write")
