@@ -218,10 +218,13 @@ class _Worker:
             loop.remove_writer(self.stdin_fd)
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=5)
-        self.stdin.close()
-        self.stdout.close()
+        # Never raises: a pool that replaces a worker must get its slot back whatever happens.
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self.process.kill()
+            self.process.wait(timeout=5)  # after SIGKILL: at once, unless the host is wedged
+        for pipe in (self.stdin, self.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 class WorkerPool:
@@ -231,6 +234,7 @@ class WorkerPool:
         self._source = source
         self._size = workers
         self._started = 0
+        self._closed = False
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
         #: Event-loop callers waiting for a worker, served first when one is handed back.
@@ -290,7 +294,10 @@ class WorkerPool:
 
         Starting a worker (rare: the first calls, or after one was killed) runs in a thread.
         """
-        worker = await self._take_async(time.monotonic() + wait)
+        try:
+            worker = await self._take_async(time.monotonic() + wait)
+        except OSError as exc:
+            raise WorkerUnavailable(f"could not start a worker: {exc}") from exc
         try:
             answer = await worker.call_async(request, timeout)
         except (WorkerDied, OSError) as exc:
@@ -371,7 +378,9 @@ class WorkerPool:
 
     def _give_back(self, worker: _Worker) -> None:
         """A worker is free again: to the longest-waiting event-loop caller, else idle."""
-        if not self._hand_on(worker):
+        if self._closed:
+            self._retire(worker)  # the pool was closed while it worked
+        elif not self._hand_on(worker):
             self._idle.put(worker)
 
     def _hand_on(self, worker: _Worker | None) -> bool:
@@ -417,10 +426,16 @@ class WorkerPool:
         self._hand_on(None)  # a slot is free: a waiter may start a new worker
 
     def close(self) -> None:
+        """Stop the idle workers now; busy ones are stopped when they are handed back."""
+        self._closed = True
         while True:
             try:
-                self._idle.get_nowait().kill()
+                worker = self._idle.get_nowait()
             except queue.Empty:
                 break
+            self._retire(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.kill()
         with self._lock:
-            self._started = 0
+            self._started -= 1
