@@ -34,14 +34,16 @@ from .common import (
     Results,
     Sink,
     alternate,
+    alternating_loads,
+    cpu_samples,
     fmt_rate,
     fmt_us,
     heading,
     http_scope,
-    load_measured,
     median,
+    paired_ratio,
     receiver,
-    uvicorn_server,
+    servers,
 )
 from .pages import chunks, page, stream
 
@@ -165,25 +167,9 @@ def run(results: Results) -> None:
 
         # Many short alternating rounds: the median sees past the other work on a shared machine.
         seconds, rounds = (1, 1) if quick else (1, 11)
-        with (
-            uvicorn_server(apps["uninjected"]) as plain,
-            uvicorn_server(apps["CertWidgetMiddleware"]) as ours,
-            uvicorn_server(apps["BufferingInjector"]) as reference,
-        ):
-            urls = {
-                "uninjected": plain,
-                "CertWidgetMiddleware": ours,
-                "BufferingInjector": reference,
-            }
+        with servers(apps) as urls:
             for label, path in PATHS.items():
-                runs: dict[str, list[Load]] = {name: [] for name in urls}
-                names = list(urls)
-                for index in range(rounds):
-                    shift = index % len(names)
-                    for name in names[shift:] + names[:shift]:
-                        runs[name].append(
-                            load_measured(urls[name] + path, seconds=seconds, connections=8)
-                        )
+                runs = alternating_loads(urls, path, rounds=rounds, seconds=seconds, connections=8)
                 report_served(results, f"{label}, uvicorn + {runs['uninjected'][0].tool}", runs)
 
 
@@ -197,33 +183,24 @@ def report_served(results: Results, label: str, runs: dict[str, list[Load]]) -> 
     back, and a drift that slows a whole round cancels out within it.
     """
     rates = {name: median([run.rate for run in values]) for name, values in runs.items()}
-    cpu_samples = {
-        name: [run.cpu_per_request for run in values if run.cpu_per_request is not None]
-        for name, values in runs.items()
-    }
+    cpu = {name: cpu_samples(values) for name, values in runs.items()}
     for name, rate in rates.items():
-        cpu = cpu_samples[name]
-        shown = f"{fmt_us(median(cpu))} CPU/page" if cpu else ""
+        samples = cpu[name]
+        shown = f"{fmt_us(median(samples))} CPU/page" if samples else ""
         print(f"  {label:46} {name:22} {fmt_rate(rate):>12}  {shown}")
-    base, ours, ref = "uninjected", "CertWidgetMiddleware", "BufferingInjector"
-    throughput = rates[base] / rates[ours]
-    if all(len(values) == len(runs[base]) for values in cpu_samples.values()):
-        cpu = {name: median(values) for name, values in cpu_samples.items()}
-
-        def paired(name: str) -> float:
-            pairs = zip(cpu_samples[name], cpu_samples[base], strict=True)
-            return median([mine / theirs for mine, theirs in pairs])
-
-        ratio = paired(ours)
-        results.add(
-            f"100 KB page, {label}",
-            f"{fmt_us(cpu[ours])} CPU/page injected",
-            f"{fmt_us(cpu[base])} uninjected",
-            f"server CPU per page injected/uninjected {ratio:.3f}x (BufferingInjector "
-            f"{paired(ref):.3f}x); throughput {fmt_rate(rates[ours])} vs "
-            f"{fmt_rate(rates[base])}, time x{throughput:.3f}",
-            f"<= {GOAL:.2f}x",
-            ratio <= GOAL,
-        )
+    base, ours, ref = cpu["uninjected"], cpu["CertWidgetMiddleware"], cpu["BufferingInjector"]
+    if base is None or ours is None or ref is None:
+        report(results, label, {name: 1 / rate for name, rate in rates.items()}, "rate")
         return
-    report(results, label, {name: 1 / rate for name, rate in rates.items()}, "rate")
+    ratio = paired_ratio(ours, base)
+    throughput = rates["uninjected"] / rates["CertWidgetMiddleware"]
+    results.add(
+        f"100 KB page, {label}",
+        f"{fmt_us(median(ours))} CPU/page injected",
+        f"{fmt_us(median(base))} uninjected",
+        f"server CPU per page injected/uninjected {ratio:.3f}x (BufferingInjector "
+        f"{paired_ratio(ref, base):.3f}x); throughput {fmt_rate(rates['CertWidgetMiddleware'])} "
+        f"vs {fmt_rate(rates['uninjected'])}, time x{throughput:.3f}",
+        f"<= {GOAL:.2f}x",
+        ratio <= GOAL,
+    )

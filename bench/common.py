@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,3 +308,36 @@ def fmt_us(seconds: float) -> str:
 
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.1f} ms"
+
+
+@contextmanager
+def servers(apps: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """Each app served by uvicorn at once (see :func:`uvicorn_server`): its name -> base URL."""
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(uvicorn_server(app)) for name, app in apps.items()}
+
+
+def alternating_loads(
+    urls: dict[str, str], path: str, *, rounds: int, seconds: float, connections: int
+) -> dict[str, list[Load]]:
+    """Load each server ``rounds`` times, the variants back to back, rotating who goes first."""
+    runs: dict[str, list[Load]] = {name: [] for name in urls}
+    names = list(urls)
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            runs[name].append(
+                load_measured(urls[name] + path, seconds=seconds, connections=connections)
+            )
+    return runs
+
+
+def cpu_samples(runs: list[Load]) -> list[float] | None:
+    """Server CPU seconds per request of each run, or None where the clock is not available."""
+    values = [run.cpu_per_request for run in runs]
+    return None if any(value is None for value in values) else [v or 0.0 for v in values]
+
+
+def paired_ratio(mine: list[float], theirs: list[float]) -> float:
+    """Median of per-round ratios: a drift that slows a whole round cancels out within it."""
+    return median([a / b for a, b in zip(mine, theirs, strict=True)])

@@ -27,15 +27,17 @@ from .common import (
     Load,
     Results,
     alternate,
+    alternating_loads,
+    cpu_samples,
     fmt_rate,
     heading,
     http_scope,
     load,
-    load_measured,
     median,
     null_send,
+    paired_ratio,
     receiver,
-    uvicorn_server,
+    servers,
 )
 
 GOAL = 0.97
@@ -116,27 +118,13 @@ def run(results: Results) -> None:
         report(results, "in-process ASGI loop", rates)
 
         seconds, rounds = (1.0, 2) if quick else (1.0, 11)
-        with (
-            uvicorn_server(apps["without middleware"]) as plain,
-            uvicorn_server(apps["CertWidgetMiddleware"]) as ours,
-            uvicorn_server(apps["BaseHTTPMiddleware (no-op)"]) as reference,
-        ):
-            urls = {
-                "without middleware": plain,
-                "CertWidgetMiddleware": ours,
-                "BaseHTTPMiddleware (no-op)": reference,
-            }
+        with servers(apps) as urls:
             tool = ""
             for url in urls.values():  # warm up each server
                 _, tool = load(url + "/products", seconds=1, connections=16)
-            runs: dict[str, list[Load]] = {name: [] for name in urls}
-            names = list(urls)
-            for index in range(rounds):
-                shift = index % len(names)
-                for name in names[shift:] + names[:shift]:
-                    runs[name].append(
-                        load_measured(urls[name] + "/products", seconds=seconds, connections=16)
-                    )
+            runs = alternating_loads(
+                urls, "/products", rounds=rounds, seconds=seconds, connections=16
+            )
         report_served(results, runs, tool=tool)
 
 
@@ -147,30 +135,29 @@ def report_served(results: Results, runs: dict[str, list[Load]], *, tool: str) -
     Without a per-thread CPU clock (not Linux), throughput is compared as before.
     """
     how = "uvicorn + loopback load"
-    base, ours, ref = "without middleware", "CertWidgetMiddleware", "BaseHTTPMiddleware (no-op)"
-    if not all(run.cpu_per_request is not None for values in runs.values() for run in values):
-        rates = {name: median([run.rate for run in values]) for name, values in runs.items()}
+    base, ours, ref_name = (
+        "without middleware",
+        "CertWidgetMiddleware",
+        "BaseHTTPMiddleware (no-op)",
+    )
+    cpu = {name: cpu_samples(values) for name, values in runs.items()}
+    rates = {name: median([run.rate for run in values]) for name, values in runs.items()}
+    without, with_us, ref = cpu[base], cpu[ours], cpu[ref_name]
+    if without is None or with_us is None or ref is None:
         report(results, how, rates, tool=tool)
         return
-
-    def cpu(name: str) -> list[float]:
-        return [run.cpu_per_request or 0.0 for run in runs[name]]
-
-    def paired(name: str) -> float:
-        # Requests per CPU-second with / without: the throughput ratio a CPU-bound server sees.
-        return median([b / a for a, b in zip(cpu(name), cpu(base), strict=True)])
-
     for name in runs:
-        rate = median([run.rate for run in runs[name]])
-        print(f"  {how:28} {name:28} {fmt_rate(rate):>12}  {median(cpu(name)) * 1e6:.1f} us CPU")
-    ratio = paired(ours)
+        shown = median(cpu[name] or [0.0]) * 1e6
+        print(f"  {how:28} {name:28} {fmt_rate(rates[name]):>12}  {shown:.1f} us CPU")
+    # Requests per CPU-second with / without: the throughput ratio a CPU-bound server sees.
+    ratio = paired_ratio(without, with_us)
     results.add(
         f"non-checkout GET, {how} via {tool}",
-        f"{median(cpu(ours)) * 1e6:.1f} us CPU/request with",
-        f"{median(cpu(base)) * 1e6:.1f} us without",
-        f"server CPU without/with {ratio:.3f} (BaseHTTPMiddleware {paired(ref):.3f}); "
-        f"throughput {fmt_rate(median([r.rate for r in runs[ours]]))} vs "
-        f"{fmt_rate(median([r.rate for r in runs[base]]))}",
+        f"{median(with_us) * 1e6:.1f} us CPU/request with",
+        f"{median(without) * 1e6:.1f} us without",
+        f"server CPU without/with {ratio:.3f} (BaseHTTPMiddleware "
+        f"{paired_ratio(without, ref):.3f}); throughput {fmt_rate(rates[ours])} vs "
+        f"{fmt_rate(rates[base])}",
         f">= {GOAL}",
         ratio >= GOAL,
     )

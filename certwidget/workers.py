@@ -420,9 +420,7 @@ class WorkerPool:
         self._give_back(worker)
 
     def _replace(self, worker: _Worker) -> None:
-        worker.kill()
-        with self._lock:
-            self._started -= 1
+        self._retire(worker)
         self._hand_on(None)  # a slot is free: a waiter may start a new worker
 
     def close(self) -> None:

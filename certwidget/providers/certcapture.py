@@ -384,9 +384,7 @@ class CertCaptureClient(AsyncClosing):
         """``GET /certificates/{id}/attachment`` (getCertificateAttachment): the document."""
         path = f"/certificates/{segment(certificate_id, 'certificate_id')}/attachment"
         response = await self._request("GET", path, accept="application/pdf, image/*, */*")
-        content_type = response.headers.get("content-type", "")
-        media_type = content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
-        return Attachment(content=response.content, media_type=media_type)
+        return Attachment.from_body(response.content, response.headers.get("content-type", ""))
 
     async def upload_certificate_attachment(
         self, certificate_id: str, content: bytes, *, filename: str, media_type: str

@@ -390,3 +390,9 @@ class Attachment:
 
     content: bytes
     media_type: str
+
+    @classmethod
+    def from_body(cls, content: bytes, content_type: str) -> Attachment:
+        """A downloaded document, typed by its Content-Type header (parameters dropped)."""
+        media_type = content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
+        return cls(content=content, media_type=media_type)

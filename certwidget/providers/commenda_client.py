@@ -337,9 +337,7 @@ class CommendaClient(AsyncClosing):
         """``GET /files/{id}``: the document's bytes and media type (inferred)."""
         path = f"/files/{segment(file_id, 'file_id')}"
         response = await self._request("GET", path, accept="application/pdf, image/*, */*")
-        content_type = response.headers.get("content-type", "")
-        media_type = content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
-        return Attachment(content=response.content, media_type=media_type)
+        return Attachment.from_body(response.content, response.headers.get("content-type", ""))
 
     # -- exemption certificates --------------------------------------------------------------
 

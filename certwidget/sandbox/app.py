@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 
 from .auth import Credentials, Principal, authenticate
 from .commenda import PREFIX as COMMENDA_PREFIX
@@ -40,6 +40,7 @@ from .errors import (
     not_found,
     unauthorized,
 )
+from .routing import route
 from .store import CUSTOMER_FIELDS, CertificateFields, Idempotency, SandboxStore, iso_datetime
 from .uploads import read_upload
 from .validation import (
@@ -341,19 +342,6 @@ class _SandboxApi:
         return JSONResponse(await self._db(self.store.list_attributes))
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def _route(path: str, **handlers: Endpoint) -> Route:
-    """One route per path, so a 405 lists every method the path allows in its Allow header."""
-
-    async def dispatch(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await handlers[method](request)
-
-    return Route(path, dispatch, methods=list(handlers))
-
-
 def create_app(
     *,
     db_path: str | os.PathLike[str],
@@ -382,25 +370,25 @@ def create_app(
         store.close()
 
     routes = [
-        _route("/v2/openapi.yml", GET=api.openapi),
-        _route("/v2/certificates", GET=api.list_certificates, POST=api.create_certificate),
-        _route(
+        route("/v2/openapi.yml", GET=api.openapi),
+        route("/v2/certificates", GET=api.list_certificates, POST=api.create_certificate),
+        route(
             "/v2/certificates/{certificateId}",
             GET=api.get_certificate,
             PUT=api.update_certificate,
             DELETE=api.delete_certificate,
         ),
-        _route(
+        route(
             "/v2/certificates/{certificateId}/attachment",
             GET=api.get_attachment,
             POST=api.upload_attachment,
         ),
-        _route("/v2/customers", GET=api.list_customers, POST=api.create_customer),
-        _route("/v2/customers/{customerId}", GET=api.get_customer, PUT=api.update_customer),
-        _route("/v2/customers/{customerId}/certificates", GET=api.customer_certificates),
-        _route("/v2/attributes", GET=api.list_attributes),
-        _route("/v2/auth/token", POST=api.auth_token),
-        _route("/v2/ecommerce/token", POST=api.ecommerce_token),
+        route("/v2/customers", GET=api.list_customers, POST=api.create_customer),
+        route("/v2/customers/{customerId}", GET=api.get_customer, PUT=api.update_customer),
+        route("/v2/customers/{customerId}/certificates", GET=api.customer_certificates),
+        route("/v2/attributes", GET=api.list_attributes),
+        route("/v2/auth/token", POST=api.auth_token),
+        route("/v2/ecommerce/token", POST=api.ecommerce_token),
         Mount(COMMENDA_PREFIX, app=create_commenda_app(store, api_token=commenda_token)),
     ]
     app = Starlette(

@@ -34,7 +34,7 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
 from anyio import to_thread
@@ -42,12 +42,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from .. import catalog
 from ..providers.commenda_models import COUNTRY_US, REASON_BY_TYPE, TYPE_BY_REASON
 from .auth import Principal
 from .errors import ApiError
+from .routing import route
 from .store import CertificateFields, Idempotency, SandboxStore
 from .uploads import read_upload
 from .validation import read_json_object
@@ -429,17 +429,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(500, "internal_error", "The sandbox failed; see its log for the cause", None)
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def _route(path: str, **handlers: Endpoint) -> Route:
-    async def dispatch(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await handlers[method](request)
-
-    return Route(path, dispatch, methods=list(handlers))
-
-
 def create_commenda_app(store: SandboxStore, *, api_token: str | None = None) -> Starlette:
     """The Commenda dialect over ``store``, to mount at :data:`PREFIX`.
 
@@ -449,12 +438,12 @@ def create_commenda_app(store: SandboxStore, *, api_token: str | None = None) ->
     api = _CommendaApi(store, api_token)
     app = Starlette(
         routes=[
-            _route("/customers", POST=api.create_customer),
-            _route("/customers/{id}", GET=api.get_customer),
-            _route("/files", POST=api.upload_file),
-            _route("/files/{id}", GET=api.get_file),
-            _route("/exemption-certificates", POST=api.create_certificate),
-            _route(
+            route("/customers", POST=api.create_customer),
+            route("/customers/{id}", GET=api.get_customer),
+            route("/files", POST=api.upload_file),
+            route("/files/{id}", GET=api.get_file),
+            route("/exemption-certificates", POST=api.create_certificate),
+            route(
                 "/exemption-certificates/{id}",
                 GET=api.get_certificate,
                 PATCH=api.update_certificate,
