@@ -33,8 +33,13 @@ from .providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
+from .traffic import BuyerTraffic
 
 T = TypeVar("T")
+
+# While buyers' submissions are in flight, the background loop starts no new attempt for up to
+# this long: intake answers sooner in a burst, and delivery still gets a turn this often.
+YIELD_TO_BUYERS_SECONDS = 0.5
 logger = logging.getLogger("certwidget.delivery")
 
 
@@ -72,6 +77,7 @@ class Deliverer:
         concurrency: int = 4,
         lease_seconds: float = 60.0,
         on_delivered: Callable[[Submission], None] | None = None,
+        traffic: BuyerTraffic | None = None,
     ) -> None:
         self._outbox = outbox
         self._provider = provider
@@ -84,6 +90,7 @@ class Deliverer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._on_delivered = on_delivered
+        self._traffic = traffic
         #: Rows this process has leased and not yet settled: released on shutdown so another
         #: process (or this one, restarted) need not wait for the lease to run out.
         # Each is set when its attempt settles, so ``deliver_now`` can wait for an attempt the
@@ -173,6 +180,9 @@ class Deliverer:
 
     async def _run(self) -> None:
         while not self._stopping:
+            if self._traffic is not None:
+                # Buyers are waiting on intake: new attempts wait for a lull (bounded).
+                await self._traffic.quiet(YIELD_TO_BUYERS_SECONDS)
             # Cleared before looking, so a wake() while we look is not lost.
             self._wake.clear()
             due_in: float | None = None
@@ -219,8 +229,11 @@ class Deliverer:
                 logger.exception("certwidget delivery loop error; retrying in 5 s")
                 due_in = 5.0
             timeout = 60.0 if due_in is None else min(max(due_in, 0.05), 60.0)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the event is set, and this loop would go on after its task was cancelled.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _attempt_in_slot(self, submission: Submission) -> None:
         """One attempt in a slot the loop acquired for it; frees the slot after."""

@@ -75,7 +75,8 @@ class Endpoints:
                 return await self.list_certificates(request)
             check_same_origin(request, self.runtime.settings.allowed_origins)
             buyer, _ = await self.authenticate(request)
-            return await receive_certificate(self.runtime, request, buyer)
+            with self.runtime.traffic.submission():
+                return await receive_certificate(self.runtime, request, buyer)
         if path.startswith("/certificates/") and path.endswith("/use"):
             self._allow(method, "POST")
             check_same_origin(request, self.runtime.settings.allowed_origins)

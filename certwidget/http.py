@@ -7,7 +7,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import Message
 
 
 class HTTPProblem(Exception):
@@ -75,20 +74,6 @@ def too_large(limit: int) -> HTTPProblem:
         f"The request is too large: send at most {size}.",
         headers={"Connection": "close"},
     )
-
-
-def replay(body: bytes) -> Any:
-    """A ``receive`` callable that hands an already-read body to Starlette's parsers."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
 
 
 def _origin_of(request: Request) -> str:

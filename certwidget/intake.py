@@ -17,14 +17,14 @@ import logging
 from typing import Any
 
 from anyio import to_thread
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import uploads
 from .buyers import Buyer
 from .documents import DocumentError, verify_signature_png
-from .http import HTTPProblem, json_response, read_body, replay
+from .http import HTTPProblem, json_response, read_body
+from .multipart import MultipartError, parse_form
 from .outbox import NewSubmission, Submission
 from .runtime import Runtime
 from .validation import (
@@ -101,43 +101,42 @@ async def _uploaded(
     runtime: Runtime, request: Request
 ) -> tuple[CertificateRequest, str, uploads.UploadedDocument]:
     body = await read_body(request, limit=MAX_MULTIPART_BYTES)
-    parsed = Request(request.scope, replay(body))
     try:
-        form = await parsed.form(max_files=1, max_fields=200)
-    except Exception as exc:  # python-multipart raises several types for broken framing
+        form = parse_form(
+            body, request.headers.get("content-type", ""), max_files=1, max_fields=200
+        )
+    except MultipartError as exc:
         raise HTTPProblem(
             400, "malformed_multipart", f"The upload could not be read as a form: {exc}."
         ) from exc
+    del body  # the parts are their own copies: keep one, not two, while the check runs
+    file = form.file("file")
+    if file is None:
+        raise HTTPProblem(
+            422,
+            "invalid_fields",
+            "Choose the certificate file to upload.",
+            fields={"file": "Choose the certificate file to upload (PDF, PNG, JPEG or TIFF)."},
+        )
+    content = file.content
+    fields = {
+        "zones": form.getlist("zones"),
+        "reason": form.get("reason"),
+        "exemptionNumber": form.get("exemptionNumber"),
+    }
+    validated = validate_upload_fields(fields)
     try:
-        file = form.get("file")
-        if not isinstance(file, UploadFile):
-            raise HTTPProblem(
-                422,
-                "invalid_fields",
-                "Choose the certificate file to upload.",
-                fields={"file": "Choose the certificate file to upload (PDF, PNG, JPEG or TIFF)."},
-            )
-        content = await file.read()
-        fields = {
-            "zones": [value for value in form.getlist("zones") if isinstance(value, str)],
-            "reason": form.get("reason"),
-            "exemptionNumber": form.get("exemptionNumber"),
-        }
-        validated = validate_upload_fields(fields)
-        try:
-            document = await uploads.check_upload_async(
-                content,
-                filename=file.filename or "certificate",
-                declared_type=file.content_type,
-                limiter=runtime.upload_checks,
-            )
-        except uploads.UploadRejected as exc:
-            retry = {"Retry-After": "10"} if exc.status == 503 else None
-            raise HTTPProblem(
-                exc.status, exc.code, exc.message, fields={"file": exc.message}, headers=retry
-            ) from exc
-    finally:
-        await form.close()
+        document = await uploads.check_upload_async(
+            content,
+            filename=file.filename or "certificate",
+            declared_type=file.content_type,
+            limiter=runtime.upload_checks,
+        )
+    except uploads.UploadRejected as exc:
+        retry = {"Retry-After": "10"} if exc.status == 503 else None
+        raise HTTPProblem(
+            exc.status, exc.code, exc.message, fields={"file": exc.message}, headers=retry
+        ) from exc
     digest = hashlib.sha256(
         json.dumps(fields, sort_keys=True).encode() + hashlib.sha256(content).digest()
     ).hexdigest()

@@ -31,11 +31,10 @@ from .buyers import CustomerCallable, CustomerError
 from .endpoints import Endpoints
 from .exemptions import SCOPE_KEY
 from .injection import HtmlInjector
-from .providers.base import CertificateProvider
+from .providers.base import CertificateProvider, CustomerProfile
 from .runtime import CertificateHook, Runtime, Settings, ShipZoneCallable
 from .snippet import SnippetRenderer
 from .tokens import normalize_keys
-from .validation import purchaser_json
 
 logger = logging.getLogger("certwidget")
 
@@ -199,6 +198,8 @@ class CertWidgetMiddleware:
         self._snippet = SnippetRenderer(
             js_url=f"{prefix}/static/{assets.urls['certwidget.js']}",
             css_url=f"{prefix}/static/{assets.urls['certwidget.css']}",
+            endpoint=prefix,
+            locale=locale,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -243,17 +244,19 @@ class CertWidgetMiddleware:
 
     async def _inject(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        config = await self._page_config(request)
+        profile, ship_zone = await self._page_buyer(request)
         state: dict[str, Any] = scope.setdefault("state", {})
+        snippet = self._snippet
 
         def render(csp_nonce: str | None) -> tuple[bytes, bytes]:
             nonce = state.get("csp_nonce") or csp_nonce
-            return self._snippet.render(config, nonce), b""
+            return snippet.for_page(profile, ship_zone, nonce), b""
 
         injector = HtmlInjector(send, method=scope["method"], render=render)
         await self.app(scope, receive, injector)
 
-    async def _page_config(self, request: Request) -> dict[str, Any]:
+    async def _page_buyer(self, request: Request) -> tuple[CustomerProfile | None, str | None]:
+        """Who is at the checkout (None for a guest) and the order's ship-to state."""
         runtime = self.runtime
         try:
             profile = await runtime.buyers.signed_in(request)
@@ -262,11 +265,4 @@ class CertWidgetMiddleware:
             # renders, and the widget's own requests answer the error.
             logger.exception("certwidget: customer(request) failed on %s", request.url.path)
             profile = None
-        purchaser = purchaser_json(profile) if profile is not None else None
-        return {
-            "endpoint": self._prefix,
-            "shipZone": await runtime.ship_zone(request),
-            "locale": runtime.settings.locale,
-            "signedIn": profile is not None,
-            "purchaser": purchaser,
-        }
+        return profile, await runtime.ship_zone(request)

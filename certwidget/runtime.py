@@ -36,6 +36,7 @@ from .minting import UpstreamTokens
 from .outbox import Outbox, Submission
 from .providers.base import CertificateProvider, ProviderCertificate, ProviderError
 from .tokens import CHECKOUT_COOKIE_SALT, Signed, TokenRejected, WidgetTokens
+from .traffic import BuyerTraffic
 
 logger = logging.getLogger("certwidget")
 
@@ -90,11 +91,13 @@ class Runtime:
         self.buyers = BuyerResolver(customer, keys)
         self.upstream = UpstreamTokens(provider)
         self.outbox = Outbox(settings.database)
+        self.traffic = BuyerTraffic()
         self.deliverer = Deliverer(
             self.outbox,
             provider,
             base_delay=settings.retry_backoff,
             on_delivered=self._delivered,
+            traffic=self.traffic,
         )
         self._checkout = Signed(keys, salt=CHECKOUT_COOKIE_SALT, max_age=CHECKOUT_COOKIE_MAX_AGE)
         self._ship_zone = ship_zone

@@ -1,7 +1,9 @@
 """The HTML snippet injected into checkout pages, from ``templates/snippet.html``.
 
 The template is rendered once, at start-up, with placeholders; a page then costs two string
-replacements instead of a template render (this runs on every checkout page). The config is
+replacements instead of a template render (this runs on every checkout page). The config a page
+gets depends only on the buyer and the ship-to state, so it is kept for the buyers seen lately,
+and so is the whole snippet for pages without a CSP nonce. The config is
 JSON-dumped and then made HTML-safe as Jinja's ``htmlsafe_json_dumps`` does (``<``, ``>``,
 ``&`` and ``'`` as JSON ``\\uXXXX`` escapes), so no value (a buyer's name, a shop's zone) can
 end the script element early, and the nonce is HTML-escaped like any attribute value.
@@ -9,13 +11,16 @@ end the script element early, and the nonce is HTML-escaped like any attribute v
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from typing import Any
 
 import jinja2
 
+from .providers.base import CustomerProfile
 from .resources import templates_dir
+from .validation import purchaser_json
 
 # Placeholders no template text contains; each is replaced exactly once per page.
 _CONFIG = "\x00certwidget-config\x00"
@@ -24,6 +29,8 @@ _NONCE = "\x00certwidget-nonce\x00"
 # ASCII-compatible page encoding.
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 _HTML_UNSAFE = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("'", "\\u0027"))
+# Buyers whose page config is kept: a few hundred at a checkout at once is a busy shop.
+PAGE_CACHE_SIZE = 1024
 
 
 class _Placeholder:
@@ -34,7 +41,15 @@ class _Placeholder:
 
 
 class SnippetRenderer:
-    def __init__(self, *, js_url: str, css_url: str) -> None:
+    def __init__(
+        self, *, js_url: str, css_url: str, endpoint: str = "", locale: str = "en"
+    ) -> None:
+        self._endpoint = endpoint
+        self._locale = locale
+        # Per instance (the endpoint and locale are this middleware's): profiles are frozen
+        # dataclasses, so (profile, zone) is a key; an edited profile is a new key.
+        self._page_json = functools.lru_cache(maxsize=PAGE_CACHE_SIZE)(self._page_json_uncached)
+        self._page_bytes = functools.lru_cache(maxsize=PAGE_CACHE_SIZE)(self._page_bytes_uncached)
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(templates_dir()),
             autoescape=True,
@@ -50,8 +65,31 @@ class SnippetRenderer:
             if rendered.count(_CONFIG) != 1:
                 raise RuntimeError("templates/snippet.html must render the config exactly once")
 
-    def render(self, config: dict[str, Any], nonce: str | None) -> bytes:
-        config_json = html_safe_json(config)
+    def for_page(
+        self, profile: CustomerProfile | None, ship_zone: str | None, nonce: str | None
+    ) -> bytes:
+        """The snippet for a checkout page: this buyer (None: a guest), zone and CSP nonce."""
+        if nonce is None:
+            return self._page_bytes(profile, ship_zone)
+        return self._render_json(self._page_json(profile, ship_zone), nonce)
+
+    def page_config(self, profile: CustomerProfile | None, ship_zone: str | None) -> dict[str, Any]:
+        """The widget config a checkout page carries (``window`` sees it as JSON)."""
+        return {
+            "endpoint": self._endpoint,
+            "shipZone": ship_zone,
+            "locale": self._locale,
+            "signedIn": profile is not None,
+            "purchaser": purchaser_json(profile) if profile is not None else None,
+        }
+
+    def _page_json_uncached(self, profile: CustomerProfile | None, ship_zone: str | None) -> str:
+        return html_safe_json(self.page_config(profile, ship_zone))
+
+    def _page_bytes_uncached(self, profile: CustomerProfile | None, ship_zone: str | None) -> bytes:
+        return self._render_json(self._page_json(profile, ship_zone), None)
+
+    def _render_json(self, config_json: str, nonce: str | None) -> bytes:
         if nonce is None:
             return self._without_nonce.replace(_CONFIG, config_json).encode()
         return (

@@ -1,0 +1,170 @@
+"""A multipart/form-data body already in memory, read into fields and files.
+
+Intake reads an upload's body whole (it is size-capped first), so the parts are sliced straight
+out of it. Starlette's form parser, made for bodies that stream, writes each file to a spooled
+temporary file and reads it back: on a 200 KB upload that is most of what reading the form costs.
+The framing itself is parsed by python-multipart, as in Starlette.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass, field
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+__all__ = ["FormFile", "FormParts", "MultipartError", "parse_form"]
+
+# A text field (a zone, a reason code, a number) is short; anything past this is not one of ours.
+MAX_FIELD_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 8 * 1024
+
+
+class MultipartError(ValueError):
+    """The body is not a well-formed form within the limits; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class FormFile:
+    filename: str
+    content_type: str | None
+    content: bytes
+
+
+@dataclass(slots=True)
+class FormParts:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, list[FormFile]] = field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+    def getlist(self, name: str) -> list[str]:
+        return list(self.fields.get(name, ()))
+
+    def file(self, name: str) -> FormFile | None:
+        files = self.files.get(name)
+        return files[0] if files else None
+
+
+@dataclass(slots=True)
+class _Part:
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    name: str = ""
+    filename: str | None = None
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+
+def parse_form(body: bytes, content_type: str, *, max_files: int, max_fields: int) -> FormParts:
+    """The fields and files of ``body``; raises :class:`MultipartError` on bad framing or limits.
+
+    Text is decoded as the ``charset`` parameter says (UTF-8 if absent), undecodable bytes
+    replaced, as browsers send names and values.
+    """
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise MultipartError("the Content-Type has no multipart boundary")
+    charset = _charset(params.get(b"charset"))
+    form = FormParts()
+    counts = {"files": 0, "fields": 0, "ended": 0}
+    part = _Part()
+    header_name = bytearray()
+    header_value = bytearray()
+
+    def on_part_begin() -> None:
+        nonlocal part
+        part = _Part()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_name.extend(data[start:end])
+        _check_header(header_name)
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+        _check_header(header_value)
+
+    def on_header_end() -> None:
+        part.headers[bytes(header_name).lower()] = bytes(header_value)
+        header_name.clear()
+        header_value.clear()
+
+    def on_headers_finished() -> None:
+        _, options = parse_options_header(part.headers.get(b"content-disposition", b""))
+        if b"name" not in options:
+            raise MultipartError('a part has no Content-Disposition "name"')
+        part.name = options[b"name"].decode(charset, "replace")
+        if b"filename" in options:
+            counts["files"] += 1
+            if counts["files"] > max_files:
+                raise MultipartError(f"it has more than {max_files} file(s)")
+            part.filename = options[b"filename"].decode(charset, "replace")
+        else:
+            counts["fields"] += 1
+            if counts["fields"] > max_fields:
+                raise MultipartError(f"it has more than {max_fields} fields")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part.size += end - start
+        if part.filename is None and part.size > MAX_FIELD_BYTES:
+            raise MultipartError(f"the field {part.name[:60]!r} is longer than a form field can be")
+        part.chunks.append(data[start:end])
+
+    def on_part_end() -> None:
+        # One chunk when the body came in one piece: join hands it back without a copy.
+        content = b"".join(part.chunks)
+        if part.filename is None:
+            form.fields.setdefault(part.name, []).append(content.decode(charset, "replace"))
+            return
+        declared = part.headers.get(b"content-type")
+        form.files.setdefault(part.name, []).append(
+            FormFile(
+                filename=part.filename,
+                content_type=declared.decode("latin-1").strip() if declared else None,
+                content=content,
+            )
+        )
+
+    def on_end() -> None:
+        counts["ended"] = 1
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+            "on_end": on_end,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartError:
+        raise
+    except Exception as exc:  # python-multipart raises several types for broken framing
+        raise MultipartError(str(exc) or type(exc).__name__) from exc
+    if not counts["ended"]:
+        # python-multipart does not check this itself: a cut-off upload must not pass as whole.
+        raise MultipartError("the body ends before the form's closing boundary")
+    return form
+
+
+def _check_header(value: bytearray) -> None:
+    if len(value) > MAX_HEADER_BYTES:
+        raise MultipartError("a part's header is too long")
+
+
+def _charset(value: bytes | None) -> str:
+    if not value:
+        return "utf-8"
+    try:
+        return codecs.lookup(value.decode("latin-1")).name
+    except LookupError:
+        return "utf-8"

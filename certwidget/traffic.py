@@ -1,0 +1,49 @@
+"""Buyers' submissions in flight, so background delivery can give way to them.
+
+A buyer at the checkout waits on intake; delivery to the provider waits on nobody (the buyer was
+answered once the submission was on disk). Both share one event loop and, with the embedded
+sandbox, one process, so during a burst of submissions the background deliverer holds back new
+attempts until intake is quiet, for at most ``longest`` seconds at a time: it always gets a turn,
+and catches up as soon as the burst is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+__all__ = ["BuyerTraffic"]
+
+
+class BuyerTraffic:
+    def __init__(self) -> None:
+        self._active = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    @property
+    def active(self) -> int:
+        """Submissions being received right now."""
+        return self._active
+
+    @contextlib.contextmanager
+    def submission(self) -> Iterator[None]:
+        """Count one submission in flight for the duration of the block."""
+        self._active += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._quiet.set()
+
+    async def quiet(self, longest: float) -> None:
+        """Return once no submission is in flight, or after ``longest`` seconds regardless."""
+        if self._active:
+            # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that lands as the
+            # event is set, and a stopping deliverer would then go on waiting.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(longest):
+                    await self._quiet.wait()

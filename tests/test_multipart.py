@@ -1,0 +1,97 @@
+"""Reading an in-memory multipart/form-data body: what browsers send, and what they must not."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from certwidget.multipart import MAX_FIELD_BYTES, MultipartError, parse_form
+
+
+def encoded(data: dict[str, object], files: dict[str, tuple[str, bytes, str]]) -> tuple[str, bytes]:
+    request = httpx.Request("POST", "http://shop.test/", data=data, files=files)
+    return request.headers["content-type"], request.read()
+
+
+def test_fields_repeated_fields_and_one_file_come_back_as_sent() -> None:
+    document = b"%PDF-1.7\n" + bytes(range(256)) * 800 + b"\r\n--not-the-boundary\r\n%%EOF"
+    content_type, body = encoded(
+        {"zones": ["WA", "TX"], "reason": "G", "exemptionNumber": "603123456"},
+        {"file": ("resale certificate.pdf", document, "application/pdf")},
+    )
+    form = parse_form(body, content_type, max_files=1, max_fields=10)
+    assert form.getlist("zones") == ["WA", "TX"]
+    assert form.get("reason") == "G"
+    assert form.get("missing") is None and form.getlist("missing") == []
+    upload = form.file("file")
+    assert upload is not None
+    assert upload.content == document
+    assert upload.filename == "resale certificate.pdf"
+    assert upload.content_type == "application/pdf"
+    assert form.file("zones") is None
+
+
+def test_names_and_values_are_utf8_and_bad_bytes_do_not_raise() -> None:
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="reason"\r\n\r\n'.encode()
+        + "Résumé".encode()
+        + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\n'.encode()
+        + b"\xff\xfe"
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    form = parse_form(body, f"multipart/form-data; boundary={boundary}", max_files=1, max_fields=10)
+    assert form.get("reason") == "Résumé"
+    assert form.get("note") == "\ufffd\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "why"),
+    [
+        ("multipart/form-data", b"--x\r\n", "no multipart boundary"),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nhalf a val',
+            "ends before",
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b"--x\r\nContent-Disposition: form-data\r\n\r\nv\r\n--x--\r\n",
+            '"name"',
+        ),
+        ("multipart/form-data; boundary=x", b"this is not multipart at all", ""),
+    ],
+)
+def test_broken_framing_is_a_multipart_error_with_a_reason(
+    content_type: str, body: bytes, why: str
+) -> None:
+    with pytest.raises(MultipartError) as raised:
+        parse_form(body, content_type, max_files=1, max_fields=10)
+    assert why in str(raised.value)
+    assert str(raised.value)
+
+
+def test_limits_on_files_fields_and_field_length() -> None:
+    two_files = {
+        "file": ("a.pdf", b"%PDF-1.4 a", "application/pdf"),
+        "other": ("b.pdf", b"%PDF-1.4 b", "application/pdf"),
+    }
+    content_type, body = encoded({}, two_files)
+    with pytest.raises(MultipartError, match="more than 1 file"):
+        parse_form(body, content_type, max_files=1, max_fields=10)
+    assert len(parse_form(body, content_type, max_files=2, max_fields=10).files) == 2
+
+    one_file = {"file": ("a.pdf", b"%PDF-1.4 a", "application/pdf")}
+    content_type, body = encoded({f"f{n}": "v" for n in range(4)}, one_file)
+    with pytest.raises(MultipartError, match="more than 3 fields"):
+        parse_form(body, content_type, max_files=1, max_fields=3)
+
+    content_type, body = encoded({"reason": "x" * (MAX_FIELD_BYTES + 1)}, one_file)
+    with pytest.raises(MultipartError, match="longer than a form field"):
+        parse_form(body, content_type, max_files=1, max_fields=3)
+
+
+def test_an_endless_part_header_is_refused() -> None:
+    body = b'--x\r\nContent-Disposition: form-data; name="a"; junk="' + b"j" * 20_000
+    with pytest.raises(MultipartError, match=r"[Hh]eader"):
+        parse_form(body, "multipart/form-data; boundary=x", max_files=1, max_fields=3)

@@ -1,0 +1,107 @@
+"""Background delivery gives way to buyers' submissions in flight, for a bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+import certwidget.delivery as delivery
+from certwidget.delivery import Deliverer
+from certwidget.outbox import Outbox
+from certwidget.traffic import BuyerTraffic
+from tests.test_outbox import SlowProvider, new
+
+
+async def _delivered_within(outbox: Outbox, seconds: float) -> float | None:
+    """Seconds until every row is delivered, or None if not within ``seconds``."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if outbox.counts() == {"delivered": 1}:
+            return time.monotonic() - started
+        await asyncio.sleep(0.01)
+    return None
+
+
+@pytest.mark.anyio
+async def test_delivery_waits_while_a_submission_is_in_flight_and_starts_once_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", 5.0)
+    monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    provider = SlowProvider(seconds=0.0)
+    traffic = BuyerTraffic()
+    deliverer = Deliverer(outbox, provider, traffic=traffic)
+    await outbox.add_async(new("key-1", customer="C-1"))
+    try:
+        with traffic.submission():
+            assert traffic.active == 1
+            deliverer.start()
+            deliverer.wake()
+            assert await _delivered_within(outbox, 0.4) is None, "delivered during intake"
+        assert traffic.active == 0
+        took = await _delivered_within(outbox, 2.0)
+        assert took is not None and took < 1.0
+    finally:
+        await deliverer.stop()
+        outbox.close()
+    assert len(provider.created) == 1
+
+
+@pytest.mark.anyio
+async def test_delivery_still_gets_a_turn_when_submissions_never_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", 0.2)
+    monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    traffic = BuyerTraffic()
+    deliverer = Deliverer(outbox, SlowProvider(seconds=0.0), traffic=traffic)
+    await outbox.add_async(new("key-1", customer="C-1"))
+    try:
+        with traffic.submission():  # a burst that outlasts the test
+            deliverer.start()
+            assert await _delivered_within(outbox, 3.0) is not None, "delivery starved"
+    finally:
+        await deliverer.stop()
+        outbox.close()
+
+
+@pytest.mark.anyio
+async def test_quiet_returns_at_once_without_traffic_and_when_the_last_submission_ends() -> None:
+    traffic = BuyerTraffic()
+    started = time.monotonic()
+    await traffic.quiet(5.0)
+    assert time.monotonic() - started < 0.1
+
+    async def finish_later() -> None:
+        await asyncio.sleep(0.1)
+        second.__exit__(None, None, None)
+        await asyncio.sleep(0.1)
+        first.__exit__(None, None, None)
+
+    first, second = traffic.submission(), traffic.submission()
+    first.__enter__()
+    second.__enter__()
+    assert traffic.active == 2
+    started = time.monotonic()
+    ending = asyncio.ensure_future(finish_later())
+    await traffic.quiet(5.0)
+    waited = time.monotonic() - started
+    await ending
+    assert 0.15 < waited < 1.0, "quiet() returned before the last submission ended"
+    assert traffic.active == 0
+
+
+@pytest.mark.anyio
+async def test_a_failing_submission_still_counts_down() -> None:
+    traffic = BuyerTraffic()
+    with pytest.raises(RuntimeError), traffic.submission():
+        raise RuntimeError("refused")
+    assert traffic.active == 0
+    started = time.monotonic()
+    await traffic.quiet(5.0)
+    assert time.monotonic() - started < 0.1
