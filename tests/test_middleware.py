@@ -109,6 +109,29 @@ async def test_checkout_pages_get_the_widget_with_hashed_assets_and_config(tmp_p
 
 
 @pytest.mark.anyio
+async def test_each_page_carries_its_own_buyer_and_zone_whatever_was_served_before(
+    tmp_path: Path,
+) -> None:
+    # Configs are kept per (buyer, zone): pages served in turn must never get another's.
+    shop = build(tmp_path, ship_zone=lambda request: request.query_params.get("zone"))
+    seen = []
+    async with client(shop) as http:
+        for customer, zone in [("C-1", "WA"), ("C-2", "WA"), ("C-1", "TX"), ("", "WA")] * 2:
+            headers = {"x-customer": customer} if customer else {}
+            page = await http.get("/checkout", params={"zone": zone}, headers=headers)
+            config = config_of(page.text)
+            name = config["purchaser"]["name"] if config["purchaser"] else None
+            seen.append((name, config["shipZone"], config["signedIn"]))
+    expected = [
+        ("Buyer C-1", "WA", True),
+        ("Buyer C-2", "WA", True),
+        ("Buyer C-1", "TX", True),
+        (None, "WA", False),
+    ]
+    assert seen == expected * 2
+
+
+@pytest.mark.anyio
 async def test_no_value_in_the_config_can_end_the_script_element(tmp_path: Path) -> None:
     def hostile(request: Request) -> dict[str, str]:
         return {"code": "C-1", "name": "</script><script>alert(1)</script>&<!--"}
