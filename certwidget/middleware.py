@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .assets import Assets
 from .buyers import CustomerCallable, CustomerError
+from .coalescing import CoalescingSend
 from .endpoints import Endpoints
 from .exemptions import SCOPE_KEY
 from .injection import HtmlInjector
@@ -252,7 +253,8 @@ class CertWidgetMiddleware:
             nonce = state.get("csp_nonce") or csp_nonce
             return snippet.for_page(profile, ship_zone, nonce), b""
 
-        injector = HtmlInjector(send, method=scope["method"], render=render)
+        # The page's chunks sent back to back leave as one write (see certwidget.coalescing).
+        injector = HtmlInjector(CoalescingSend(send), method=scope["method"], render=render)
         await self.app(scope, receive, injector)
 
     async def _page_buyer(self, request: Request) -> tuple[CustomerProfile | None, str | None]:
