@@ -25,17 +25,25 @@ async def _delivered_within(outbox: Outbox, seconds: float) -> float | None:
     return None
 
 
-@pytest.mark.anyio
-async def test_delivery_waits_while_a_submission_is_in_flight_and_starts_once_it_ends(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", 5.0)
+async def _one_row_to_deliver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, longest_yield: float
+) -> tuple[Outbox, SlowProvider, BuyerTraffic, Deliverer]:
+    monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", longest_yield)
     monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
     outbox = Outbox(tmp_path / "outbox.sqlite3")
     provider = SlowProvider(seconds=0.0)
     traffic = BuyerTraffic()
-    deliverer = Deliverer(outbox, provider, traffic=traffic)
     await outbox.add_async(new("key-1", customer="C-1"))
+    return outbox, provider, traffic, Deliverer(outbox, provider, traffic=traffic)
+
+
+@pytest.mark.anyio
+async def test_delivery_waits_while_a_submission_is_in_flight_and_starts_once_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox, provider, traffic, deliverer = await _one_row_to_deliver(
+        tmp_path, monkeypatch, longest_yield=5.0
+    )
     try:
         with traffic.submission():
             assert traffic.active == 1
@@ -55,12 +63,9 @@ async def test_delivery_waits_while_a_submission_is_in_flight_and_starts_once_it
 async def test_delivery_still_gets_a_turn_when_submissions_never_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", 0.2)
-    monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
-    outbox = Outbox(tmp_path / "outbox.sqlite3")
-    traffic = BuyerTraffic()
-    deliverer = Deliverer(outbox, SlowProvider(seconds=0.0), traffic=traffic)
-    await outbox.add_async(new("key-1", customer="C-1"))
+    outbox, provider, traffic, deliverer = await _one_row_to_deliver(
+        tmp_path, monkeypatch, longest_yield=0.2
+    )
     try:
         with traffic.submission():  # a burst that outlasts the test
             deliverer.start()
@@ -68,6 +73,7 @@ async def test_delivery_still_gets_a_turn_when_submissions_never_stop(
     finally:
         await deliverer.stop()
         outbox.close()
+    assert len(provider.created) == 1
 
 
 @pytest.mark.anyio
