@@ -67,15 +67,12 @@ class CoalescingSend:
     async def _write_loop(self) -> None:
         try:
             while self._parts:
-                body = b"".join(self._parts)
-                self._parts.clear()
-                self._size = 0
+                body = self._take_held()
                 await self._send({"type": "http.response.body", "body": body, "more_body": True})
         except BaseException as exc:
             # Kept for the app's next send; if none comes (the app is done), it is only logged.
             self._error = exc
-            self._parts.clear()
-            self._size = 0
+            self._take_held()
             logger.debug("certwidget: writing a coalesced body failed: %r", exc)
 
     async def _write_held(self) -> None:
@@ -97,16 +94,20 @@ class CoalescingSend:
         await self._settle()
         if self._parts and message["type"] == "http.response.body":
             # The last chunk carries what is held: one write, not two.
-            parts = [*self._parts, message.get("body", b"")]
-            self._parts.clear()
-            self._size = 0
-            message = {**message, "body": b"".join(parts)}
+            message = {**message, "body": self._take_held(message.get("body", b""))}
         elif self._parts:
-            held = b"".join(self._parts)
-            self._parts.clear()
-            self._size = 0
+            held = self._take_held()
             await self._send({"type": "http.response.body", "body": held, "more_body": True})
         await self._send(message)
+
+    def _take_held(self, tail: bytes = b"") -> bytes:
+        """Everything held (then ``tail``), as one bytes object; nothing is held after."""
+        if tail:
+            self._parts.append(tail)
+        held = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        return held
 
 
 async def _nothing() -> None:

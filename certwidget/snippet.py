@@ -41,9 +41,7 @@ class _Placeholder:
 
 
 class SnippetRenderer:
-    def __init__(
-        self, *, js_url: str, css_url: str, endpoint: str = "", locale: str = "en"
-    ) -> None:
+    def __init__(self, *, js_url: str, css_url: str, endpoint: str, locale: str) -> None:
         self._endpoint = endpoint
         self._locale = locale
         # Per instance (the endpoint and locale are this middleware's): profiles are frozen
