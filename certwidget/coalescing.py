@@ -31,6 +31,8 @@ DEFAULT_LIMIT = 64 * 1024
 class CoalescingSend:
     """Wraps one response's ``send``; body chunks sent in one event-loop turn go out together."""
 
+    __slots__ = ("_error", "_limit", "_parts", "_scheduled", "_send", "_size", "_writer")
+
     def __init__(self, send: Send, *, limit: int = DEFAULT_LIMIT) -> None:
         self._send = send
         self._limit = limit
@@ -56,6 +58,14 @@ class CoalescingSend:
                     self._scheduled = True
                     asyncio.get_running_loop().call_soon(self._write_soon)
             return _nothing()
+        if (
+            not self._parts
+            and self._error is None
+            and (self._writer is None or self._writer.done())
+        ):
+            # Nothing held or being written (always so for a page sent in one message): the
+            # message goes straight to the server, with no coroutine of ours in between.
+            return self._send(message)
         return self._pass(message)
 
     def _write_soon(self) -> None:

@@ -5,7 +5,8 @@ never buffered whole: the injector holds back only the last kilobyte it has seen
 closing `</body>` is, so the widget can go before it) and an unfinished tag at a chunk boundary
 (so a split `<div data-certwidget ...>` is still seen whole).
 
-Per body message the work is one reverse search for `data-certwidget` and a copy of the held
+Per body message the work is one SIMD search for `data-certwidget` (StringZilla: about three
+times the speed of `bytes.find`, which was most of an injected page's cost) and a copy of the held
 kilobyte; `</body>` is looked for once, in the page's last kilobyte, when the body ends. (Text
 such as `"</body></html>"` in a script must not decide anything before the page has ended.)
 """
@@ -19,6 +20,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 
+import stringzilla
 from starlette.types import Message, Send
 
 __all__ = ["HtmlInjector", "csp_nonce", "is_html_response"]
@@ -80,6 +82,10 @@ _ASCII_PROBE = bytes(range(0x20, 0x7F)) + b"\t\n\r"
 
 _warned_about_encoding = False
 
+# `find(haystack, needle, start) -> offset or -1`, as `bytes.find`, but with SIMD (AVX2, NEON)
+# where the CPU has it: the marker search reads every byte of every page.
+_simd_find: Callable[[bytes, bytes, int], int] = stringzilla.find
+
 
 class HtmlInjector:
     """Wraps one response's `send` and injects snippets into an HTML body while it streams.
@@ -121,6 +127,23 @@ class HtmlInjector:
     first body message for that reason. A strong `ETag` is made weak: it names the app's bytes.
     """
 
+    __slots__ = (
+        "_body_html",
+        "_csp",
+        "_declared_length",
+        "_head_html",
+        "_headers",
+        "_mount_html",
+        "_nonce",
+        "_nonce_from_csp",
+        "_passthrough",
+        "_pending",
+        "_render",
+        "_scan",
+        "_send",
+        "_start",
+    )
+
     def __init__(
         self,
         send: Send,
@@ -156,7 +179,10 @@ class HtmlInjector:
         # coroutine of ours (this runs once per chunk of every page).
         if self._passthrough:
             return self._send(message)
-        if message["type"] == "http.response.body" and self._start is None:
+        message_type = message["type"]
+        if message_type == "http.response.body":
+            if self._start is not None:
+                return self._on_first_body(message)
             more_body = message.get("more_body", False)
             body = self._feed(message.get("body", b""), final=not more_body)
             if body or not more_body:
@@ -164,15 +190,12 @@ class HtmlInjector:
                     {"type": "http.response.body", "body": body, "more_body": more_body}
                 )
             return _nothing()
-        return self._other(message)
-
-    async def _other(self, message: Message) -> None:
-        message_type = message["type"]
         if message_type == "http.response.start":
-            await self._on_start(message)
-        elif message_type == "http.response.body":
-            await self._on_first_body(message)
-        elif message_type == "http.response.pathsend" and self._start is not None:
+            return self._on_start(message)
+        return self._other(message, message_type)
+
+    async def _other(self, message: Message, message_type: str) -> None:
+        if message_type == "http.response.pathsend" and self._start is not None:
             # The server sends the file itself; we never see its bytes, so leave it as it is.
             self._passthrough = True
             start, self._start = self._start, None
@@ -182,7 +205,7 @@ class HtmlInjector:
             # Early hints precede the start and trailers follow the body: neither is ours.
             await self._send(message)
 
-    async def _on_start(self, message: Message) -> None:
+    def _on_start(self, message: Message) -> Awaitable[None]:
         status: int = message["status"]
         headers = self._headers
         content_type = content_encoding = b""
@@ -204,12 +227,12 @@ class HtmlInjector:
             status < 200
             or status in _NO_INJECT_STATUSES
             or not _is_injectable_content_type(content_type)
-            or _is_encoded(content_encoding)
+            or (content_encoding and _is_encoded(content_encoding))
         ):
             self._passthrough = True
-            await self._send(message)
-            return
+            return self._send(message)
         self._start = message
+        return _nothing()
 
     async def _on_first_body(self, message: Message) -> None:
         start, self._start = self._start, None
@@ -237,9 +260,7 @@ class HtmlInjector:
         scan = self._scan
         hold = size
 
-        # A reverse search settles the usual case (no placeholder) in half the time of a forward
-        # one; only when there is a hit do we look for the first one.
-        hit = buf.find(_ATTR_NAME, scan) if buf.rfind(_ATTR_NAME, scan) != -1 else -1
+        hit = _simd_find(buf, _ATTR_NAME, scan)
         while hit != -1:
             tag_start = buf.rfind(b"<", max(0, hit - MAX_TAG_HOLD), hit)
             if tag_start != -1:
@@ -250,7 +271,7 @@ class HtmlInjector:
                     # Possibly our tag, cut off mid-way: hold it and look again with more bytes.
                     hold = tag_start
                     break
-            hit = buf.find(_ATTR_NAME, hit + 1)
+            hit = _simd_find(buf, _ATTR_NAME, hit + 1)
 
         if final:
             at = _rfind_body_close(buf, max(0, size - BODY_CLOSE_WINDOW), size, final=True)
@@ -282,7 +303,7 @@ class HtmlInjector:
 
     def _snippet(self, *, mount: bool) -> bytes:
         nonce = self._nonce
-        if nonce is None and self._nonce_from_csp:
+        if nonce is None and self._csp and self._nonce_from_csp:
             nonce = csp_nonce(self._csp)
         if self._render is not None:
             head_html, body_html = self._render(nonce)
