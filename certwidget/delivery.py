@@ -108,6 +108,10 @@ class Deliverer:
         """Start the background loop (idempotent); needs a running event loop."""
         if not self.running:
             self._stopping = False
+            # asyncio primitives belong to the loop that first waits on them, and a restarted
+            # app (a test client entered again) runs on a new loop: fresh ones for each start.
+            self._slots = asyncio.Semaphore(self._concurrency)
+            self._wake = asyncio.Event()
             warm_renderer()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="certwidget-delivery"

@@ -62,26 +62,33 @@ class UpstreamTokens:
         cached = self._fresh(customer)
         if cached is not None:
             return cached
+        inflight = self._inflight.get(customer)
+        if inflight is not None and inflight.get_loop() is not asyncio.get_running_loop():
+            # Left over from a loop that has ended (the app was served again): never settles.
+            del self._inflight[customer]
         if customer not in self._inflight:
             # The mint runs as its own task so that the first requester going away (a closed
             # browser tab cancels its request) does not cancel the mint the others share.
             task = asyncio.ensure_future(self._mint(customer, mint))
             task.add_done_callback(_retrieve_exception)
+            task.add_done_callback(lambda done: self._forget(customer, done))
             self._inflight[customer] = task
         return await asyncio.shield(self._inflight[customer])
 
     async def _mint(
         self, customer: str, mint: Callable[[], Awaitable[ProviderToken]] | None
     ) -> ProviderToken:
-        try:
-            self.upstream_calls += 1
-            if mint is not None:
-                token = await mint()
-            else:
-                token = await self._provider.mint_token(customer)
-            self._store(customer, token)
-            return token
-        finally:
+        self.upstream_calls += 1
+        if mint is not None:
+            token = await mint()
+        else:
+            token = await self._provider.mint_token(customer)
+        self._store(customer, token)
+        return token
+
+    def _forget(self, customer: str, done: asyncio.Future[ProviderToken]) -> None:
+        # Only this mint's own entry: one abandoned with an ended loop may have been replaced.
+        if self._inflight.get(customer) is done:
             del self._inflight[customer]
 
     def _store(self, customer: str, token: ProviderToken) -> None:

@@ -164,6 +164,11 @@ class Outbox:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._read_lock = threading.Lock()
+        self._writer_lock = threading.Lock()
+        self._open()
+
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30
@@ -180,11 +185,15 @@ class Outbox:
         )
         self._reader.row_factory = sqlite3.Row
         self._reader.execute("PRAGMA query_only=ON")
-        self._read_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
         self._closed = False
+
+    def reopen(self) -> None:
+        """Open the file again after :meth:`close`: the app is being served again."""
+        with self._writer_lock:
+            if self._closed:
+                self._open()
 
     def _move_documents(self) -> None:
         """Files made before documents had their own table: copy their documents there.

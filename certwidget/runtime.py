@@ -112,6 +112,9 @@ class Runtime:
     def ensure_started(self) -> None:
         """Start background delivery once an event loop runs (idempotent, cheap)."""
         if not self.deliverer.running:
+            # After a shutdown the app may be served again (a test client entered twice): the
+            # outbox opens again; the provider's clients reopen their pools on first use.
+            self.outbox.reopen()
             self.deliverer.start()
 
     async def shutdown(self) -> None:

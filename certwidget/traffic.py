@@ -19,8 +19,9 @@ __all__ = ["BuyerTraffic"]
 class BuyerTraffic:
     def __init__(self) -> None:
         self._active = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
+        # One future per waiter, made on the waiter's own loop: nothing here outlives a loop,
+        # so an app served again on a new loop (a test client entered twice) just works.
+        self._waiters: list[asyncio.Future[None]] = []
 
     @property
     def active(self) -> int:
@@ -31,19 +32,28 @@ class BuyerTraffic:
     def submission(self) -> Iterator[None]:
         """Count one submission in flight for the duration of the block."""
         self._active += 1
-        self._quiet.clear()
         try:
             yield
         finally:
             self._active -= 1
             if not self._active:
-                self._quiet.set()
+                waiters, self._waiters = self._waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     async def quiet(self, longest: float) -> None:
         """Return once no submission is in flight, or after ``longest`` seconds regardless."""
-        if self._active:
+        if not self._active:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
             # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that lands as the
-            # event is set, and a stopping deliverer would then go on waiting.
+            # waiter is resolved, and a stopping deliverer would then go on waiting.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(longest):
-                    await self._quiet.wait()
+                    await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)

@@ -9,12 +9,13 @@ from typing import Any
 import httpx
 import pytest
 from pypdf import PdfReader
+from starlette.testclient import TestClient
 
 from certwidget import Exemption
 from certwidget.providers.sandbox import EmbeddedSandbox
 
 from .support.files import pdf, png
-from .support.shop import as_buyer, build, client, filled, mint
+from .support.shop import SHOP, as_buyer, build, client, filled, mint
 
 
 def key() -> dict[str, str]:
@@ -378,3 +379,30 @@ async def test_pathological_json_is_a_400_not_a_crash(tmp_path: Path) -> None:
     assert nested.status_code == 400
     assert huge_number.status_code == 400
     assert token_nested.status_code == 400
+
+
+def test_an_app_served_again_after_its_lifespan_ended_still_stores_and_delivers(
+    tmp_path: Path,
+) -> None:
+    # A test suite entering TestClient(app) once per test runs the lifespan again and again on
+    # one middleware: the outbox and the provider's connection pool must open again each time.
+    shop = build(tmp_path)
+    for customer in ("C-1", "C-2", "C-3"):
+        with TestClient(shop, base_url=SHOP) as http:
+            minted = http.post(
+                "/certwidget/ecommerce/token", json={"zones": []}, headers=as_buyer(customer)
+            )
+            assert minted.status_code == 200, minted.text
+            response = http.post(
+                "/certwidget/certificates",
+                json=filled(),
+                headers={**as_buyer(customer, minted.json()["token"]), **key()},
+            )
+            assert response.status_code == 201, response.text
+            assert response.json()["submission"]["status"] == "delivered"
+    with TestClient(shop, base_url=SHOP) as http:
+        assert shop.runtime.outbox.counts() == {"delivered": 3}
+        assert http.portal is not None
+        for customer in ("C-1", "C-2", "C-3"):
+            on_file = http.portal.call(provider_certificates, shop, customer)
+            assert [c.zone for c in on_file] == ["WA"]

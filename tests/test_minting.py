@@ -135,3 +135,29 @@ async def test_the_cache_is_bounded() -> None:
         await cache.get(code)
     assert cache.peek("A") is None
     assert cache.peek("D") is not None
+
+
+def test_a_mint_left_in_flight_by_an_ended_event_loop_is_not_waited_on() -> None:
+    # The app's first life ends (its loop closed) while a mint waits on the provider; in its
+    # next life, on a new loop, the same buyer gets a new mint instead of a wait that never ends.
+    minter = CountingMinter(dt.timedelta(minutes=10))
+    tokens = UpstreamTokens(minter)  # type: ignore[arg-type]
+    first_life = asyncio.new_event_loop()
+    stuck = asyncio.Event()
+
+    async def never() -> ProviderToken:
+        await stuck.wait()
+        raise AssertionError("unreachable")
+
+    async def start_mint() -> asyncio.Future[ProviderToken]:
+        waiting = asyncio.ensure_future(tokens.get("C-1", never))
+        await asyncio.sleep(0)
+        return waiting
+
+    abandoned = first_life.run_until_complete(start_mint())
+    assert not abandoned.done()
+    first_life.close()  # the pending mint is abandoned, as a stopped server thread leaves it
+
+    token = asyncio.run(asyncio.wait_for(tokens.get("C-1"), timeout=5))
+    assert token.token == "C-1-1"
+    assert minter.calls == 1

@@ -73,6 +73,7 @@ from .certcapture_models import (
     ModelError,
 )
 from .paths import segment
+from .pool import ReopeningPool
 
 __all__ = [
     "Attachment",
@@ -284,7 +285,7 @@ class CertCaptureClient(AsyncClosing):
         headers = {"Accept": "application/json", "User-Agent": "certwidget"}
         if client_id is not None:
             headers["x-client-id"] = client_id
-        self._http = httpx.AsyncClient(
+        self._http = ReopeningPool(
             base_url=base_url,
             headers=headers,
             timeout=timeout,
@@ -491,7 +492,7 @@ class CertCaptureClient(AsyncClosing):
         attempts = 1 + (self._retries if idempotent else 0)
 
         return await retrying.send(
-            lambda: self._http.request(
+            lambda: self._http.client.request(
                 method, path, params=params, json=json, files=files, headers=headers
             ),
             attempts=attempts,

@@ -58,6 +58,7 @@ from .commenda_models import (
     unwrap,
 )
 from .paths import segment
+from .pool import ReopeningPool
 
 __all__ = [
     "BadRequest",
@@ -287,7 +288,7 @@ class CommendaClient(AsyncClosing):
         self._authorization = f"Bearer {token}"
         self._retries = retries
         self._backoff = backoff
-        self._http = httpx.AsyncClient(
+        self._http = ReopeningPool(
             base_url=base_url,
             headers={"Accept": "application/json", "User-Agent": "certwidget"},
             timeout=timeout,
@@ -415,7 +416,9 @@ class CommendaClient(AsyncClosing):
         attempts = 1 + (self._retries if method in _IDEMPOTENT_METHODS else 0)
 
         return await retrying.send(
-            lambda: self._http.request(method, path, json=json, files=files, headers=headers),
+            lambda: self._http.client.request(
+                method, path, json=json, files=files, headers=headers
+            ),
             attempts=attempts,
             backoff=self._backoff,
             retry_status=lambda status: status >= 500 or status == 429,
