@@ -184,9 +184,12 @@ class Deliverer:
 
     async def _run(self) -> None:
         while not self._stopping:
-            if self._traffic is not None:
-                # Buyers are waiting on intake: new attempts wait for a lull (bounded).
-                await self._traffic.quiet(YIELD_TO_BUYERS_SECONDS)
+            # How many attempts may start now: all free slots; but while buyers are still
+            # waiting on intake after the (bounded) wait for a lull, one attempt at a time, so
+            # a batch of deliveries (the embedded sandbox runs on this loop) never lands on them.
+            wanted = self._concurrency
+            if self._traffic is not None and not await self._traffic.quiet(YIELD_TO_BUYERS_SECONDS):
+                wanted = 0 if self._claimed else 1
             # Cleared before looking, so a wake() while we look is not lost.
             self._wake.clear()
             due_in: float | None = None
@@ -194,7 +197,7 @@ class Deliverer:
                 # Lease no more rows than there are free slots: a leased row waiting for a slot
                 # would burn its lease and could be claimed twice.
                 free = 0
-                while free < self._concurrency and not self._slots.locked():
+                while free < wanted and not self._slots.locked():
                     await self._slots.acquire()
                     free += 1
                 batch: list[Submission] = []
@@ -224,7 +227,8 @@ class Deliverer:
                     continue  # more may be due, and more slots may be free
                 if free:
                     due_in = await to_thread.run_sync(self._outbox.next_due_in)
-                # else: every slot is busy, and the attempt that frees one wakes us.
+                # else: every slot is busy (or, while buyers wait, the one attempt allowed is
+                # running), and the attempt that ends wakes us.
             except asyncio.CancelledError:
                 raise
             except Exception:

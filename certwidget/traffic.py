@@ -3,8 +3,8 @@
 A buyer at the checkout waits on intake; delivery to the provider waits on nobody (the buyer was
 answered once the submission was on disk). Both share one event loop and, with the embedded
 sandbox, one process, so during a burst of submissions the background deliverer holds back new
-attempts until intake is quiet, for at most ``longest`` seconds at a time: it always gets a turn,
-and catches up as soon as the burst is over.
+attempts until intake is quiet, for at most ``longest`` seconds at a time, and then starts one
+attempt, not a batch: it always gets a turn, and catches up at full speed once the burst is over.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ class BuyerTraffic:
                     if not waiter.done():
                         waiter.set_result(None)
 
-    async def quiet(self, longest: float) -> None:
-        """Return once no submission is in flight, or after ``longest`` seconds regardless."""
+    async def quiet(self, longest: float) -> bool:
+        """Wait until no submission is in flight, at most ``longest`` seconds: True if none is."""
         if not self._active:
-            return
+            return True
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -57,3 +57,4 @@ class BuyerTraffic:
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
+        return not self._active

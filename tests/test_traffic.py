@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,19 @@ from certwidget.traffic import BuyerTraffic
 from tests.test_outbox import SlowProvider, new
 
 
-async def _delivered_within(outbox: Outbox, seconds: float) -> float | None:
-    """Seconds until every row is delivered, or None if not within ``seconds``."""
+async def _within(seconds: float, happened: Callable[[], bool]) -> float | None:
+    """Seconds until ``happened()``, or None if not within ``seconds``."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        if outbox.counts() == {"delivered": 1}:
+        if happened():
             return time.monotonic() - started
         await asyncio.sleep(0.01)
     return None
+
+
+async def _delivered_within(outbox: Outbox, seconds: float) -> float | None:
+    """Seconds until every row is delivered, or None if not within ``seconds``."""
+    return await _within(seconds, lambda: outbox.counts() == {"delivered": 1})
 
 
 async def _one_row_to_deliver(
@@ -111,3 +117,28 @@ async def test_a_failing_submission_still_counts_down() -> None:
     started = time.monotonic()
     await traffic.quiet(5.0)
     assert time.monotonic() - started < 0.1
+
+
+@pytest.mark.anyio
+async def test_while_submissions_go_on_deliveries_start_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", 0.1)
+    monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    provider = SlowProvider(seconds=0.3)
+    traffic = BuyerTraffic()
+    for index in range(4):
+        await outbox.add_async(new(f"key-{index}", customer=f"C-{index}"))
+    deliverer = Deliverer(outbox, provider, traffic=traffic, concurrency=4)
+    try:
+        with traffic.submission():  # buyers keep submitting throughout
+            deliverer.start()
+            two_delivered = await _within(5.0, lambda: sum(provider.created.values()) >= 2)
+            assert two_delivered is not None, "delivery starved"
+            assert provider.most_active == 1, "a batch of deliveries ran during intake"
+        # The burst is over: what is left goes out side by side again.
+        assert await _within(5.0, lambda: outbox.counts() == {"delivered": 4}) is not None
+    finally:
+        await deliverer.stop()
+        outbox.close()
