@@ -268,43 +268,16 @@ class Outbox:
         if not live:
             return
         db = self._db
-        outcomes: list[tuple[bool, Any]] = []
         try:
             durable = any(write.durable for write in live)
             if durable != self._synchronous_full:
                 db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._synchronous_full = durable
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if len(live) == 1:
-                    # Alone in its transaction, a write needs no savepoint: if it fails, the
-                    # whole transaction is undone, which is exactly that write. Every SQLite
-                    # call gives up the GIL, and taking it back from a busy event loop is
-                    # what a write waits for most.
-                    try:
-                        outcomes.append((True, live[0].op(db)))
-                    except Exception as exc:
-                        if db.in_transaction:  # SQLite may have rolled back already (IOERR)
-                            db.execute("ROLLBACK")
-                        outcomes.append((False, exc))
-                for write in live if len(live) > 1 else ():
-                    db.execute("SAVEPOINT write")
-                    try:
-                        value = write.op(db)
-                    except Exception as exc:
-                        # Only this write is undone; the others in the batch go on.
-                        db.execute("ROLLBACK TO write")
-                        db.execute("RELEASE write")
-                        outcomes.append((False, exc))
-                    else:
-                        db.execute("RELEASE write")
-                        outcomes.append((True, value))
-                if db.in_transaction:
-                    db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            outcomes = _run_together(db, live)
+            if outcomes is None:
+                # One of them failed and all were undone: again, each in a savepoint of its
+                # own, so only the failing one fails.
+                outcomes = _run_isolated(db, live)
         except BaseException as exc:
             # Nothing of the batch is stored: every caller hears so, nobody is acknowledged.
             for write in live:
@@ -530,6 +503,58 @@ class Outbox:
         marks = ",".join("?" for _ in states)
         rows = self._read(f"SELECT id FROM submissions WHERE state IN ({marks})", tuple(states))
         return [row["id"] for row in rows]
+
+
+def _run_together(db: sqlite3.Connection, live: list[_Write]) -> list[tuple[bool, Any]] | None:
+    """Every write in one transaction, no savepoints; None (all undone) if one of several failed.
+
+    The usual batch (nothing fails) costs two statements per write fewer than savepoints would.
+    Every SQLite call gives up the GIL, and winning it back from a busy event loop is what a
+    commit waits for most.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        values = [write.op(db) for write in live]
+    except Exception as exc:
+        if db.in_transaction:  # SQLite may have rolled back already (IOERR)
+            db.execute("ROLLBACK")
+        # Alone in its transaction, a write's failure is its own: nothing else to redo.
+        return [(False, exc)] if len(live) == 1 else None
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    try:
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return [(True, value) for value in values]
+
+
+def _run_isolated(db: sqlite3.Connection, live: list[_Write]) -> list[tuple[bool, Any]]:
+    """Each write in a savepoint of its own, in one transaction: a failure undoes only its write."""
+    outcomes: list[tuple[bool, Any]] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for write in live:
+            db.execute("SAVEPOINT write")
+            try:
+                value = write.op(db)
+            except Exception as exc:
+                db.execute("ROLLBACK TO write")
+                db.execute("RELEASE write")
+                outcomes.append((False, exc))
+            else:
+                db.execute("RELEASE write")
+                outcomes.append((True, value))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return outcomes
 
 
 def _add(new: NewSubmission, db: sqlite3.Connection) -> tuple[Submission, bool]:

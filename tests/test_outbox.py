@@ -129,6 +129,26 @@ def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(tmp_path:
     outbox.close()
 
 
+def test_a_batch_where_nothing_fails_runs_without_savepoints(tmp_path: Path) -> None:
+    # Each statement gives up the GIL and must win it back from the event loop: the usual
+    # batch runs only its writes between BEGIN and COMMIT.
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+    statements: list[str] = []
+    outbox._db.set_trace_callback(statements.append)
+    batch = [
+        _Write(insert(key), durable=True, future=concurrent.futures.Future())
+        for key in ("a", "b", "c")
+    ]
+    outbox._commit(batch)
+    outbox._db.set_trace_callback(None)
+    assert [write.future.result() for write in batch] == ["a", "b", "c"]
+    assert not [sql for sql in statements if "SAVEPOINT" in sql or "RELEASE" in sql]
+    assert [sql.split()[0] for sql in statements] == ["BEGIN", *["INSERT"] * 3, "COMMIT"]
+    assert sorted(on_disk(database)) == ["a", "b", "c"]
+    outbox.close()
+
+
 def test_a_failing_write_alone_in_its_batch_leaves_nothing_and_the_next_commits(
     tmp_path: Path,
 ) -> None:
