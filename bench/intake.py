@@ -229,7 +229,7 @@ def run(results: Results) -> None:
         f"certificate intake, embedded sandbox, {CONCURRENCY} concurrent "
         "(uvicorn + load from another process on loopback)"
     )
-    totals = {FILLED: 60, UPLOAD: 40} if results.quick else {FILLED: 400, UPLOAD: 300}
+    totals = {FILLED: 60, UPLOAD: 40} if results.quick else {FILLED: 1000, UPLOAD: 1000}
     warmup = CONCURRENCY if results.quick else 2 * CONCURRENCY
     kinds = bodies()
     with tempfile.TemporaryDirectory() as tmp:
