@@ -5,20 +5,28 @@ answered once the submission was on disk). Both share one event loop and, with t
 sandbox, one process, so during a burst of submissions the background deliverer holds back new
 attempts until intake is quiet, for at most ``longest`` seconds at a time, and then starts one
 attempt, not a batch: it always gets a turn, and catches up at full speed once the burst is over.
+
+Quiet means no submission in flight and none ended for ``lull`` seconds: in a burst, the moments
+between one buyer's answer and the next submission are not a lull.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 
-__all__ = ["BuyerTraffic"]
+__all__ = ["LULL_SECONDS", "BuyerTraffic"]
+
+LULL_SECONDS = 0.25
 
 
 class BuyerTraffic:
-    def __init__(self) -> None:
+    def __init__(self, *, lull: float = LULL_SECONDS) -> None:
         self._active = 0
+        self._lull = lull
+        self._last_ended = -float("inf")
         # One future per waiter, made on the waiter's own loop: nothing here outlives a loop,
         # so an app served again on a new loop (a test client entered twice) just works.
         self._waiters: list[asyncio.Future[None]] = []
@@ -36,6 +44,7 @@ class BuyerTraffic:
             yield
         finally:
             self._active -= 1
+            self._last_ended = time.monotonic()
             if not self._active:
                 waiters, self._waiters = self._waiters, []
                 for waiter in waiters:
@@ -43,9 +52,21 @@ class BuyerTraffic:
                         waiter.set_result(None)
 
     async def quiet(self, longest: float) -> bool:
-        """Wait until no submission is in flight, at most ``longest`` seconds: True if none is."""
-        if not self._active:
-            return True
+        """Wait until intake is quiet, at most ``longest`` seconds: True if it is."""
+        deadline = time.monotonic() + longest
+        while True:
+            now = time.monotonic()
+            if not self._active and now - self._last_ended >= self._lull:
+                return True
+            if now >= deadline:
+                return False
+            if self._active:
+                await self._until_none_active(deadline - now)
+            else:
+                # None in flight, but one ended a moment ago: the lull must last.
+                await asyncio.sleep(min(self._lull - (now - self._last_ended), deadline - now))
+
+    async def _until_none_active(self, longest: float) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -57,4 +78,3 @@ class BuyerTraffic:
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
-        return not self._active

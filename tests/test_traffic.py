@@ -110,7 +110,7 @@ async def test_quiet_returns_at_once_without_traffic_and_when_the_last_submissio
 
 @pytest.mark.anyio
 async def test_a_failing_submission_still_counts_down() -> None:
-    traffic = BuyerTraffic()
+    traffic = BuyerTraffic(lull=0.0)
     with pytest.raises(RuntimeError), traffic.submission():
         raise RuntimeError("refused")
     assert traffic.active == 0
@@ -142,3 +142,24 @@ async def test_while_submissions_go_on_deliveries_start_one_at_a_time(
     finally:
         await deliverer.stop()
         outbox.close()
+
+
+@pytest.mark.anyio
+async def test_the_gaps_between_submissions_of_a_burst_are_not_a_lull() -> None:
+    traffic = BuyerTraffic(lull=0.2)
+
+    async def burst() -> None:
+        for _ in range(12):  # one submission every 50 ms, none in flight between them
+            with traffic.submission():
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.04)
+
+    started = time.monotonic()
+    sending = asyncio.ensure_future(burst())
+    await asyncio.sleep(0.02)
+    assert await traffic.quiet(0.3) is False, "a 40 ms gap in a burst was taken for a lull"
+    assert await traffic.quiet(5.0) is True
+    waited = time.monotonic() - started
+    await sending
+    assert waited >= 0.6 + 0.2 - 0.05, "quiet before the burst ended and the lull passed"
+    assert waited < 1.5
