@@ -137,7 +137,7 @@ async def test_while_submissions_go_on_deliveries_start_one_at_a_time(
             two_delivered = await _within(5.0, lambda: sum(provider.created.values()) >= 2)
             assert two_delivered is not None, "delivery starved"
             assert provider.most_active == 1, "a batch of deliveries ran during intake"
-        # The burst is over: what is left goes out side by side again.
+        # The burst is over: the rest is delivered.
         assert await _within(5.0, lambda: outbox.counts() == {"delivered": 4}) is not None
     finally:
         await deliverer.stop()
