@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -31,26 +32,37 @@ async def _delivered_within(outbox: Outbox, seconds: float) -> float | None:
     return await _within(seconds, lambda: outbox.counts() == {"delivered": 1})
 
 
-async def _one_row_to_deliver(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, longest_yield: float
-) -> tuple[Outbox, SlowProvider, BuyerTraffic, Deliverer]:
+@contextlib.asynccontextmanager
+async def _delivering(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    longest_yield: float,
+    rows: int = 1,
+    provider_seconds: float = 0.0,
+) -> AsyncIterator[tuple[Outbox, SlowProvider, BuyerTraffic, Deliverer]]:
+    """``rows`` submissions stored and a deliverer (not started) that yields to ``traffic``."""
     monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", longest_yield)
     monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
     outbox = Outbox(tmp_path / "outbox.sqlite3")
-    provider = SlowProvider(seconds=0.0)
+    provider = SlowProvider(seconds=provider_seconds)
     traffic = BuyerTraffic()
-    await outbox.add_async(new("key-1", customer="C-1"))
-    return outbox, provider, traffic, Deliverer(outbox, provider, traffic=traffic)
+    for index in range(rows):
+        await outbox.add_async(new(f"key-{index}", customer=f"C-{index}"))
+    deliverer = Deliverer(outbox, provider, traffic=traffic)
+    try:
+        yield outbox, provider, traffic, deliverer
+    finally:
+        await deliverer.stop()
+        outbox.close()
 
 
 @pytest.mark.anyio
 async def test_delivery_waits_while_a_submission_is_in_flight_and_starts_once_it_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outbox, provider, traffic, deliverer = await _one_row_to_deliver(
-        tmp_path, monkeypatch, longest_yield=5.0
-    )
-    try:
+    async with _delivering(tmp_path, monkeypatch, longest_yield=5.0) as running:
+        outbox, provider, traffic, deliverer = running
         with traffic.submission():
             assert traffic.active == 1
             deliverer.start()
@@ -59,9 +71,6 @@ async def test_delivery_waits_while_a_submission_is_in_flight_and_starts_once_it
         assert traffic.active == 0
         took = await _delivered_within(outbox, 2.0)
         assert took is not None and took < 1.0
-    finally:
-        await deliverer.stop()
-        outbox.close()
     assert len(provider.created) == 1
 
 
@@ -69,16 +78,11 @@ async def test_delivery_waits_while_a_submission_is_in_flight_and_starts_once_it
 async def test_delivery_still_gets_a_turn_when_submissions_never_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outbox, provider, traffic, deliverer = await _one_row_to_deliver(
-        tmp_path, monkeypatch, longest_yield=0.2
-    )
-    try:
+    async with _delivering(tmp_path, monkeypatch, longest_yield=0.2) as running:
+        outbox, provider, traffic, deliverer = running
         with traffic.submission():  # a burst that outlasts the test
             deliverer.start()
             assert await _delivered_within(outbox, 3.0) is not None, "delivery starved"
-    finally:
-        await deliverer.stop()
-        outbox.close()
     assert len(provider.created) == 1
 
 
@@ -123,15 +127,10 @@ async def test_a_failing_submission_still_counts_down() -> None:
 async def test_while_submissions_go_on_deliveries_start_one_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", 0.1)
-    monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
-    outbox = Outbox(tmp_path / "outbox.sqlite3")
-    provider = SlowProvider(seconds=0.3)
-    traffic = BuyerTraffic()
-    for index in range(4):
-        await outbox.add_async(new(f"key-{index}", customer=f"C-{index}"))
-    deliverer = Deliverer(outbox, provider, traffic=traffic, concurrency=4)
-    try:
+    async with _delivering(
+        tmp_path, monkeypatch, longest_yield=0.1, rows=4, provider_seconds=0.3
+    ) as running:
+        outbox, provider, traffic, deliverer = running
         with traffic.submission():  # buyers keep submitting throughout
             deliverer.start()
             two_delivered = await _within(5.0, lambda: sum(provider.created.values()) >= 2)
@@ -139,9 +138,6 @@ async def test_while_submissions_go_on_deliveries_start_one_at_a_time(
             assert provider.most_active == 1, "a batch of deliveries ran during intake"
         # The burst is over: the rest is delivered.
         assert await _within(5.0, lambda: outbox.counts() == {"delivered": 4}) is not None
-    finally:
-        await deliverer.stop()
-        outbox.close()
 
 
 @pytest.mark.anyio
