@@ -126,6 +126,11 @@ class HtmlInjector:
     `Content-Length` is corrected when the body arrives in one message and dropped when it
     streams (the server then uses chunked encoding); `http.response.start` is held until the
     first body message for that reason. A strong `ETag` is made weak: it names the app's bytes.
+
+    `stream_send`, if given, wraps `send` once the response turns out to stream (its first body
+    message has more to come) or is passed through untouched; a page sent in one message (what
+    `HTMLResponse` and `TemplateResponse` do) never meets it. CertWidgetMiddleware passes
+    `CoalescingSend` here.
     """
 
     __slots__ = (
@@ -143,6 +148,7 @@ class HtmlInjector:
         "_scan",
         "_send",
         "_start",
+        "_stream_send",
     )
 
     def __init__(
@@ -156,6 +162,7 @@ class HtmlInjector:
         nonce: str | None = None,
         render: Render | None = None,
         method: str = "GET",
+        stream_send: Callable[[Send], Send] | None = None,
     ) -> None:
         # Built once per response: keep this to attribute stores, the work happens on demand.
         self._send = send
@@ -165,6 +172,7 @@ class HtmlInjector:
         self._nonce_from_csp = nonce_from_csp
         self._nonce = nonce
         self._render = render
+        self._stream_send = stream_send
         # Once True every message goes straight through: not HTML, or already injected.
         self._passthrough = method.upper() == "HEAD"
         self._start: Message | None = None  # held until the first body message
@@ -231,6 +239,8 @@ class HtmlInjector:
             or (content_encoding and _is_encoded(content_encoding))
         ):
             self._passthrough = True
+            if self._stream_send is not None:
+                self._send = self._stream_send(self._send)
             return self._send(message)
         self._start = message
         return _nothing()
@@ -239,18 +249,23 @@ class HtmlInjector:
         start, self._start = self._start, None
         assert start is not None
         body = message.get("body", b"")
-        more_body = message.get("more_body", False)
         headers = self._headers
-        if more_body:
+        if message.get("more_body", False):
             # The final length is unknown until the end: no Content-Length, the server chunks.
             out = self._feed(body, final=False)
-        else:
-            out = self._feed(body, final=True)
-            if self._declared_length:
-                headers.append((b"content-length", str(len(out)).encode("latin-1")))
-        await self._send({**start, "headers": headers})
-        if out or not more_body:
-            await self._send({"type": "http.response.body", "body": out, "more_body": more_body})
+            if self._stream_send is not None:
+                self._send = self._stream_send(self._send)
+            await self._send({**start, "headers": headers})
+            if out:
+                await self._send({"type": "http.response.body", "body": out, "more_body": True})
+            return
+        # The whole page in one message, the usual case: one search, one splice, two sends.
+        out = self._feed(body, final=True)
+        if self._declared_length:
+            headers.append((b"content-length", str(len(out)).encode()))
+        send = self._send
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": out, "more_body": False})
 
     def _feed(self, data: bytes, *, final: bool) -> bytes:
         """Take the next body bytes; return what may be sent now (injected, if it is time)."""
@@ -295,30 +310,28 @@ class HtmlInjector:
 
     def _inject(self, buf: bytes, at: int, *, mount: bool) -> bytes:
         self._passthrough = True
-        snippet = self._snippet(mount=mount)
-        # join over memoryviews copies each byte once; slicing then `+` copies the body twice.
-        with memoryview(buf) as view:
-            out = b"".join((view[:at], snippet, view[at:]))
         self._pending = b""
-        return out
+        head_html, body_html = self._snippets()
+        # join over memoryviews copies each byte once; slicing then `+` copies the body twice.
+        view = memoryview(buf)
+        if mount:
+            return b"".join((view[:at], head_html, body_html, self._mount_html, view[at:]))
+        return b"".join((view[:at], head_html, body_html, view[at:]))
 
-    def _snippet(self, *, mount: bool) -> bytes:
+    def _snippets(self) -> tuple[bytes, bytes]:
         nonce = self._nonce
         if nonce is None and self._csp and self._nonce_from_csp:
             nonce = csp_nonce(self._csp)
         if self._render is not None:
-            head_html, body_html = self._render(nonce)
-        else:
-            head_html, body_html = self._head_html, self._body_html
-            if nonce is not None:
-                # The nonce may come from a header: escape it like any attribute value.
-                escaped = html.escape(nonce, quote=True).encode("ascii", "xmlcharrefreplace")
-                attribute = b' nonce="' + escaped + b'"'
-                head_html = _add_nonce(head_html, attribute)
-                body_html = _add_nonce(body_html, attribute)
-        if mount:
-            return head_html + body_html + self._mount_html
-        return head_html + body_html
+            return self._render(nonce)
+        head_html, body_html = self._head_html, self._body_html
+        if nonce is not None:
+            # The nonce may come from a header: escape it like any attribute value.
+            escaped = html.escape(nonce, quote=True).encode("ascii", "xmlcharrefreplace")
+            attribute = b' nonce="' + escaped + b'"'
+            head_html = _add_nonce(head_html, attribute)
+            body_html = _add_nonce(body_html, attribute)
+        return head_html, body_html
 
 
 async def _nothing() -> None:

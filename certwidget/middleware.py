@@ -32,7 +32,7 @@ from .coalescing import CoalescingSend
 from .endpoints import Endpoints
 from .exemptions import SCOPE_KEY
 from .injection import HtmlInjector
-from .providers.base import CertificateProvider, CustomerProfile
+from .providers.base import CertificateProvider
 from .runtime import CertificateHook, Runtime, Settings, ShipZoneCallable
 from .snippet import SnippetRenderer
 from .tokens import normalize_keys
@@ -149,6 +149,8 @@ class CertWidgetMiddleware:
                 "allowed_origins must be a list of origins, e.g. ['https://shop.example']"
             )
         self._inject_prefixes: tuple[str, ...] = ()
+        # Paths an inject glob names exactly ("/checkout"): a set lookup instead of the regex.
+        self._inject_exact: frozenset[str] = frozenset()
         if callable(inject):
             self._inject_paths: re.Pattern[str] | None = None
             self._inject_predicate: Callable[[HTTPConnection], bool] | None = inject
@@ -158,6 +160,9 @@ class CertWidgetMiddleware:
             self._inject_paths = _compile_paths(list(inject)) if inject else None
             self._inject_predicate = None
             self._inject_prefixes = _literal_prefixes(list(inject))
+            self._inject_exact = frozenset(
+                p.rstrip("/") or "/" for p in inject if not any(ch in p for ch in "*?[")
+            )
         if provider is not None and not isinstance(provider, CertificateProvider):
             raise TypeError(
                 "provider must implement certwidget.providers.CertificateProvider "
@@ -225,6 +230,8 @@ class CertWidgetMiddleware:
         await self.app(scope, receive, send)
 
     def _should_inject(self, scope: Scope, path: str) -> bool:
+        if path in self._inject_exact:
+            return True
         if self._inject_paths is not None:
             return self._inject_paths.match(path) is not None
         if self._inject_predicate is not None:
@@ -245,20 +252,6 @@ class CertWidgetMiddleware:
 
     async def _inject(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        profile, ship_zone = await self._page_buyer(request)
-        state: dict[str, Any] = scope.setdefault("state", {})
-        snippet = self._snippet
-
-        def render(csp_nonce: str | None) -> tuple[bytes, bytes]:
-            nonce = state.get("csp_nonce") or csp_nonce
-            return snippet.for_page(profile, ship_zone, nonce), b""
-
-        # The page's chunks sent back to back leave as one write (see certwidget.coalescing).
-        injector = HtmlInjector(CoalescingSend(send), method=scope["method"], render=render)
-        await self.app(scope, receive, injector)
-
-    async def _page_buyer(self, request: Request) -> tuple[CustomerProfile | None, str | None]:
-        """Who is at the checkout (None for a guest) and the order's ship-to state."""
         runtime = self.runtime
         try:
             profile = await runtime.buyers.signed_in(request)
@@ -267,4 +260,16 @@ class CertWidgetMiddleware:
             # renders, and the widget's own requests answer the error.
             logger.exception("certwidget: customer(request) failed on %s", request.url.path)
             profile = None
-        return profile, await runtime.ship_zone(request)
+        ship_zone = await runtime.ship_zone(request)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        snippet = self._snippet
+
+        def render(csp_nonce: str | None) -> tuple[bytes, bytes]:
+            nonce = state.get("csp_nonce") or csp_nonce
+            return snippet.for_page(profile, ship_zone, nonce), b""
+
+        # A streamed page's chunks sent back to back leave as one write (certwidget.coalescing).
+        injector = HtmlInjector(
+            send, method=scope["method"], render=render, stream_send=CoalescingSend
+        )
+        await self.app(scope, receive, injector)
