@@ -167,7 +167,8 @@ class Runtime:
     def cookie_secure(self, connection: HTTPConnection) -> bool:
         if self.settings.cookie_secure is not None:
             return self.settings.cookie_secure
-        return connection.url.scheme == "https"
+        # The scope's scheme is what connection.url would say, without building the URL.
+        return connection.scope.get("scheme") == "https"
 
     def set_guest_cookie(
         self, response: Response, connection: HTTPConnection, buyer: Buyer

@@ -335,3 +335,19 @@ async def test_a_shops_unusable_customer_number_never_breaks_its_checkout(tmp_pa
     assert page.status_code == 200 and config_of(page.text)["signedIn"] is False
     assert minted.status_code == 400 and "contact the shop" in minted.json()["error"]["message"]
     assert order.json() == {"exemption": None}
+
+
+@pytest.mark.anyio
+async def test_cookies_are_secure_exactly_when_the_shop_is_served_over_https(
+    tmp_path: Path,
+) -> None:
+    shop = build(tmp_path)
+    flags = {}
+    for scheme in ("https", "http"):
+        transport = httpx.ASGITransport(app=shop)
+        async with httpx.AsyncClient(transport=transport, base_url=f"{scheme}://shop.test") as http:
+            # A guest's first token sets the guest cookie.
+            minted = await http.post("/certwidget/ecommerce/token", json={})
+        assert minted.status_code == 200, minted.text
+        flags[scheme] = "secure" in minted.headers["set-cookie"].lower()
+    assert flags == {"https": True, "http": False}
