@@ -43,11 +43,18 @@ InjectRule = Sequence[str] | Callable[[HTTPConnection], bool]
 LOCALES = ("en", "es")
 
 
+_GLOB_CHARS = "*?["
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in _GLOB_CHARS)
+
+
 def _literal_prefixes(patterns: Sequence[str]) -> tuple[str, ...]:
     """What every path an inject glob matches starts with: one C call rules most paths out."""
     prefixes = []
     for pattern in patterns:
-        cut = min((pattern.find(ch) for ch in "*?[" if ch in pattern), default=len(pattern))
+        cut = min((pattern.find(ch) for ch in _GLOB_CHARS if ch in pattern), default=len(pattern))
         prefixes.append(pattern[:cut] if cut < len(pattern) else pattern.rstrip("/") or "/")
     return tuple(prefixes)
 
@@ -58,7 +65,7 @@ def _compile_paths(patterns: Sequence[str]) -> re.Pattern[str]:
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern.startswith("/"):
             raise ValueError(f"inject paths must be strings starting with '/', got {pattern!r}")
-        if any(ch in pattern for ch in "*?["):
+        if _is_glob(pattern):
             parts.append(fnmatch.translate(pattern))  # anchored with its own \Z
         else:
             stem = re.escape(pattern.rstrip("/"))  # "/" leaves "": every path is below it
@@ -161,7 +168,7 @@ class CertWidgetMiddleware:
             self._inject_predicate = None
             self._inject_prefixes = _literal_prefixes(list(inject))
             self._inject_exact = frozenset(
-                p.rstrip("/") or "/" for p in inject if not any(ch in p for ch in "*?[")
+                pattern.rstrip("/") or "/" for pattern in inject if not _is_glob(pattern)
             )
         if provider is not None and not isinstance(provider, CertificateProvider):
             raise TypeError(
