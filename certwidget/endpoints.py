@@ -17,10 +17,18 @@ from starlette.types import Receive, Scope, Send
 from . import catalog
 from .assets import Assets
 from .buyers import Buyer, CustomerError
-from .http import HTTPProblem, bearer_token, check_same_origin, json_response, read_body
+from .http import (
+    HTTPProblem,
+    bearer_token,
+    check_same_origin,
+    json_response,
+    page_request,
+    read_body,
+)
 from .intake import receive_certificate
 from .providers.base import ProviderError, ProviderToken
 from .runtime import Runtime, reason_name
+from .snippet import buyer_config
 from .tokens import TokenRejected, WidgetClaims, fingerprint
 
 logger = logging.getLogger("certwidget")
@@ -63,6 +71,9 @@ class Endpoints:
         if path == "/ecommerce/token":
             self._allow(method, "POST")
             return await self.mint(request)
+        if path == "/buyer":
+            self._allow(method, "GET")
+            return await self.buyer(request)
         if path == "/zones":
             self._allow(method, "GET", "HEAD")
             return json_response(catalog.zones_json())
@@ -96,6 +107,23 @@ class Endpoints:
                 f"Use {' or '.join(allowed)} here, not {method}.",
                 headers={"Allow": ", ".join(allowed)},
             )
+
+    # -- the buyer a checkout page is for --------------------------------------------------
+
+    async def buyer(self, request: Request) -> Response:
+        """Who the shop says is signed in and the order's ship-to state, for the widget to
+        pre-fill; asked when it loads, so checkout pages themselves call none of this."""
+        runtime = self.runtime
+        check_same_origin(request, runtime.settings.allowed_origins)
+        page = page_request(request)
+        try:
+            profile = await runtime.buyers.signed_in(request)
+        except CustomerError:
+            # The widget still loads, as for a guest: the token request answers the error
+            # (400, "contact the shop") when the buyer goes on.
+            logger.exception("certwidget: customer(request) answered something unusable")
+            profile = None
+        return json_response(buyer_config(profile, await runtime.ship_zone(page)))
 
     # -- tokens ----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -74,6 +75,34 @@ def too_large(limit: int) -> HTTPProblem:
         f"The request is too large: send at most {size}.",
         headers={"Connection": "close"},
     )
+
+
+# A page URL longer than this is not a checkout page's: browsers and servers cap URLs near here.
+MAX_PAGE_URL = 2048
+
+
+def page_request(request: Request) -> Request:
+    """The checkout page the widget runs on (``?page=/checkout?step=pay``), as a request that
+    carries this request's headers, cookies and session: what ``ship_zone(request)`` reads.
+
+    The page is the buyer's own to name, like the URL they opened; it only pre-selects a state.
+    """
+    page = request.query_params.get("page", "")
+    if not page.startswith("/") or len(page) > MAX_PAGE_URL:
+        raise HTTPProblem(
+            400,
+            "bad_page",
+            "Send page= with the checkout page's path and query, e.g. "
+            f"page=/checkout?step=pay (at most {MAX_PAGE_URL} characters).",
+        )
+    raw_path, _, query = page.partition("#")[0].partition("?")
+    scope = {
+        **request.scope,
+        "path": unquote(raw_path),
+        "raw_path": raw_path.encode(),
+        "query_string": query.encode(),
+    }
+    return Request(scope)
 
 
 def _origin_of(request: Request) -> str:

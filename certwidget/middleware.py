@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .assets import Assets
-from .buyers import CustomerCallable, CustomerError
+from .buyers import CustomerCallable
 from .coalescing import CoalescingSend
 from .endpoints import Endpoints
 from .exemptions import SCOPE_KEY
@@ -86,6 +86,8 @@ class CertWidgetMiddleware:
     - ``customer``: ``customer(request)`` (sync or async) answers the signed-in buyer (a customer
       number, a CustomerProfile or a mapping) or None for a guest.
     - ``ship_zone``: ``ship_zone(request)`` answers the order's ship-to state, pre-selected.
+      Called when the widget loads (``GET {prefix}/buyer``) with a request for the checkout
+      page's URL (path and query) that carries the buyer's cookies, headers and session.
     - ``prefix``: where the widget's endpoints live (default ``/certwidget``).
     - ``on_certificate``: ``on_certificate(request, exemption)`` (sync or async), called for
       each zone once a submission is stored, and when a buyer uses a certificate on file.
@@ -258,22 +260,14 @@ class CertWidgetMiddleware:
         return wrapped
 
     async def _inject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        runtime = self.runtime
-        try:
-            profile = await runtime.buyers.signed_in(request)
-        except CustomerError:
-            # A bug in the shop's customer() must not take its checkout page down: the page
-            # renders, and the widget's own requests answer the error.
-            logger.exception("certwidget: customer(request) failed on %s", request.url.path)
-            profile = None
-        ship_zone = await runtime.ship_zone(request)
+        # Every checkout page gets the same snippet (but for a CSP nonce): the buyer and the
+        # ship-to state are the widget's to ask for (GET {prefix}/buyer), so a page calls none
+        # of the shop's callbacks.
         state: dict[str, Any] = scope.setdefault("state", {})
-        snippet = self._snippet
+        snippet = self._snippet.html
 
         def render(csp_nonce: str | None) -> tuple[bytes, bytes]:
-            nonce = state.get("csp_nonce") or csp_nonce
-            return snippet.for_page(profile, ship_zone, nonce), b""
+            return snippet(state.get("csp_nonce") or csp_nonce), b""
 
         # A streamed page's chunks sent back to back leave as one write (certwidget.coalescing).
         injector = HtmlInjector(

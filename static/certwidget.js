@@ -573,7 +573,7 @@
       this.view.replaceChildren(h('p', { class: 'cw-muted' }, this.L.loading));
       let data;
       try {
-        ({ data } = await this.req('GET', '/zones'));
+        [{ data }] = await Promise.all([this.req('GET', '/zones'), this.loadBuyer()]);
       } catch (e) {
         this.fail(e, () => this.loadZones());
         return;
@@ -588,6 +588,19 @@
         this.emit('ready', { version: VERSION, shipZone: this.s.zone || null, locale: this.lang }, 'onInit');
       }
       this.checkNoTax(this.s.zone);
+    }
+
+    // Who the shop says is signed in and the order's ship-to state: asked once, next to the
+    // zones, so checkout pages carry no buyer data. The page's own options win over it.
+    async loadBuyer() {
+      if (this.buyerKnown) return;
+      const page = location.pathname + location.search;
+      const { data } = await this.req('GET', '/buyer?page=' + encodeURIComponent(page));
+      const o = this.o;
+      if (!('shipZone' in o) && typeof data.shipZone === 'string') o.shipZone = data.shipZone;
+      if (!('purchaser' in o) && data.purchaser && typeof data.purchaser === 'object') o.purchaser = data.purchaser;
+      this.buyerKnown = true;
+      this.s = this.fresh(this.s);
     }
 
     zoneName(code) { const z = this.zmap.get(code); return z ? z.name : code; }

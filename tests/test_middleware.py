@@ -99,27 +99,32 @@ async def test_checkout_pages_get_the_widget_with_hashed_assets_and_config(tmp_p
         r'<script defer src="/certwidget/static/certwidget\.[0-9a-f]{12}\.js"></script>', html
     )
     assert html.index("data-certwidget></div>") < html.index("</body>")
-    config = config_of(html)
-    assert config["shipZone"] == "WA"
-    assert config["signedIn"] is True
-    assert config["purchaser"]["name"] == "Buyer C-7"
-    assert config["endpoint"] == "/certwidget"
+    assert config_of(html) == {"endpoint": "/certwidget", "locale": "en"}
     assert int(page.headers["content-length"]) == len(page.content)
     assert "certwidget" not in other.text
 
 
+def buyer_of(http: httpx.AsyncClient, page: str, customer: str = "") -> Any:
+    headers = {"x-customer": customer} if customer else {}
+    return http.get("/certwidget/buyer", params={"page": page}, headers=headers)
+
+
 @pytest.mark.anyio
-async def test_each_page_carries_its_own_buyer_and_zone_whatever_was_served_before(
+async def test_pages_carry_no_buyer_data_and_the_widget_asks_for_its_buyer_and_zone(
     tmp_path: Path,
 ) -> None:
-    # Configs are kept per (buyer, zone): pages served in turn must never get another's.
     shop = build(tmp_path, ship_zone=lambda request: request.query_params.get("zone"))
     seen = []
+    pages = set()
     async with client(shop) as http:
-        for customer, zone in [("C-1", "WA"), ("C-2", "WA"), ("C-1", "TX"), ("", "WA")] * 2:
+        for customer, zone in [("C-1", "WA"), ("C-2", "wa"), ("C-1", "TX"), ("", "WA")] * 2:
             headers = {"x-customer": customer} if customer else {}
             page = await http.get("/checkout", params={"zone": zone}, headers=headers)
-            config = config_of(page.text)
+            pages.add(page.content)
+            answer = await buyer_of(http, f"/checkout?zone={zone}", customer)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["cache-control"] == "no-store"
+            config = answer.json()
             name = config["purchaser"]["name"] if config["purchaser"] else None
             seen.append((name, config["shipZone"], config["signedIn"]))
     expected = [
@@ -129,18 +134,70 @@ async def test_each_page_carries_its_own_buyer_and_zone_whatever_was_served_befo
         (None, "WA", False),
     ]
     assert seen == expected * 2
+    assert len(pages) == 1  # the same bytes for every buyer and zone
+    assert b"Buyer C-" not in pages.pop()
 
 
 @pytest.mark.anyio
-async def test_no_value_in_the_config_can_end_the_script_element(tmp_path: Path) -> None:
+async def test_ship_zone_sees_the_checkout_pages_path_and_query_with_the_buyers_cookies(
+    tmp_path: Path,
+) -> None:
+    seen: list[tuple[str, str, str | None]] = []
+
+    def ship_zone(request: Request) -> str:
+        seen.append((request.url.path, request.url.query, request.cookies.get("cart")))
+        return "OR"
+
+    shop = build(tmp_path, ship_zone=ship_zone)
+    async with client(shop) as http:
+        answer = await http.get(
+            "/certwidget/buyer",
+            params={"page": "/checkout/caf%C3%A9?step=pay&x=a%20b#top"},
+            headers={"cookie": "cart=c-9"},
+        )
+    assert answer.json() == {"signedIn": False, "purchaser": None, "shipZone": "OR"}
+    assert seen == [("/checkout/caf\u00e9", "step=pay&x=a%20b", "c-9")]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("params", "headers", "status", "code"),
+    [
+        ({}, {}, 400, "bad_page"),
+        ({"page": "checkout"}, {}, 400, "bad_page"),
+        ({"page": "https://evil.example/checkout"}, {}, 400, "bad_page"),
+        ({"page": "/" + "a" * 2100}, {}, 400, "bad_page"),
+        ({"page": "/checkout"}, {"origin": "https://evil.example"}, 403, "cross_origin"),
+        ({"page": "/checkout"}, {"sec-fetch-site": "cross-site"}, 403, "cross_origin"),
+    ],
+)
+async def test_the_buyer_endpoint_refuses_a_missing_page_and_other_sites_clearly(
+    tmp_path: Path, params: dict[str, str], headers: dict[str, str], status: int, code: str
+) -> None:
+    shop = build(tmp_path, ship_zone=lambda request: "WA")
+    async with client(shop) as http:
+        answer = await http.get("/certwidget/buyer", params=params, headers=headers)
+        wrong_method = await http.post("/certwidget/buyer", params={"page": "/checkout"})
+    assert answer.status_code == status
+    assert answer.json()["error"]["code"] == code and answer.json()["error"]["message"]
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET"
+
+
+@pytest.mark.anyio
+async def test_no_buyer_value_reaches_the_page_and_the_buyer_answer_is_json_only(
+    tmp_path: Path,
+) -> None:
     def hostile(request: Request) -> dict[str, str]:
         return {"code": "C-1", "name": "</script><script>alert(1)</script>&<!--"}
 
     shop = build(tmp_path, customer=hostile)
     async with client(shop) as http:
         html = (await http.get("/checkout")).text
-    assert "<script>alert(1)" not in html
-    assert config_of(html)["purchaser"]["name"] == "</script><script>alert(1)</script>&<!--"
+        answer = await buyer_of(http, "/checkout")
+    assert "alert(1)" not in html
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.json()["purchaser"]["name"] == "</script><script>alert(1)</script>&<!--"
 
 
 @pytest.mark.anyio
@@ -331,8 +388,10 @@ async def test_a_shops_unusable_customer_number_never_breaks_its_checkout(tmp_pa
         page = await http.get("/checkout", headers=too_long)
         minted = await http.post("/certwidget/ecommerce/token", json={}, headers=too_long)
         order = await http.get("/tax", params={"zone": "WA"}, headers=too_long)
+        buyer = await http.get("/certwidget/buyer", params={"page": "/checkout"}, headers=too_long)
     assert apostrophe.status_code == 200
-    assert page.status_code == 200 and config_of(page.text)["signedIn"] is False
+    assert page.status_code == 200 and "certwidget-config" in page.text
+    assert buyer.status_code == 200 and buyer.json()["signedIn"] is False
     assert minted.status_code == 400 and "contact the shop" in minted.json()["error"]["message"]
     assert order.json() == {"exemption": None}
 
