@@ -216,6 +216,36 @@ async def test_close_commits_every_write_already_accepted(tmp_path: Path) -> Non
         outbox.add(new("too-late"))
 
 
+def page_size_and_journal(database: Path) -> tuple[int, str]:
+    """What the file says (wal_autocheckpoint is per connection: the tests read the outbox's)."""
+    db = sqlite3.connect(database)
+    try:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        return int(page_size), str(db.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_new_file_has_16_kb_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    # Big pages make documents cheap to commit; checkpoints stay at 4 MB of WAL either way.
+    fresh = Outbox(tmp_path / "new.sqlite3")
+    fresh.add(new("k1", document=b"%PDF-" + bytes(200 * 1024)))
+    assert page_size_and_journal(tmp_path / "new.sqlite3") == (16384, "wal")
+    assert fresh._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 256
+    fresh.close()
+
+    old_file = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(old_file)
+    db.execute("CREATE TABLE unrelated (x)")  # a file made before: 4 KB pages
+    db.close()
+    old = Outbox(old_file)
+    old.add(new("k1"))
+    assert page_size_and_journal(old_file) == (4096, "wal")
+    assert old._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1024
+    assert old.get(old.add(new("k1"))[0].id) is not None
+    old.close()
+
+
 def test_a_file_from_before_keeps_its_documents(tmp_path: Path) -> None:
     database = tmp_path / "old.sqlite3"
     db = sqlite3.connect(database, isolation_level=None)
