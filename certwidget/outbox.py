@@ -161,6 +161,13 @@ def _row(row: sqlite3.Row) -> Submission:
     )
 
 
+# What a delivered submission no longer needs: its document (and an older file's inline copy).
+_DROP_DELIVERED_DOCUMENTS = (
+    "DELETE FROM documents WHERE submission_id IN"
+    " (SELECT id FROM submissions WHERE state = 'delivered')",
+    "UPDATE submissions SET document = NULL WHERE state = 'delivered' AND document IS NOT NULL",
+)
+
 #: The most writes committed in one transaction.
 MAX_BATCH = 64
 # The page size a new outbox file is made with, and how much WAL a commit checkpoints at once.
@@ -209,6 +216,7 @@ class Outbox:
         self._synchronous_full = True
         self._db.executescript(_SCHEMA)
         self._move_documents()
+        self._drop_delivered_documents()
         self._reader = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30
         )
@@ -239,8 +247,19 @@ class Outbox:
             self._db.execute(
                 "INSERT OR IGNORE INTO documents (submission_id, content)"
                 " SELECT id, document FROM submissions"
-                " WHERE document IS NOT NULL AND length(document) > 0"
+                " WHERE document IS NOT NULL AND length(document) > 0 AND state != 'delivered'"
             )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _drop_delivered_documents(self) -> None:
+        """Documents of submissions delivered while certwidget still kept them (earlier versions)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _DROP_DELIVERED_DOCUMENTS[: 2 if self._legacy_document_column else 1]:
+                self._db.execute(statement)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -469,12 +488,22 @@ class Outbox:
         )
 
     def mark_delivered(self, submission_id: str, progress: dict[str, Any]) -> None:
-        self._execute(
-            "UPDATE submissions SET state = 'delivered', progress = ?, delivered_at = ?,"
-            " lease_until = 0, last_error = '' WHERE id = ?",
-            (json.dumps(progress), time.time(), submission_id),
-            durable=True,
-        )
+        """The provider holds the certificate and its document now: the row stays (it answers
+        ``exemption_for`` and idempotent replays), the document goes, so the file does not
+        grow by every upload for ever."""
+        legacy = self._legacy_document_column
+
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE submissions SET state = 'delivered', progress = ?, delivered_at = ?,"
+                " lease_until = 0, last_error = '' WHERE id = ?",
+                (json.dumps(progress), time.time(), submission_id),
+            )
+            db.execute("DELETE FROM documents WHERE submission_id = ?", (submission_id,))
+            if legacy:
+                db.execute("UPDATE submissions SET document = NULL WHERE id = ?", (submission_id,))
+
+        self._write(op, durable=True)
 
     def mark_retry(self, submission_id: str, *, error: str, delay: float) -> None:
         self._execute(

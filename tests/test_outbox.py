@@ -246,6 +246,24 @@ def test_a_new_file_has_16_kb_pages_and_an_old_one_keeps_its_own(tmp_path: Path)
     old.close()
 
 
+def test_a_delivered_submission_keeps_its_row_and_drops_its_document(tmp_path: Path) -> None:
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+    delivered, _ = outbox.add(new("k1", document=b"%PDF-1.4 delivered"))
+    outbox.add(new("k2", document=b"%PDF-1.4 waiting"))
+    outbox.mark_delivered(delivered.id, {"certificates": {"WA": "7"}})
+    assert on_disk(database) == {
+        "k1": ("delivered", None),
+        "k2": ("pending", b"%PDF-1.4 waiting"),
+    }
+    row = outbox.get(delivered.id)
+    assert row is not None and row.progress == {"certificates": {"WA": "7"}}
+    # A replay of the delivered submission is still answered from its row.
+    again, created = outbox.add(new("k1", document=b"%PDF-1.4 delivered"))
+    assert not created and again.id == delivered.id and again.state == "delivered"
+    outbox.close()
+
+
 def test_a_file_from_before_keeps_its_documents(tmp_path: Path) -> None:
     database = tmp_path / "old.sqlite3"
     db = sqlite3.connect(database, isolation_level=None)
@@ -266,11 +284,17 @@ def test_a_file_from_before_keeps_its_documents(tmp_path: Path) -> None:
             document, media_type, filename, created_at)
             VALUES ('old-1', 'C-1', 0, 'k1', 'h', 'upload', '{"zones": ["WA"]}',
                     X'255044462D6F6C64', 'application/pdf', 'old.pdf', 1);
+        INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind, payload,
+            document, media_type, filename, created_at, state)
+            VALUES ('old-0', 'C-1', 0, 'k0', 'h', 'upload', '{"zones": ["WA"]}',
+                    X'255044462D30', 'application/pdf', 'done.pdf', 0, 'delivered');
         """
     )
     db.close()
     outbox = Outbox(database)
     assert outbox.document("old-1") == b"%PDF-old"
+    # Delivered before the upgrade: the provider has it, so its document is not kept.
+    assert outbox.document("old-0") == b"" and outbox.get("old-0") is not None
     [due] = outbox.claim_due(limit=5, lease_seconds=60)
     assert due.id == "old-1" and due.filename == "old.pdf"
     row, created = outbox.add(new("k2"))
@@ -293,7 +317,7 @@ def test_a_file_from_before_keeps_its_documents(tmp_path: Path) -> None:
     outbox = Outbox(database)
     assert outbox.document("old-1") == b"%PDF-old"
     assert outbox.document("old-2") == b"%PDF-2"
-    assert outbox.counts() == {"pending": 3}
+    assert outbox.counts() == {"pending": 3, "delivered": 1}
     outbox.close()
 
 
