@@ -15,11 +15,13 @@ string checks, and is handed to the app with its own ``receive`` and ``send``.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import inspect
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +219,10 @@ class CertWidgetMiddleware:
             locale=locale,
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function handing back the app's (or the endpoints') own awaitable, so the
+        # usual request meets no coroutine of ours. Servers still see an ASGI 3 app: the
+        # method is marked as a coroutine function below the class.
         scope_type = scope["type"]
         if scope_type == "http":
             scope[SCOPE_KEY] = self.runtime
@@ -226,17 +231,14 @@ class CertWidgetMiddleware:
             if path.startswith(self._claimed_prefixes):
                 if path.startswith(self._prefix_slash) or path == self._prefix:
                     self.runtime.ensure_started()
-                    await self._endpoints(scope, receive, send)
-                    return
+                    return self._endpoints(scope, receive, send)
                 if self._should_inject(scope, path):
-                    await self._inject(scope, receive, send)
-                    return
+                    return self._inject(scope, receive, send)
         elif scope_type == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), send)
-            return
+            return self.app(scope, self._lifespan_receive(receive), send)
         elif scope_type == "websocket":
             scope[SCOPE_KEY] = self.runtime
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
     def _should_inject(self, scope: Scope, path: str) -> bool:
         if path in self._inject_exact:
@@ -259,7 +261,7 @@ class CertWidgetMiddleware:
 
         return wrapped
 
-    async def _inject(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _inject(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Every checkout page gets the same snippet (but for a CSP nonce): the buyer and the
         # ship-to state are the widget's to ask for (GET {prefix}/buyer), so a page calls none
         # of the shop's callbacks.
@@ -273,4 +275,17 @@ class CertWidgetMiddleware:
         injector = HtmlInjector(
             send, method=scope["method"], render=render, stream_send=CoalescingSend
         )
-        await self.app(scope, receive, injector)
+        return self.app(scope, receive, injector)
+
+
+def _mark_coroutine_function(function: Callable[..., Any]) -> None:
+    """Make ``function`` (which returns an awaitable) pass as ``async def`` where servers and
+    frameworks tell ASGI 3 apps from ASGI 2 ones (uvicorn, Starlette's ``is_async_callable``)."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:  # Python 3.12+
+        mark(function)
+    else:  # 3.11: asyncio.iscoroutinefunction also accepts the marker of its old decorator
+        function._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+
+
+_mark_coroutine_function(CertWidgetMiddleware.__call__)

@@ -255,7 +255,7 @@ class Outbox:
         self._db.execute("COMMIT")
 
     def _drop_delivered_documents(self) -> None:
-        """Documents of submissions delivered while certwidget still kept them (earlier versions)."""
+        """Drop documents of delivered submissions (earlier versions kept them)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for statement in _DROP_DELIVERED_DOCUMENTS[: 2 if self._legacy_document_column else 1]:

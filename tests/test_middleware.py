@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse as FastAPIHTML
+from starlette._utils import is_async_callable
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -364,6 +365,20 @@ def test_works_in_starlette_and_fastapi_under_real_uvicorn(
         assert token.status_code == 200, token.text
         assert http.get("/tax", headers={"x-customer": "C-9"}).json() == {"exempt": False}
         assert http.get("/certwidget/zones").status_code == 200
+
+
+def test_served_directly_by_uvicorn_it_is_taken_for_an_asgi3_app(
+    tmp_path: Path, live_server_factory: Any
+) -> None:
+    # __call__ hands back the app's own awaitable; servers must still see ASGI 3, not 2.
+    shop = build(tmp_path)
+    assert is_async_callable(shop)
+    server = live_server_factory(shop)
+    with httpx.Client(base_url=server.url) as http:
+        page = http.get("/checkout")
+        zones = http.get("/certwidget/zones")
+    assert page.status_code == 200 and "certwidget-config" in page.text
+    assert zones.status_code == 200 and zones.json()["zones"]
 
 
 def test_exemption_for_without_the_middleware_says_how_to_add_it() -> None:
