@@ -263,6 +263,14 @@ def test_a_delivered_submission_keeps_its_row_and_drops_its_document(tmp_path: P
     assert not created and again.id == delivered.id and again.state == "delivered"
     outbox.close()
 
+    # A version that kept documents after delivery left one behind: dropped when opened.
+    db = sqlite3.connect(database, isolation_level=None)
+    db.execute("UPDATE submissions SET state = 'delivered' WHERE idempotency_key = 'k2'")
+    db.close()
+    assert on_disk(database)["k2"] == ("delivered", b"%PDF-1.4 waiting")
+    Outbox(database).close()
+    assert on_disk(database)["k2"] == ("delivered", None)
+
 
 def test_a_file_from_before_keeps_its_documents(tmp_path: Path) -> None:
     database = tmp_path / "old.sqlite3"
