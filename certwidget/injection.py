@@ -239,11 +239,15 @@ class HtmlInjector:
             or (content_encoding and _is_encoded(content_encoding))
         ):
             self._passthrough = True
-            if self._stream_send is not None:
-                self._send = self._stream_send(self._send)
+            self._start_streaming()
             return self._send(message)
         self._start = message
         return _nothing()
+
+    def _start_streaming(self) -> None:
+        # The response streams (or passes through): from now on it goes by `stream_send`.
+        if self._stream_send is not None:
+            self._send = self._stream_send(self._send)
 
     async def _on_first_body(self, message: Message) -> None:
         start, self._start = self._start, None
@@ -253,8 +257,7 @@ class HtmlInjector:
         if message.get("more_body", False):
             # The final length is unknown until the end: no Content-Length, the server chunks.
             out = self._feed(body, final=False)
-            if self._stream_send is not None:
-                self._send = self._stream_send(self._send)
+            self._start_streaming()
             await self._send({**start, "headers": headers})
             if out:
                 await self._send({"type": "http.response.body", "body": out, "more_body": True})

@@ -161,13 +161,21 @@ def _row(row: sqlite3.Row) -> Submission:
     )
 
 
-# What a delivered submission no longer needs: its document (and an older file's inline copy).
-# Driven from the documents table, which holds only what is not delivered yet: cheap at every
-# start however many submissions the file has seen.
+# What a delivered submission no longer needs: its document. Driven from the documents table,
+# which holds only what is not delivered yet: cheap at every start however many submissions the
+# file has seen.
 _DROP_DELIVERED_DOCUMENTS = (
     "DELETE FROM documents"
-    " WHERE (SELECT state FROM submissions WHERE id = documents.submission_id) = 'delivered'",
-    "UPDATE submissions SET document = NULL WHERE state = 'delivered' AND document IS NOT NULL",
+    " WHERE (SELECT state FROM submissions WHERE id = documents.submission_id) = 'delivered'"
+)
+# Files from before documents had their own table keep them inline in `submissions.document`.
+_COPY_INLINE_DOCUMENTS = (
+    "INSERT OR IGNORE INTO documents (submission_id, content)"
+    " SELECT id, document FROM submissions"
+    " WHERE document IS NOT NULL AND length(document) > 0 AND state != 'delivered'"
+)
+_DROP_DELIVERED_INLINE_DOCUMENTS = (
+    "UPDATE submissions SET document = NULL WHERE state = 'delivered' AND document IS NOT NULL"
 )
 
 #: The most writes committed in one transaction.
@@ -217,8 +225,7 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous_full = True
         self._db.executescript(_SCHEMA)
-        self._move_documents()
-        self._drop_delivered_documents()
+        self._tidy_documents()
         self._reader = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30
         )
@@ -234,33 +241,21 @@ class Outbox:
             if self._closed:
                 self._open()
 
-    def _move_documents(self) -> None:
-        """Files made before documents had their own table: copy their documents there.
-
-        The old column keeps its copy, so an older certwidget process still sharing this file
-        (during an upgrade one process at a time) reads its documents as before.
+    def _tidy_documents(self) -> None:
+        """At open, in one transaction: documents of delivered submissions (which earlier
+        versions kept) are dropped; a file made before documents had their own table gets the
+        inline documents of its undelivered submissions copied there. The old column keeps its
+        copy, so an older certwidget process still sharing this file (during an upgrade one
+        process at a time) reads its documents as before.
         """
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(submissions)")}
         self._legacy_document_column = "document" in columns
-        if not self._legacy_document_column:
-            return
+        statements = [_DROP_DELIVERED_DOCUMENTS]
+        if self._legacy_document_column:
+            statements += [_COPY_INLINE_DOCUMENTS, _DROP_DELIVERED_INLINE_DOCUMENTS]
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute(
-                "INSERT OR IGNORE INTO documents (submission_id, content)"
-                " SELECT id, document FROM submissions"
-                " WHERE document IS NOT NULL AND length(document) > 0 AND state != 'delivered'"
-            )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-    def _drop_delivered_documents(self) -> None:
-        """Drop documents of delivered submissions (earlier versions kept them)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _DROP_DELIVERED_DOCUMENTS[: 2 if self._legacy_document_column else 1]:
+            for statement in statements:
                 self._db.execute(statement)
         except BaseException:
             self._db.execute("ROLLBACK")

@@ -47,9 +47,6 @@ CHECKOUT_COOKIE_MAX_AGE = 60 * 60 * 4
 MAX_CHECKOUT_ENTRIES = 8
 ON_FILE_TTL = 30.0
 MAX_ON_FILE_ENTRIES = 10_000
-# Distinct ship_zone() answers ("WA", "wa", "Wa ") whose zone code is kept: 51 zones, a few
-# spellings each.
-ZONE_SPELLINGS_KEPT = 512
 
 CertificateHook = Callable[[HTTPConnection, Exemption], Awaitable[None] | None]
 ShipZoneCallable = Callable[[HTTPConnection], Awaitable[str | None] | str | None]
@@ -106,7 +103,6 @@ class Runtime:
         self._ship_zone = ship_zone
         self._on_certificate = on_certificate
         self._on_file: OrderedDict[str, _OnFile] = OrderedDict()
-        self._zone_codes: dict[str, str] = {}
         # At most a few threads wait on the PDF-check workers, so a burst of uploads cannot
         # take every thread of anyio's pool from the SQLite writes all other requests need.
         self.upload_checks = CapacityLimiter(4)
@@ -150,19 +146,11 @@ class Runtime:
             value = await value
         if not value:
             return None
-        if isinstance(value, str):
-            # Shops answer the same few spellings on every checkout page: parsed once each.
-            code = self._zone_codes.get(value)
-            if code is not None:
-                return code
         try:
-            code = catalog.zone(str(value)).code
+            return catalog.zone(str(value)).code
         except catalog.UnknownZone:
             logger.warning("certwidget: ship_zone(request) returned unknown zone %r", value)
             return None
-        if isinstance(value, str) and len(self._zone_codes) < ZONE_SPELLINGS_KEPT:
-            self._zone_codes[value] = code
-        return code
 
     def cookie_secure(self, connection: HTTPConnection) -> bool:
         if self.settings.cookie_secure is not None:
