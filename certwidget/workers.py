@@ -16,7 +16,7 @@ up to :data:`SHARED_REQUEST_BYTES` is not written through the pipe: it is copied
 the worker shares with the server (a memfd), and only its length, flagged, goes through the
 pipe. Writing 200 KB into a pipe took the event loop about 180 us (the kernel allocates and
 fills 50 pipe pages, and the worker frees them again); copying it into memory that is already
-mapped takes about 6 us.
+mapped takes 6-20 us.
 
     pool = WorkerPool(source, workers=2)
     answer = pool.call(b"request", timeout=1.5)   # raises WorkerTimedOut, WorkerUnavailable
