@@ -163,10 +163,12 @@ def _shared_memory() -> int | None:
 class _Worker:
     def __init__(self, source: str) -> None:
         shared_fd = _shared_memory()
-        # The mapping keeps its own reference to the memory; the descriptor goes once the
-        # worker has its copy.
-        self.shared = None if shared_fd is None else mmap.mmap(shared_fd, 0)
+        self.shared: mmap.mmap | None = None
         try:
+            # The mapping keeps its own reference to the memory; the descriptor goes once the
+            # worker has its copy.
+            if shared_fd is not None:
+                self.shared = mmap.mmap(shared_fd, 0)
             # The command is fixed (this interpreter, our own source); requests only go to
             # stdin and the shared memory.
             self.process = subprocess.Popen(  # noqa: S603
