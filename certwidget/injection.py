@@ -1,15 +1,17 @@
 """Streaming HTML injection: a `send` wrapper that adds the widget to an HTML page as it passes.
 
 The middleware wraps one response's `send` in an `HtmlInjector`; the app never knows. Bodies are
-never buffered whole: the injector holds back only the last kilobyte it has seen (where a page's
-closing `</body>` is, so the widget can go before it) and an unfinished tag at a chunk boundary
-(so a split `<div data-certwidget ...>` is still seen whole).
+never buffered whole, and never read: the injector holds back only the last kilobyte it has seen
+(where a page's closing `</body>` is, so the widget can go before it) and sends the rest on.
+`</body>` is looked for once, in the page's last kilobyte, when the body ends. (Text such as
+`"</body></html>"` in a script must not decide anything before the page has ended.)
 
-Per body message the work is one SIMD search for `data-certwidget` (StringZilla: two to three
-times the speed of `bytes.find`; the search was the largest single cost of an injected page) and
-a copy of the held kilobyte; `</body>` is looked for once, in the page's last kilobyte, when
-the body ends. (Text such as `"</body></html>"` in a script must not decide anything before the
-page has ended.)
+A shop's own placeholder (`<div data-certwidget>`) is found by the widget in the browser, not
+here: the snippet always goes before `</body>` with a default mount point, and the widget mounts
+into the shop's placeholders instead when there are any (`static/certwidget.js`, `boot`).
+Searching every byte of every checkout page for one was the largest cost of an injected page
+(the search reads 100 KB where the splice copies it once; under uvicorn it cost as much as the
+copy).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 
-import stringzilla
 from starlette.types import Message, Send
 
 __all__ = ["HtmlInjector", "csp_nonce", "is_html_response"]
@@ -31,11 +32,10 @@ logger = logging.getLogger(__name__)
 Headers = Iterable[tuple[bytes, bytes]]
 Render = Callable[[str | None], tuple[bytes, bytes]]
 
-DEFAULT_MOUNT_HTML = b"<div data-certwidget></div>"
+# Where the widget mounts when the page has no placeholder of its own; the widget removes it
+# when the page has one (`data-certwidget-default` tells the two apart).
+DEFAULT_MOUNT_HTML = b"<div data-certwidget data-certwidget-default></div>"
 
-# An unfinished tag at a chunk boundary is held back so a marker split across chunks is still
-# found; a "tag" longer than this is not one we care about, so we stop holding it.
-MAX_TAG_HOLD = 8 * 1024
 # The widget goes before the last `</body>` in the page's last this-many bytes, where pages close
 # their body (`</body></html>`, perhaps a comment). A page that streams more than this after its
 # `</body>` gets the widget at its very end, which browsers parse into the body all the same;
@@ -47,30 +47,7 @@ _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # (206): injecting into either would corrupt the response.
 _NO_INJECT_STATUSES = frozenset({204, 205, 206, 304})
 
-_ATTR_NAME = b"data-certwidget"
-# After a partial scan, the next scan starts this many bytes back so a marker straddling the
-# boundary is found; the longest marker we `find` is `data-certwidget`.
-_RESCAN = len(_ATTR_NAME) - 1
 _TAG_DELIMITERS = frozenset(b"\t\n\f\r />")
-_TAG_START = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ/")
-
-# One attribute as the HTML tokenizer reads it: a name, then optionally `=` and a double-quoted,
-# single-quoted or unquoted value (quoted values may contain `>`).
-_ATTR = rb"""[^\s"'>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
-# An opening tag that carries `data-certwidget` as a whole attribute name (not
-# `data-certwidget-foo`); group `attr` locates it so it can be matched to the `find` hit.
-_PLACEHOLDER_TAG = re.compile(
-    rb"<[a-z][^\s/>]*"
-    rb"(?:[\s/]+" + _ATTR + rb")*?"
-    rb"[\s/]+(?P<attr>data-certwidget)(?=[\s/>=])"
-    rb"""(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
-    rb"(?:[\s/]+" + _ATTR + rb")*"
-    rb"[\s/]*>",
-    re.IGNORECASE,
-)
-# A tag from `<` to its closing `>`, skipping `>` inside quoted attribute values. No match at a
-# `<` means the tag is still open (more bytes to come).
-_CLOSED_TAG = re.compile(rb"""<[^>"']*(?:(?:"[^"]*"|'[^']*')[^>"']*)*>""")
 # The CSP grammar for a nonce is base64-value; browsers ignore a source that is not, so anything
 # else is no nonce at all, and what we accept can never break out of an attribute.
 _CSP_NONCE = re.compile(r"'nonce-([A-Za-z0-9+/_-]+={0,2})'")
@@ -82,10 +59,6 @@ _NONCE_TARGET = re.compile(rb"<(script|link|style)(?=[\s/>])(?![^>]*\snonce\s*=)
 _ASCII_PROBE = bytes(range(0x20, 0x7F)) + b"\t\n\r"
 
 _warned_about_encoding = False
-
-# `find(haystack, needle, start) -> offset or -1`, as `bytes.find`, but with SIMD (AVX2, NEON)
-# where the CPU has it: the marker search reads every byte of every page.
-_simd_find: Callable[[bytes, bytes, int], int] = stringzilla.find
 
 
 class HtmlInjector:
@@ -99,17 +72,17 @@ class HtmlInjector:
     What is inserted, at one place, exactly once:
 
     - `head_html`: the widget's assets (stylesheet `<link>`, deferred `<script>`, JSON config
-      `<script type="application/json">`). Despite the name they go in the body, where the mount
-      point is: browsers load them the same from there, and it needs no second insertion point.
+      `<script type="application/json">`). Despite the name they go at the end of the body:
+      browsers load them the same from there, and it needs no second insertion point.
     - `body_html`: further markup placed right after `head_html` (often empty).
-    - `mount_html`: the element the widget mounts into, added only when the page has none.
+    - `mount_html`: the default element the widget mounts into (the widget drops it when the
+      page has a `data-certwidget` placeholder of its own).
 
-    Where: right after the opening tag of the first element carrying a `data-certwidget`
-    attribute, spelt in lowercase as documented (inside it; no `mount_html` then); else before
-    the last `</body>` (`</body>`, `</BODY>`, `</Body>`) in the page's final
+    Where: before the last `</body>` (`</body>`, `</BODY>`, `</Body>`) in the page's final
     `BODY_CLOSE_WINDOW` bytes; else at the end of the page, which browsers also parse into the
-    body. Snippets must be ASCII (use `json.dumps(..., ensure_ascii=True)`), since they are
-    spliced into bytes of any ASCII-compatible charset.
+    body. No other byte of the page is read. Snippets must be ASCII (use
+    `json.dumps(..., ensure_ascii=True)`), since they are spliced into bytes of any
+    ASCII-compatible charset.
 
     CSP nonce: `nonce` if given, else (with `nonce_from_csp`) the nonce in the response's
     `Content-Security-Policy` header. With `render`, the snippets come from
@@ -145,7 +118,6 @@ class HtmlInjector:
         "_passthrough",
         "_pending",
         "_render",
-        "_scan",
         "_send",
         "_start",
         "_stream_send",
@@ -180,8 +152,7 @@ class HtmlInjector:
         self._headers: list[tuple[bytes, bytes]] = []
         self._declared_length = False
         self._csp: list[str] = []
-        self._pending = b""  # received, not yet sent: the last window, or an unfinished tag
-        self._scan = 0  # offset in _pending where the next marker search starts
+        self._pending = b""  # received, not yet sent: the page's last BODY_CLOSE_WINDOW bytes
 
     def __call__(self, message: Message) -> Awaitable[None]:
         # A plain function handing back the server's own awaitable: a body message costs no
@@ -262,7 +233,7 @@ class HtmlInjector:
             if out:
                 await self._send({"type": "http.response.body", "body": out, "more_body": True})
             return
-        # The whole page in one message, the usual case: one search, one splice, two sends.
+        # The whole page in one message, the usual case: one splice, two sends.
         out = self._feed(body, final=True)
         if self._declared_length:
             headers.append((b"content-length", str(len(out)).encode()))
@@ -273,53 +244,32 @@ class HtmlInjector:
     def _feed(self, data: bytes, *, final: bool) -> bytes:
         """Take the next body bytes; return what may be sent now (injected, if it is time)."""
         pending = self._pending
-        # Usually nothing is held but the last window: one small copy, or none at all.
-        buf = pending + data if pending else data
-        size = len(buf)
-        scan = self._scan
-        hold = size
-
-        hit = _simd_find(buf, _ATTR_NAME, scan)
-        while hit != -1:
-            tag_start = buf.rfind(b"<", max(0, hit - MAX_TAG_HOLD), hit)
-            if tag_start != -1:
-                match = _PLACEHOLDER_TAG.match(buf, tag_start, tag_start + MAX_TAG_HOLD)
-                if match is not None and match.start("attr") == hit:
-                    return self._inject(buf, match.end(), mount=False)
-                if not final and size - tag_start < MAX_TAG_HOLD and _is_open_tag(buf, tag_start):
-                    # Possibly our tag, cut off mid-way: hold it and look again with more bytes.
-                    hold = tag_start
-                    break
-            hit = _simd_find(buf, _ATTR_NAME, hit + 1)
-
         if final:
+            # Usually the whole page in one message: no copy here, one in the splice.
+            buf = pending + data if pending else data
+            size = len(buf)
             at = _rfind_body_close(buf, max(0, size - BODY_CLOSE_WINDOW), size, final=True)
-            return self._inject(buf, size if at == -1 else at, mount=True)
-        # The last window stays until the next message (a `</body>` in it is where the widget
-        # goes if the page ends there), and so does an unfinished tag that starts before it.
-        window_start = size - BODY_CLOSE_WINDOW
-        if window_start < hold:
-            window_start = max(0, window_start)
-            # A `<` in the window (nearly always, in HTML) means no tag before it is still open.
-            has_tag = buf.find(b"<", window_start) != -1
-            hold = window_start if has_tag else _open_tag_start(buf, window_start)
+            return self._inject(buf, size if at == -1 else at)
+        # The last window stays until the next message: a `</body>` in it is where the widget
+        # goes if the page ends there. Everything before it leaves now, copied once.
+        keep_from = len(pending) + len(data) - BODY_CLOSE_WINDOW
+        if keep_from <= 0:
+            self._pending = pending + data
+            return b""
+        if keep_from >= len(pending):
+            cut = keep_from - len(pending)
+            self._pending = data[cut:]
+            return b"".join((pending, memoryview(data)[:cut])) if pending else data[:cut]
+        self._pending = pending[keep_from:] + data
+        return pending[:keep_from]
 
-        out = data if hold == size and buf is data else buf[:hold]
-        self._pending = buf[hold:]
-        rescan_from = max(0, size - hold - _RESCAN)
-        # An unfinished candidate tag must be searched again from its `data-certwidget`.
-        self._scan = min(rescan_from, hit - hold) if hit != -1 else rescan_from
-        return out
-
-    def _inject(self, buf: bytes, at: int, *, mount: bool) -> bytes:
+    def _inject(self, buf: bytes, at: int) -> bytes:
         self._passthrough = True
         self._pending = b""
         head_html, body_html = self._snippets()
         # join over memoryviews copies each byte once; slicing then `+` copies the body twice.
         view = memoryview(buf)
-        if mount:
-            return b"".join((view[:at], head_html, body_html, self._mount_html, view[at:]))
-        return b"".join((view[:at], head_html, body_html, view[at:]))
+        return b"".join((view[:at], head_html, body_html, self._mount_html, view[at:]))
 
     def _snippets(self) -> tuple[bytes, bytes]:
         nonce = self._nonce
@@ -449,33 +399,6 @@ def _rfind_body_close(buf: bytes, start: int, end: int, *, final: bool) -> int:
 def _ends_tag_name(buf: bytes, at: int, end: int, final: bool) -> bool:
     """Whether a tag name ends at `at`; at the end of the window only the last chunk can say."""
     return buf[at] in _TAG_DELIMITERS if at < end else final
-
-
-def _open_tag_start(buf: bytes, before: int) -> int:
-    """Where an unfinished tag at the end of buf starts, if before `before`; else `before`.
-
-    Bytes from `before` on are held anyway, so a tag starting there needs no check. Only `<`
-    followed by a letter or `/` can start one of our markers; `a < b` in a script or a comment
-    is text and is not held.
-    """
-    size = len(buf)
-    tag_start = buf.rfind(b"<", max(0, size - MAX_TAG_HOLD))
-    if tag_start == -1 or tag_start >= before:
-        return before
-    if tag_start + 1 < size and buf[tag_start + 1] not in _TAG_START:
-        return before
-    return tag_start if _is_open_tag(buf, tag_start) else before
-
-
-def _is_open_tag(buf: bytes, tag_start: int) -> bool:
-    limit = tag_start + MAX_TAG_HOLD
-    tag_end = buf.find(b">", tag_start, limit)
-    if tag_end == -1:
-        return True
-    # Plain searches settle the usual tags; only quotes (which may hide a `>`) need the regex.
-    if buf.find(b'"', tag_start, tag_end) == -1 and buf.find(b"'", tag_start, tag_end) == -1:
-        return False
-    return _CLOSED_TAG.match(buf, tag_start, limit) is None
 
 
 def _add_nonce(snippet: bytes, attribute: bytes) -> bytes:

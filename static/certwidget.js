@@ -1496,7 +1496,12 @@
 
   function boot() {
     const cfg = readConfig();
-    document.querySelectorAll('[data-certwidget]').forEach((el) => {
+    const mounts = Array.from(document.querySelectorAll('[data-certwidget]'));
+    // The middleware adds a default mount before </body> without reading the page; the shop's
+    // own placeholders, where there are any, take its place.
+    const placed = mounts.filter((el) => !el.hasAttribute('data-certwidget-default'));
+    if (placed.length) mounts.forEach((el) => { if (!placed.includes(el)) el.remove(); });
+    (placed.length ? placed : mounts).forEach((el) => {
       if (!instances.has(el)) init(el, Object.assign({}, cfg, fromData(el)));
     });
   }

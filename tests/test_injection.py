@@ -32,25 +32,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from certwidget import injection
 from certwidget.injection import (
     BODY_CLOSE_WINDOW,
-    MAX_TAG_HOLD,
+    DEFAULT_MOUNT_HTML,
     HtmlInjector,
     csp_nonce,
     is_html_response,
 )
+from certwidget.resources import static_dir
 
 HEAD = (
     b'<link rel="stylesheet" href="/certwidget/static/certwidget.css">'
     b'<script defer src="/certwidget/static/certwidget.js"></script>'
     b'<script type="application/json" id="certwidget-config">{"endpoint": "/certwidget"}</script>'
 )
-MOUNT = b"<div data-certwidget></div>"
-AT_BODY = HEAD + MOUNT  # what lands before </body> (or at the end) when there is no placeholder
+MOUNT = b"<div data-certwidget data-certwidget-default></div>"
+AT_BODY = HEAD + MOUNT  # what lands before </body> (or at the end), placeholder or not
 
 PAGE = b"<!doctype html><html><head><title>Checkout</title></head><body><h1>Pay</h1></body></html>"
 PAGE_INJECTED = PAGE.replace(b"</body>", AT_BODY + b"</body>")
 PLACEHOLDER = b'<div class="tax" data-certwidget="">'
 PLACEHOLDER_PAGE = b"<html><body><form>" + PLACEHOLDER + b"</div></form></body></html>"
-PLACEHOLDER_INJECTED = PLACEHOLDER_PAGE.replace(PLACEHOLDER, PLACEHOLDER + HEAD)
+PLACEHOLDER_INJECTED = PLACEHOLDER_PAGE.replace(b"</body>", AT_BODY + b"</body>")
 
 
 # --- driving the injector directly -------------------------------------------------------------
@@ -173,43 +174,26 @@ async def test_body_close_is_found_in_any_case() -> None:
     assert await inject(b"<body>x</bodyguard>") == b"<body>x</bodyguard>" + AT_BODY
 
 
-@pytest.mark.anyio
-async def test_placeholder_gets_the_assets_inside_and_no_extra_mount() -> None:
-    body = await inject(PLACEHOLDER_PAGE)
-    assert body == PLACEHOLDER_INJECTED
-    assert body.count(b"data-certwidget") == 1
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize(
-    "tag",
-    [
-        b"<div data-certwidget>",
-        b"<DIV data-certwidget>",
-        b"<div data-certwidget/>",
-        b"<div id=w data-certwidget data-ship-zone='WA'>",
-        b'<div title="a > b" data-certwidget="">',
-        b"<section\n\tclass=checkout\n\tdata-certwidget = yes\n>",
-    ],
-)
-async def test_placeholder_forms(tag: bytes) -> None:
-    page = b"<body>" + tag + b"</div></body>"
-    assert await inject(page) == b"<body>" + tag + HEAD + b"</div></body>"
+def test_the_default_mount_is_the_one_the_widget_tells_from_placeholders() -> None:
+    assert DEFAULT_MOUNT_HTML == MOUNT
+    assert b"data-certwidget-default" in (static_dir() / "certwidget.js").read_bytes()
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "markup",
     [
-        b"<div data-certwidget-foo></div>",
-        b"<div xdata-certwidget></div>",
-        b"<p>put data-certwidget on an element</p>",
+        PLACEHOLDER,
+        b"<div data-certwidget>",
+        b"<section\n\tclass=checkout\n\tdata-certwidget = yes\n>",
+        b"<div data-certwidget-foo>",
         b"<script>document.querySelector('[data-certwidget]')</script>",
     ],
 )
-async def test_not_a_placeholder(markup: bytes) -> None:
-    page = b"<body>" + markup + b"</body>"
-    assert await inject(page) == b"<body>" + markup + AT_BODY + b"</body>"
+async def test_a_placeholder_is_left_for_the_widget_to_find(markup: bytes) -> None:
+    # The page's bytes are not searched: the widget in the browser finds a placeholder.
+    page = b"<body>" + markup + b"</div></body>"
+    assert await inject(page) == b"<body>" + markup + b"</div>" + AT_BODY + b"</body>"
 
 
 @pytest.mark.anyio
@@ -217,7 +201,7 @@ async def test_injects_exactly_once() -> None:
     page = b"<body><div data-certwidget></div><div data-certwidget></div></body></body>"
     body = await inject(page)
     assert body.count(HEAD) == 1
-    assert body == page.replace(b"<div data-certwidget>", b"<div data-certwidget>" + HEAD, 1)
+    assert body == page[: -len(b"</body>")] + AT_BODY + b"</body>"
 
 
 @pytest.mark.anyio
@@ -237,15 +221,33 @@ async def test_streams_holding_back_no_more_than_the_last_window() -> None:
 
 
 @pytest.mark.anyio
-async def test_an_unfinished_tag_reaching_back_past_the_window_is_held_whole() -> None:
+async def test_a_tag_cut_by_a_chunk_boundary_is_not_held_back() -> None:
     injector, sent = await started_injector()
     opening = b"<p>text</p><div title='" + b"t" * (2 * BODY_CLOSE_WINDOW)
     await injector({"type": "http.response.body", "body": opening, "more_body": True})
-    assert b"".join(m.get("body", b"") for m in sent[1:]) == b"<p>text</p>"
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == opening[:-BODY_CLOSE_WINDOW]
     await injector({"type": "http.response.body", "body": b"' data-certwidget>", "more_body": True})
     await injector({"type": "http.response.body", "body": b"</div></body>", "more_body": False})
     body = b"".join(m["body"] for m in sent[1:])
-    assert body == opening + b"' data-certwidget>" + HEAD + b"</div></body>"
+    assert body == opening + b"' data-certwidget></div>" + AT_BODY + b"</body>"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sizes", [[1] * 3000, [700, 1, 1, 400, 5000], [1023, 1, 1024, 1025]])
+async def test_streamed_chunks_of_any_size_hold_back_exactly_the_last_window(
+    sizes: list[int],
+) -> None:
+    injector, sent = await started_injector()
+    page = bytes(random.Random(7).choice(b"<>ab /") for _ in range(sum(sizes)))
+    received = 0
+    for size in sizes:
+        chunk = page[received : received + size]
+        await injector({"type": "http.response.body", "body": chunk, "more_body": True})
+        received += size
+        out = b"".join(m.get("body", b"") for m in sent[1:])
+        assert out == page[: max(0, received - BODY_CLOSE_WINDOW)]
+    await injector({"type": "http.response.body", "body": b"", "more_body": False})
+    assert b"".join(m["body"] for m in sent[1:]) == page + AT_BODY
 
 
 @pytest.mark.anyio
@@ -265,11 +267,11 @@ async def test_a_long_tail_after_body_close_puts_the_widget_at_the_end() -> None
 @pytest.mark.anyio
 async def test_a_closed_document_inside_a_script_decides_nothing() -> None:
     # A script that writes a whole document, cut right after its "</body></html>", and the
-    # page's real placeholder further on: the widget goes in the placeholder, once.
+    # page's real end further on: the widget goes before the page's own </body>, once.
     script = b'<script>w.document.write("<html><body>"+r+"</body></html>");}</script>'
     head = b"<body>" + b"<p>row</p>" * 200 + script
     tail = b"<main><div data-certwidget></div></main></body></html>"
-    expected = (head + tail).replace(b"<div data-certwidget>", b"<div data-certwidget>" + HEAD)
+    expected = head + tail[: -len(b"</body></html>")] + AT_BODY + b"</body></html>"
     assert (await drive([head, tail]))[1] == expected
     assert (await drive([head + tail]))[1] == expected
 
@@ -281,17 +283,6 @@ async def test_a_body_close_in_the_last_window_is_found_however_the_page_is_spli
     for size in (1, 7, 100, 1000, 1023, 1024, 1025, 4096, len(page)):
         chunks = [page[at : at + size] for at in range(0, len(page), size)]
         assert (await drive(chunks))[1] == expected, size
-
-
-@pytest.mark.anyio
-async def test_an_unfinished_tag_longer_than_the_cap_is_let_go() -> None:
-    injector, sent = await started_injector()
-    await injector({"type": "http.response.body", "body": b'<div title="', "more_body": True})
-    for _ in range(3):
-        await injector(
-            {"type": "http.response.body", "body": b"y" * MAX_TAG_HOLD, "more_body": True}
-        )
-    assert sum(len(m.get("body", b"")) for m in sent[1:]) > 2 * MAX_TAG_HOLD
 
 
 # --- CSP nonces --------------------------------------------------------------------------------

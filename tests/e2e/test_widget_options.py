@@ -134,6 +134,20 @@ def test_the_pages_data_ship_zone_wins_over_what_the_shop_says(
     assert console.unexpected() == []
 
 
+def test_the_widget_mounts_in_the_pages_placeholder_else_in_the_default_mount(
+    page: Page, server_url: str, console: ConsoleLog
+) -> None:
+    # The middleware always adds a default mount before </body>; a placeholder takes its place.
+    page.goto("/checkout/attr")
+    expect(page.locator("main > [data-certwidget] > cert-widget")).to_have_count(1)
+    expect(page.locator("cert-widget")).to_have_count(1)
+    expect(page.locator("[data-certwidget-default]")).to_have_count(0)
+    page.goto("/checkout")
+    expect(page.locator("body > [data-certwidget-default] > cert-widget")).to_have_count(1)
+    expect(page.locator("cert-widget")).to_have_count(1)
+    assert console.unexpected() == []
+
+
 def test_init_options_win_over_what_the_shop_says(
     page: Page, server_url: str, console: ConsoleLog
 ) -> None:
