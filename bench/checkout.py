@@ -1,10 +1,10 @@
 """A 100 KB checkout page, sent in one chunk and in 4 KB chunks, with and without the widget.
 
 Three versions of the same Starlette shop: without injection, inside CertWidgetMiddleware
-(streaming injection, plus what every injected page costs: the buyer, the ship-to state and the
-snippet rendered for this request), and inside a BufferingInjector (the debug-toolbar way, the
-reference). Timed per request by an in-process loop calling ``app(scope, receive, send)``, and
-under uvicorn with a loopback load generator.
+(streaming injection), and inside a BufferingInjector (the debug-toolbar way, the reference).
+Timed per request by an in-process loop calling ``app(scope, receive, send)``, and under
+uvicorn with a loopback load generator (one server, the variants taking turns, see
+``bench.served``).
 
 The goal (<= 1.10x the uninjected page) is judged under uvicorn, where the page is served as a
 shop serves it. In-process the uninjected page costs ~15 us because nothing ever touches its
@@ -15,12 +15,12 @@ the microseconds the injection adds, per page and per 4 KB chunk.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
@@ -31,32 +31,31 @@ from certwidget import CertWidgetMiddleware
 from .buffering import BufferingInjector
 from .common import (
     SECRET,
-    Load,
     Results,
     Sink,
     alternate,
-    alternating_loads,
-    cpu_samples,
     fmt_rate,
     fmt_us,
     heading,
     http_scope,
     median,
-    paired_ratio,
     receiver,
-    servers,
 )
 from .pages import chunks, page, stream
+from .served import Served, check_variants, sliced_load, switched_server
 
 GOAL = 1.10
 PAGE = page(100 * 1024)
 PARTS = chunks(PAGE, 4096)
 PATHS = {"one chunk": "/checkout", "4 KB chunks": "/checkout/chunked"}
-# One-second rounds under uvicorn per variant. A single round's ratio ranges from 0.7x to 1.5x on
-# a shared 2-core machine, so the median of 11 moves by +-0.07 between identical runs: the
-# one-chunk page, whose result sits near its goal, gets 31 (about +-0.03). The streamed page's
-# result is far from its goal either way.
-SERVED_ROUNDS = {"one chunk": 31, "4 KB chunks": 11}
+BASE = "uninjected"
+OURS = "CertWidgetMiddleware"
+REFERENCE = "BufferingInjector"
+# A second copy of the baseline, under uvicorn: what two identical apps read against each other.
+CONTROL = "uninjected, 2nd copy"
+# Under uvicorn: seconds of steady load shared by the four variants, in quarter-second slices.
+# The one-chunk page, whose result has sat near its goal, gets the most.
+SERVED_SECONDS = {"one chunk": 100, "4 KB chunks": 40}
 
 
 async def one_chunk(request: Request) -> Response:
@@ -89,9 +88,9 @@ async def variants(tmp: Path) -> dict[str, Any]:
     )
     snippet = await _snippet(widget)
     return {
-        "uninjected": shop(),
-        "CertWidgetMiddleware": widget,
-        "BufferingInjector": BufferingInjector(shop(), snippet=snippet),
+        BASE: shop(),
+        OURS: widget,
+        REFERENCE: BufferingInjector(shop(), snippet=snippet),
     }
 
 
@@ -133,32 +132,19 @@ async def in_process(apps: dict[str, Any], path: str, rounds: int) -> dict[str, 
     return {name: median(values) for name, values in samples.items()}
 
 
-def report(results: Results, label: str, times: dict[str, float], unit: str) -> None:
-    base = times["uninjected"]
-    ours = times["CertWidgetMiddleware"]
-    ref = times["BufferingInjector"]
-    show = fmt_us if unit == "time" else (lambda t: fmt_rate(1 / t))
+def report(results: Results, label: str, times: dict[str, float]) -> None:
+    """In-process: the microseconds the injection adds, per page and per body message."""
+    base, ours, ref = times[BASE], times[OURS], times[REFERENCE]
     for name, value in times.items():
-        print(f"  {label:46} {name:22} {show(value):>12}  (time x{value / base:.3f})")
-    ratio = ours / base
-    if unit == "time":
-        messages = len(PARTS) if "chunks" in label else 1
-        added = ours - base
-        results.add(
-            f"100 KB page, {label}",
-            f"{show(ours)} injected",
-            f"{show(base)} uninjected",
-            f"+{fmt_us(added)} per page, +{fmt_us(added / messages)} per body message "
-            f"(BufferingInjector +{fmt_us(ref - base)})",
-        )
-        return
+        print(f"  {label:46} {name:22} {fmt_us(value):>12}  (time x{value / base:.3f})")
+    messages = len(PARTS) if "chunks" in label else 1
+    added = ours - base
     results.add(
         f"100 KB page, {label}",
-        f"{show(ours)} injected",
-        f"{show(base)} uninjected",
-        f"time injected/uninjected {ratio:.3f}x (BufferingInjector {ref / base:.3f}x)",
-        f"<= {GOAL:.2f}x",
-        ratio <= GOAL,
+        f"{fmt_us(ours)} injected",
+        f"{fmt_us(base)} uninjected",
+        f"+{fmt_us(added)} per page, +{fmt_us(added / messages)} per body message "
+        f"(BufferingInjector +{fmt_us(ref - base)})",
     )
 
 
@@ -169,50 +155,44 @@ def run(results: Results) -> None:
         apps = asyncio.run(variants(Path(tmp)))
         for label, path in PATHS.items():
             times = asyncio.run(in_process(apps, path, rounds=11 if quick else 41))
-            report(results, f"{label}, in-process ASGI loop", times, "time")
+            report(results, f"{label}, in-process ASGI loop", times)
 
-        # Many short alternating rounds: the median sees past the other work on a shared machine.
-        with servers(apps) as urls:
+        served_apps = {BASE: apps[BASE], CONTROL: shop(), OURS: apps[OURS]}
+        served_apps[REFERENCE] = apps[REFERENCE]
+        with switched_server(served_apps) as (switch, url):
             for label, path in PATHS.items():
-                rounds = 1 if quick else SERVED_ROUNDS[label]
-                runs = alternating_loads(urls, path, rounds=rounds, seconds=1, connections=8)
-                report_served(results, f"{label}, uvicorn + {runs['uninjected'][0].tool}", runs)
+                check_variants(switch, url + path, _check_page)
+                seconds = 8 if quick else SERVED_SECONDS[label]
+                served = sliced_load(switch, url + path, seconds=seconds, connections=8)
+                report_served(results, f"{label}, uvicorn + {served.tool}", served)
 
 
-def report_served(results: Results, label: str, runs: dict[str, list[Load]]) -> None:
-    """Judge by the server thread's CPU time per page where Linux tells it, else by throughput.
+def _check_page(name: str, response: httpx.Response) -> None:
+    assert response.status_code == 200 and response.content.endswith(b"</html>"), name
+    if name in (OURS, REFERENCE):
+        assert b"certwidget-config" in response.content, name
+    else:
+        assert response.content == PAGE, name
 
-    Throughput on a shared 2-core machine moves by +-15% between identical runs (the load
-    generator, other tenants); the CPU time the serving thread spends per page is what the
-    middleware adds to, and others' work inflates it less. Even that drifts with the machine's
-    state, so the ratio is the median of per-round ratios: each round runs the variants back to
-    back, and a drift that slows a whole round cancels out within it.
-    """
-    rates = {name: median([run.rate for run in values]) for name, values in runs.items()}
-    cpu = {name: cpu_samples(values) for name, values in runs.items()}
-    for name, rate in rates.items():
-        samples = cpu[name]
-        shown = f"{fmt_us(median(samples))} CPU/page" if samples else ""
-        print(f"  {label:46} {name:22} {fmt_rate(rate):>12}  {shown}")
-    base, ours, ref = cpu["uninjected"], cpu["CertWidgetMiddleware"], cpu["BufferingInjector"]
-    if base is None or ours is None or ref is None:
-        report(results, label, {name: 1 / rate for name, rate in rates.items()}, "rate")
-        return
-    ratio = paired_ratio(ours, base)
-    per_round = [a / b for a, b in zip(ours, base, strict=True)]
-    spread = ""
-    if len(per_round) > 1:
-        quartiles = statistics.quantiles(per_round, n=4)
-        spread = f", middle half {quartiles[0]:.2f}-{quartiles[2]:.2f}x"
-    throughput = rates["uninjected"] / rates["CertWidgetMiddleware"]
+
+def report_served(results: Results, label: str, served: Served) -> None:
+    """Judged by the server thread's CPU time per page (``bench.served``): what the middleware
+    adds to, and what other processes on a shared machine inflate least. Throughput is shown
+    beside it."""
+    for name in served.slices:
+        cpu = fmt_us(served.cpu_per_request(name))
+        print(f"  {label:46} {name:22} {fmt_rate(served.rate(name)):>12}  {cpu} CPU/page")
+    ratio = served.ratio(OURS, BASE)
+    throughput = served.rate(BASE) / served.rate(OURS)
     results.add(
         f"100 KB page, {label}",
-        f"{fmt_us(median(ours))} CPU/page injected",
-        f"{fmt_us(median(base))} uninjected",
-        f"server CPU per page injected/uninjected {ratio:.3f}x, median of {len(ours)} rounds"
-        f"{spread} (BufferingInjector "
-        f"{paired_ratio(ref, base):.3f}x); throughput {fmt_rate(rates['CertWidgetMiddleware'])} "
-        f"vs {fmt_rate(rates['uninjected'])}, time x{throughput:.3f}",
+        f"{fmt_us(served.cpu_per_request(OURS))} CPU/page injected",
+        f"{fmt_us(served.cpu_per_request(BASE))} uninjected",
+        f"server CPU per page injected/uninjected {ratio:.3f}x, median of "
+        f"{len(served.slices[BASE])} rounds, middle half {served.middle_half(OURS, BASE)}x (two "
+        f"copies of the uninjected app: {served.ratio(CONTROL, BASE):.3f}x; BufferingInjector "
+        f"{served.ratio(REFERENCE, BASE):.3f}x); throughput {fmt_rate(served.rate(OURS))} vs "
+        f"{fmt_rate(served.rate(BASE))}, time x{throughput:.3f}",
         f"<= {GOAL:.2f}x",
         ratio <= GOAL,
     )

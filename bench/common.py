@@ -12,15 +12,12 @@ import gc
 import logging
 import os
 import platform
-import shutil
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,8 +203,11 @@ async def null_send(message: dict[str, Any]) -> None:
 
 
 @contextmanager
-def uvicorn_server(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread on a free loopback port; yields the base URL."""
+def uvicorn_server(app: Any, **config: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread on a free loopback port; yields the base URL.
+
+    ``config``: further ``uvicorn.Config`` options.
+    """
     import uvicorn
 
     # wrk closes its connections mid-response when its time is up; asyncio logs each one.
@@ -217,10 +217,8 @@ def uvicorn_server(app: Any) -> Iterator[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="auto"
-    )
-    server = uvicorn.Server(config)
+    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "auto"}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options | config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -228,74 +226,11 @@ def uvicorn_server(app: Any) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
-    _SERVER_THREADS[url] = thread.native_id
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        del _SERVER_THREADS[url]
         server.should_exit = True
         thread.join(timeout=10)
-
-
-# The OS thread serving each URL: its CPU time is the server's whole cost of a request (the
-# event loop, the app, the middleware), which other processes on the machine cannot inflate.
-_SERVER_THREADS: dict[str, int | None] = {}
-
-
-def server_cpu_seconds(url: str) -> float | None:
-    """CPU time the thread serving ``url`` has used so far (Linux), or None where unknown."""
-    tid = _SERVER_THREADS.get(url)
-    try:
-        with open(f"/proc/self/task/{tid}/schedstat", encoding="ascii") as schedstat:
-            return int(schedstat.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-@dataclass
-class Load:
-    rate: float  # requests/s the load generator completed
-    tool: str
-    cpu_per_request: float | None  # server-thread CPU seconds per request, where measurable
-
-
-def load_measured(url: str, *, seconds: float, connections: int) -> Load:
-    """:func:`load`, plus the server thread's CPU time per request completed."""
-    base = url.split("/", 3)
-    server = "/".join(base[:3])
-    before = server_cpu_seconds(server)
-    rate, tool = load(url, seconds=seconds, connections=connections)
-    after = server_cpu_seconds(server)
-    cpu = None
-    if before is not None and after is not None and rate > 0:
-        cpu = (after - before) / (rate * seconds)  # requests served = rate x duration
-    return Load(rate, tool, cpu)
-
-
-def load(url: str, *, seconds: float, connections: int) -> tuple[float, str]:
-    """Requests/s against ``url`` from wrk if installed, else from bench.loadgen (a subprocess)."""
-    wrk = shutil.which("wrk")
-    if wrk:
-        out = subprocess.run(
-            [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        for text in out.splitlines():
-            if text.startswith("Requests/sec:"):
-                if "Non-2xx" in out:
-                    raise RuntimeError(f"wrk saw errors:\n{out}")
-                return float(text.split()[1]), "wrk"
-        raise RuntimeError(f"wrk output not understood:\n{out}")
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", url, str(seconds), str(connections)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return float(out.strip().splitlines()[-1]), "bench.loadgen"
 
 
 def fmt_rate(value: float) -> str:
@@ -308,34 +243,6 @@ def fmt_us(seconds: float) -> str:
 
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.1f} ms"
-
-
-@contextmanager
-def servers(apps: dict[str, Any]) -> Iterator[dict[str, str]]:
-    """Each app served by uvicorn at once (see :func:`uvicorn_server`): its name -> base URL."""
-    with ExitStack() as stack:
-        yield {name: stack.enter_context(uvicorn_server(app)) for name, app in apps.items()}
-
-
-def alternating_loads(
-    urls: dict[str, str], path: str, *, rounds: int, seconds: float, connections: int
-) -> dict[str, list[Load]]:
-    """Load each server ``rounds`` times, the variants back to back, rotating who goes first."""
-    runs: dict[str, list[Load]] = {name: [] for name in urls}
-    names = list(urls)
-    for index in range(rounds):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            runs[name].append(
-                load_measured(urls[name] + path, seconds=seconds, connections=connections)
-            )
-    return runs
-
-
-def cpu_samples(runs: list[Load]) -> list[float] | None:
-    """Server CPU seconds per request of each run, or None where the clock is not available."""
-    values = [run.cpu_per_request for run in runs]
-    return None if any(value is None for value in values) else [v or 0.0 for v in values]
 
 
 def paired_ratio(mine: list[float], theirs: list[float]) -> float:

@@ -3,7 +3,8 @@
 Three versions of the same Starlette shop: without middleware, inside CertWidgetMiddleware, and
 inside a BaseHTTPMiddleware that does nothing (the reference: what the common alternative costs).
 Measured two ways: an in-process loop calling ``app(scope, receive, send)`` directly (only the
-app's own work is timed), and uvicorn on loopback driven by a load generator (what a shop sees).
+app's own work is timed), and uvicorn on loopback driven by a load generator (what a shop sees;
+one server, the variants taking turns, see ``bench.served``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -24,23 +26,26 @@ from certwidget import CertWidgetMiddleware
 
 from .common import (
     SECRET,
-    Load,
     Results,
     alternate,
-    alternating_loads,
-    cpu_samples,
     fmt_rate,
     heading,
     http_scope,
-    load,
     median,
     null_send,
     paired_ratio,
     receiver,
-    servers,
 )
+from .served import Served, check_variants, sliced_load, switched_server
 
 GOAL = 0.97
+BASE = "without middleware"
+OURS = "CertWidgetMiddleware"
+REFERENCE = "BaseHTTPMiddleware (no-op)"
+# A second copy of the baseline, under uvicorn: what two identical apps read against each other.
+CONTROL = "without middleware, 2nd copy"
+# Under uvicorn: seconds of steady load shared by the four variants (400 quarter-second slices).
+SERVED_SECONDS = 100
 PRODUCTS = [{"sku": f"BOX-{n}", "name": f"Shipping box {n}", "cents": 100 * n} for n in range(8)]
 
 
@@ -58,11 +63,9 @@ async def do_nothing(request: Request, call_next: RequestResponseEndpoint) -> Re
 
 def variants(tmp: Path) -> dict[str, Any]:
     return {
-        "without middleware": shop(),
-        "CertWidgetMiddleware": CertWidgetMiddleware(
-            shop(), secret_key=SECRET, database=tmp / "passthrough.sqlite3"
-        ),
-        "BaseHTTPMiddleware (no-op)": BaseHTTPMiddleware(shop(), dispatch=do_nothing),
+        BASE: shop(),
+        OURS: CertWidgetMiddleware(shop(), secret_key=SECRET, database=tmp / "passthrough.sqlite3"),
+        REFERENCE: BaseHTTPMiddleware(shop(), dispatch=do_nothing),
     }
 
 
@@ -93,21 +96,19 @@ async def in_process(
     return samples
 
 
-def report(results: Results, how: str, samples: dict[str, list[float]], *, tool: str = "") -> None:
+def report(results: Results, how: str, samples: dict[str, list[float]]) -> None:
     """Throughput with / without, as the median of per-round ratios: each round runs the
     variants back to back, so a drift that slows a whole round cancels out within it."""
     rates = {name: median(values) for name, values in samples.items()}
-    base = rates["without middleware"]
-    ours = rates["CertWidgetMiddleware"]
+    base = rates[BASE]
     for name, rate in rates.items():
         print(f"  {how:28} {name:28} {fmt_rate(rate):>12}  (x{rate / base:.3f})")
-    without = samples["without middleware"]
-    ratio = paired_ratio(samples["CertWidgetMiddleware"], without)
-    reference = paired_ratio(samples["BaseHTTPMiddleware (no-op)"], without)
-    suffix = f" via {tool}" if tool else ""
+    without = samples[BASE]
+    ratio = paired_ratio(samples[OURS], without)
+    reference = paired_ratio(samples[REFERENCE], without)
     results.add(
-        f"non-checkout GET, {how}{suffix}",
-        f"{fmt_rate(ours)} with",
+        f"non-checkout GET, {how}",
+        f"{fmt_rate(rates[OURS])} with",
         f"{fmt_rate(base)} without",
         f"throughput with/without {ratio:.3f}, median of {len(without)} rounds "
         f"(BaseHTTPMiddleware {reference:.3f})",
@@ -127,49 +128,37 @@ def run(results: Results) -> None:
         samples = asyncio.run(in_process(apps, rounds=rounds, round_seconds=0.03))
         report(results, "in-process ASGI loop", samples)
 
-        # 31 one-second rounds: the middleware adds well under 1% here, and a single round's
-        # ratio moves by +-20% on a shared machine (the median of 11 read 0.96 to 1.05).
-        seconds, rounds = (1.0, 2) if quick else (1.0, 31)
-        with servers(apps) as urls:
-            tool = ""
-            for url in urls.values():  # warm up each server
-                _, tool = load(url + "/products", seconds=1, connections=16)
-            runs = alternating_loads(
-                urls, "/products", rounds=rounds, seconds=seconds, connections=16
+        served_apps = {BASE: apps[BASE], CONTROL: shop(), OURS: apps[OURS]}
+        served_apps[REFERENCE] = apps[REFERENCE]
+        with switched_server(served_apps) as (switch, url):
+            check_variants(switch, url + "/products", _check_products)
+            served = sliced_load(
+                switch, url + "/products", seconds=8 if quick else SERVED_SECONDS, connections=16
             )
-        report_served(results, runs, tool=tool)
+        report_served(results, served)
 
 
-def report_served(results: Results, runs: dict[str, list[Load]], *, tool: str) -> None:
-    """Under uvicorn, judge by the server thread's CPU time per request (see bench.checkout).
+def _check_products(name: str, response: httpx.Response) -> None:
+    assert response.status_code == 200 and response.json() == {"products": PRODUCTS}, name
 
-    Each round runs the variants back to back; the ratio is the median of per-round ratios.
-    Without a per-thread CPU clock (not Linux), throughput is compared as before.
-    """
+
+def report_served(results: Results, served: Served) -> None:
+    """Under uvicorn, judge by the server thread's CPU time per request (``bench.served``):
+    requests per CPU-second with / without, the throughput ratio a CPU-bound server sees."""
     how = "uvicorn + loopback load"
-    base, ours, ref_name = (
-        "without middleware",
-        "CertWidgetMiddleware",
-        "BaseHTTPMiddleware (no-op)",
-    )
-    cpu = {name: cpu_samples(values) for name, values in runs.items()}
-    rates = {name: median([run.rate for run in values]) for name, values in runs.items()}
-    without, with_us, ref = cpu[base], cpu[ours], cpu[ref_name]
-    if without is None or with_us is None or ref is None:
-        report(results, how, {n: [run.rate for run in v] for n, v in runs.items()}, tool=tool)
-        return
-    for name in runs:
-        shown = median(cpu[name] or [0.0]) * 1e6
-        print(f"  {how:28} {name:28} {fmt_rate(rates[name]):>12}  {shown:.1f} us CPU")
-    # Requests per CPU-second with / without: the throughput ratio a CPU-bound server sees.
-    ratio = paired_ratio(without, with_us)
+    for name in served.slices:
+        cpu = served.cpu_per_request(name) * 1e6
+        print(f"  {how:28} {name:28} {fmt_rate(served.rate(name)):>12}  {cpu:.1f} us CPU")
+    ratio = served.ratio(BASE, OURS)
+    rounds = len(served.slices[BASE])
     results.add(
-        f"non-checkout GET, {how} via {tool}",
-        f"{median(with_us) * 1e6:.1f} us CPU/request with",
-        f"{median(without) * 1e6:.1f} us without",
-        f"server CPU without/with {ratio:.3f}, median of {len(without)} rounds (BaseHTTPMiddleware "
-        f"{paired_ratio(without, ref):.3f}); throughput {fmt_rate(rates[ours])} vs "
-        f"{fmt_rate(rates[base])}",
+        f"non-checkout GET, {how} via {served.tool}",
+        f"{served.cpu_per_request(OURS) * 1e6:.1f} us CPU/request with",
+        f"{served.cpu_per_request(BASE) * 1e6:.1f} us without",
+        f"server CPU without/with {ratio:.3f}, median of {rounds} rounds, middle half "
+        f"{served.middle_half(BASE, OURS)} (two copies of the app without: "
+        f"{served.ratio(BASE, CONTROL):.3f}; BaseHTTPMiddleware {served.ratio(BASE, REFERENCE):.3f}"
+        f"); throughput {fmt_rate(served.rate(OURS))} vs {fmt_rate(served.rate(BASE))}",
         f">= {GOAL}",
         ratio >= GOAL,
     )
