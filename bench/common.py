@@ -16,8 +16,8 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +197,35 @@ class Sink:
 
 async def null_send(message: dict[str, Any]) -> None:
     return None
+
+
+@asynccontextmanager
+async def lifespan(app: Any, state: dict[str, Any]) -> AsyncIterator[None]:
+    """Run ``app``'s ASGI lifespan as a server does: startup on entry, shutdown on exit.
+
+    ``state`` is the lifespan state; a server hands each request a copy of it (``"state"``).
+    """
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
+    task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))
+
+    async def phase(name: str) -> None:
+        await inbox.put({"type": f"lifespan.{name}"})
+        answer = asyncio.ensure_future(outbox.get())
+        await asyncio.wait([answer, task], return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done() or answer.result()["type"] != f"lifespan.{name}.complete":
+            answer.cancel()
+            raise RuntimeError(
+                f"lifespan {name} failed: {task.exception() if task.done() else answer.result()}"
+            )
+
+    await phase("startup")
+    try:
+        yield
+    finally:
+        await phase("shutdown")
+        await task
 
 
 # -- real servers -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ It runs in its own process so its work does not share the server's interpreter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from urllib.parse import urlsplit
@@ -22,6 +23,8 @@ async def _connection(host: str, port: int, path: str, deadline: float) -> int:
         while time.monotonic() < deadline:
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200 "):
+                raise SystemExit(f"bench.loadgen: {head.splitlines()[0].decode('latin-1')}")
             headers = head.decode("latin-1").lower()
             if "content-length:" in headers:
                 length = int(headers.split("content-length:")[1].split("\r\n")[0])
@@ -55,7 +58,9 @@ async def _run(url: str, seconds: float, connections: int) -> float:
 
 def main() -> None:
     url, seconds, connections = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-    print(f"{asyncio.run(_run(url, seconds, connections)):.1f}")
+    # bench.served stops the load with SIGINT when its measurement is over.
+    with contextlib.suppress(KeyboardInterrupt):
+        print(f"{asyncio.run(_run(url, seconds, connections)):.1f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ one server, the variants taking turns, see ``bench.served``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +29,10 @@ from certwidget import CertWidgetMiddleware
 from .common import (
     SECRET,
     Results,
-    alternate,
     fmt_rate,
     heading,
     http_scope,
+    lifespan,
     median,
     null_send,
     paired_ratio,
@@ -42,8 +44,11 @@ GOAL = 0.97
 BASE = "without middleware"
 OURS = "CertWidgetMiddleware"
 REFERENCE = "BaseHTTPMiddleware (no-op)"
-# A second copy of the baseline, under uvicorn: what two identical apps read against each other.
+# A second copy of the baseline: what two identical apps read against each other in the run.
 CONTROL = "without middleware, 2nd copy"
+# In-process: calls per variant per round (about 2 ms), and rounds.
+BLOCK_CALLS = 50
+IN_PROCESS_ROUNDS = 3000
 # Under uvicorn: seconds of steady load shared by the four variants (400 quarter-second slices).
 SERVED_SECONDS = 100
 PRODUCTS = [{"sku": f"BOX-{n}", "name": f"Shipping box {n}", "cents": 100 * n} for n in range(8)]
@@ -64,35 +69,41 @@ async def do_nothing(request: Request, call_next: RequestResponseEndpoint) -> Re
 def variants(tmp: Path) -> dict[str, Any]:
     return {
         BASE: shop(),
+        CONTROL: shop(),
         OURS: CertWidgetMiddleware(shop(), secret_key=SECRET, database=tmp / "passthrough.sqlite3"),
         REFERENCE: BaseHTTPMiddleware(shop(), dispatch=do_nothing),
     }
 
 
-async def calls_per_second(app: Any, count: int) -> float:
+async def calls_per_second(app: Any, state: dict[str, Any], count: int) -> float:
     template = http_scope("/products", headers=[(b"accept", b"application/json")])
     started = time.perf_counter()
     for _ in range(count):
-        await app({**template, "state": {}}, receiver(), null_send)
+        # What a server does per request: a new scope with a copy of the lifespan state.
+        await app({**template, "state": state.copy()}, receiver(), null_send)
     return count / (time.perf_counter() - started)
 
 
-async def in_process(
-    apps: dict[str, Any], rounds: int, round_seconds: float
-) -> dict[str, list[float]]:
-    # Short rounds, many of them: other processes on a shared machine come and go, and the
-    # median of many alternating rounds sees past them.
-    counts = {}
-    for name, app in apps.items():
-        await calls_per_second(app, 200)  # warm up (imports, caches)
-        counts[name] = max(50, int(await calls_per_second(app, 300) * round_seconds))
-    samples = await alternate(
-        {
-            name: (lambda app=app, count=counts[name]: calls_per_second(app, count))
-            for name, app in apps.items()
-        },
-        rounds,
-    )
+async def in_process(apps: dict[str, Any], rounds: int) -> dict[str, list[float]]:
+    """Each round, BLOCK_CALLS calls of each variant back to back, rotating who goes first.
+
+    Every app runs its lifespan first, as under a server. Blocks of a few milliseconds: other
+    processes on a shared machine come and go over longer spans than that, so a round's
+    neighbouring blocks see the same machine.
+    """
+    names = list(apps)
+    states: dict[str, dict[str, Any]] = {name: {} for name in names}
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    async with contextlib.AsyncExitStack() as running:
+        for name in names:
+            await running.enter_async_context(lifespan(apps[name], states[name]))
+            await calls_per_second(apps[name], states[name], 300)  # warm up (imports, caches)
+        gc.collect()
+        for index in range(rounds):
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
+                rate = await calls_per_second(apps[name], states[name], BLOCK_CALLS)
+                samples[name].append(rate)
     return samples
 
 
@@ -106,12 +117,14 @@ def report(results: Results, how: str, samples: dict[str, list[float]]) -> None:
     without = samples[BASE]
     ratio = paired_ratio(samples[OURS], without)
     reference = paired_ratio(samples[REFERENCE], without)
+    control = paired_ratio(samples[CONTROL], without)
     results.add(
         f"non-checkout GET, {how}",
         f"{fmt_rate(rates[OURS])} with",
         f"{fmt_rate(base)} without",
-        f"throughput with/without {ratio:.3f}, median of {len(without)} rounds "
-        f"(BaseHTTPMiddleware {reference:.3f})",
+        f"throughput with/without {ratio:.3f}, median of {len(without)} rounds of "
+        f"{BLOCK_CALLS} calls each (two copies of the app without: {control:.3f}; "
+        f"BaseHTTPMiddleware {reference:.3f})",
         f">= {GOAL}",
         ratio >= GOAL,
     )
@@ -122,15 +135,11 @@ def run(results: Results) -> None:
     quick = results.quick
     with tempfile.TemporaryDirectory() as tmp:
         apps = variants(Path(tmp))
-        # 201 rounds of 30 ms: two identical apps read 0.988-1.010 against each other with 61,
-        # and the middleware's own cost here is about 1%.
-        rounds = 15 if quick else 201
-        samples = asyncio.run(in_process(apps, rounds=rounds, round_seconds=0.03))
+        # The middleware's own cost here is 1-3%: 3,000 rounds of four 2 ms blocks.
+        samples = asyncio.run(in_process(apps, rounds=300 if quick else IN_PROCESS_ROUNDS))
         report(results, "in-process ASGI loop", samples)
 
-        served_apps = {BASE: apps[BASE], CONTROL: shop(), OURS: apps[OURS]}
-        served_apps[REFERENCE] = apps[REFERENCE]
-        with switched_server(served_apps) as (switch, url):
+        with switched_server(apps) as (switch, url):
             check_variants(switch, url + "/products", _check_products)
             served = sliced_load(
                 switch, url + "/products", seconds=8 if quick else SERVED_SECONDS, connections=16

@@ -23,7 +23,9 @@ ratio between the two copies is the method's own noise in that run, shown beside
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from .common import median, uvicorn_server
+from .common import lifespan, median, uvicorn_server
 
 SLICE_SECONDS = 0.25
 WARMUP_SECONDS = 1.0
@@ -50,8 +52,8 @@ class AppSwitch:
     """One ASGI app passing each request to whichever variant is current, counting them.
 
     A plain function returning the variant's own awaitable (no coroutine of its own), so it
-    adds the same fraction of a microsecond to every variant. Lifespan events go to every
-    variant in turn, so each starts and stops as it would behind a server of its own.
+    adds the same fraction of a microsecond to every variant. Every variant runs its lifespan
+    (sharing the server's lifespan state), as it would behind a server of its own.
     """
 
     def __init__(self, apps: dict[str, Any]) -> None:
@@ -70,24 +72,15 @@ class AppSwitch:
 
     async def _lifespan(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self.loop = asyncio.get_running_loop()
-        inboxes: list[asyncio.Queue[Message]] = []
-        outbox: asyncio.Queue[Message] = asyncio.Queue()
-        tasks = []
-        for app in self.apps.values():
-            inbox: asyncio.Queue[Message] = asyncio.Queue()
-            inboxes.append(inbox)
-            tasks.append(asyncio.ensure_future(app(dict(scope), inbox.get, outbox.put)))
-        for phase in ("startup", "shutdown"):
+        message = await receive()
+        assert message["type"] == "lifespan.startup", message
+        async with contextlib.AsyncExitStack() as running:
+            for app in self.apps.values():
+                await running.enter_async_context(lifespan(app, scope.setdefault("state", {})))
+            await send({"type": "lifespan.startup.complete"})
             message = await receive()
-            assert message["type"] == f"lifespan.{phase}", message
-            for inbox in inboxes:
-                await inbox.put(message)
-                answer = await outbox.get()
-                if not answer["type"].endswith(".complete"):
-                    await send(answer)  # startup.failed / shutdown.failed: the server says why
-                    return
-            await send({"type": f"lifespan.{phase}.complete"})
-        await asyncio.gather(*tasks, return_exceptions=True)
+            assert message["type"] == "lifespan.shutdown", message
+        await send({"type": "lifespan.shutdown.complete"})
 
 
 @dataclass
@@ -156,15 +149,20 @@ def sliced_load(switch: AppSwitch, url: str, *, seconds: float, connections: int
     names = list(switch.apps)
     rounds = max(1, round(seconds / (SLICE_SECONDS * len(names))))
     duration = rounds * SLICE_SECONDS * len(names)
-    generator, tool = _start_load(url, WARMUP_SECONDS + duration + 1.0, connections)
+    # The load runs until the turns are over (slices overrun their quarter second a little
+    # under load), then is interrupted: wrk prints its totals on SIGINT.
+    generator, tool = _start_load(url, 2 * (WARMUP_SECONDS + duration) + 10, connections)
     try:
         time.sleep(WARMUP_SECONDS)  # connections open, every variant warm
         assert switch.loop is not None
         slices = asyncio.run_coroutine_threadsafe(_take_turns(switch, rounds), switch.loop).result(
-            timeout=duration + 60
+            timeout=2 * duration + 60
         )
     finally:
-        out, _ = generator.communicate(timeout=duration + 60)
+        generator.send_signal(signal.SIGINT)
+        out, _ = generator.communicate(timeout=30)
+    if generator.returncode not in (0, -signal.SIGINT):
+        raise RuntimeError(f"{tool} failed (exit {generator.returncode}):\n{out}")
     _check_load_output(tool, out)
     return Served(slices, tool)
 
@@ -191,7 +189,6 @@ async def _take_turns(switch: AppSwitch, rounds: int) -> dict[str, list[Slice]]:
 def _start_load(url: str, seconds: float, connections: int) -> tuple[subprocess.Popen[str], str]:
     wrk = shutil.which("wrk")
     if wrk:
-        # wrk takes whole seconds; the turns end before it does.
         command = [wrk, "-t1", f"-c{connections}", f"-d{int(seconds) + 1}s", url]
         tool = "wrk"
     else:
@@ -201,5 +198,6 @@ def _start_load(url: str, seconds: float, connections: int) -> tuple[subprocess.
 
 
 def _check_load_output(tool: str, out: str) -> None:
+    # bench.loadgen exits with an error at the first answer that is not a 200.
     if tool == "wrk" and ("Non-2xx" in out or "Requests/sec:" not in out):
         raise RuntimeError(f"wrk saw errors:\n{out}")

@@ -62,7 +62,10 @@ class Exemption:
 
 
 def runtime_of(connection: HTTPConnection) -> Runtime:
-    runtime: Runtime | None = connection.scope.get(SCOPE_KEY)
+    scope = connection.scope
+    # In the request's scope where the middleware put it; else in the lifespan state the server
+    # copied into scope["state"] (see CertWidgetMiddleware._runtime_in_state).
+    runtime: Runtime | None = scope.get(SCOPE_KEY) or (scope.get("state") or {}).get(SCOPE_KEY)
     if runtime is None:
         raise RuntimeError(
             "certwidget.exemption_for() needs CertWidgetMiddleware: add it with "

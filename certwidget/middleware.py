@@ -9,8 +9,9 @@
         ship_zone=lambda request: request.session.get("ship_to_state"),
     )
 
-Pure ASGI: a request outside the prefix and the inject paths costs one dictionary write and two
-string checks, and is handed to the app with its own ``receive`` and ``send``.
+Pure ASGI: a request outside the prefix and the inject paths costs two string checks (and one
+dictionary write where the server keeps no lifespan state), and is handed to the app with its
+own ``receive`` and ``send``.
 """
 
 from __future__ import annotations
@@ -206,6 +207,10 @@ class CertWidgetMiddleware:
         )
         self._prefix = prefix
         self._prefix_slash = prefix + "/"
+        # True while a lifespan whose server keeps lifespan state (uvicorn, hypercorn, Starlette's
+        # TestClient) runs: the runtime is in that state, which the server copies into every
+        # request's scope["state"], so a request needs no write of ours to carry it.
+        self._runtime_in_state = False
         # Every path this middleware may act on starts with one of these (a predicate sees all).
         self._claimed_prefixes = (
             ("",) if self._inject_predicate is not None else (prefix, *self._inject_prefixes)
@@ -225,7 +230,8 @@ class CertWidgetMiddleware:
         # method is marked as a coroutine function below the class.
         scope_type = scope["type"]
         if scope_type == "http":
-            scope[SCOPE_KEY] = self.runtime
+            if not self._runtime_in_state:
+                scope[SCOPE_KEY] = self.runtime
             path: str = scope["path"]
             # One C call settles the usual request: neither ours nor a page that gets the widget.
             if path.startswith(self._claimed_prefixes):
@@ -235,7 +241,7 @@ class CertWidgetMiddleware:
                 if self._should_inject(scope, path):
                     return self._inject(scope, receive, send)
         elif scope_type == "lifespan":
-            return self.app(scope, self._lifespan_receive(receive), send)
+            return self.app(scope, self._lifespan_receive(scope, receive), send)
         elif scope_type == "websocket":
             scope[SCOPE_KEY] = self.runtime
         return self.app(scope, receive, send)
@@ -249,13 +255,20 @@ class CertWidgetMiddleware:
             return bool(self._inject_predicate(HTTPConnection(scope)))
         return False
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
+    def _lifespan_receive(self, scope: Scope, receive: Receive) -> Receive:
         async def wrapped() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 # Resume deliveries a previous process acknowledged but did not finish.
                 self.runtime.ensure_started()
+                state = scope.get("state")
+                if isinstance(state, dict):
+                    state[SCOPE_KEY] = self.runtime
+                    self._runtime_in_state = True
             elif message["type"] == "lifespan.shutdown":
+                # After this the app may be called without a lifespan (a test suite's next
+                # client): requests carry the runtime themselves again.
+                self._runtime_in_state = False
                 await self.runtime.shutdown()
             return message
 

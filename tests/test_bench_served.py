@@ -42,7 +42,7 @@ def test_every_variant_starts_and_stops_and_requests_go_to_the_current_one() -> 
         served.check_variants(switch, url + "/", check)
         assert switch.requests == 2
     assert seen == {"a": "a", "b": "b"}
-    assert events == ["a up", "b up", "a down", "b down"]
+    assert events == ["a up", "b up", "b down", "a down"]  # stopped in reverse, like a stack
 
 
 def test_each_slice_is_charged_with_its_own_variants_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -425,3 +425,32 @@ async def test_cookies_are_secure_exactly_when_the_shop_is_served_over_https(
         assert minted.status_code == 200, minted.text
         flags[scheme] = "secure" in minted.headers["set-cookie"].lower()
     assert flags == {"https": True, "http": False}
+
+
+@pytest.mark.anyio
+async def test_the_runtime_rides_in_lifespan_state_and_plain_calls_carry_it_themselves(
+    tmp_path: Path,
+) -> None:
+    from starlette.testclient import TestClient
+
+    from certwidget.exemptions import SCOPE_KEY, runtime_of
+
+    seen: list[tuple[bool, bool]] = []
+
+    async def orders(request: Request) -> Response:
+        seen.append((SCOPE_KEY in request.scope, runtime_of(request) is widget.runtime))
+        return JSONResponse({})
+
+    widget = CertWidgetMiddleware(
+        Starlette(routes=[Route("/orders", orders)]),
+        secret_key=SECRET,
+        database=tmp_path / "certwidget.sqlite3",
+    )
+    # Under a lifespan that keeps state, the server copies the runtime into each request.
+    with TestClient(widget) as http:
+        assert http.get("/orders").status_code == 200
+    # Called with no lifespan (after it shut down), each request carries the runtime itself.
+    transport = httpx.ASGITransport(app=widget)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http2:
+        assert (await http2.get("/orders")).status_code == 200
+    assert seen == [(False, True), (True, True)]
