@@ -246,10 +246,9 @@ class HtmlInjector:
         pending = self._pending
         if final:
             # Usually the whole page in one message: no copy here, one in the splice.
-            buf = pending + data if pending else data
-            size = len(buf)
-            at = _rfind_body_close(buf, max(0, size - BODY_CLOSE_WINDOW), size, final=True)
-            return self._inject(buf, size if at == -1 else at)
+            page_end = pending + data if pending else data
+            at = _rfind_body_close(page_end)
+            return self._inject(page_end, len(page_end) if at == -1 else at)
         # The last window stays until the next message: a `</body>` in it is where the widget
         # goes if the page ends there. Everything before it leaves now, copied once.
         keep_from = len(pending) + len(data) - BODY_CLOSE_WINDOW
@@ -373,8 +372,9 @@ def _is_encoded(content_encoding: bytes, *, warn: bool = True) -> bool:
     return True
 
 
-def _rfind_body_close(buf: bytes, start: int, end: int, *, final: bool) -> int:
-    """Offset of the last `</body` in buf[start:end], in any case but `</bODY`-like ones, or -1.
+def _rfind_body_close(page: bytes) -> int:
+    """Offset of the last `</body` in the page's last `BODY_CLOSE_WINDOW` bytes, in any case but
+    `</bODY`-like ones, or -1.
 
     Lowercasing the window would cost more than the searches together, so search the two
     spellings pages use: `</body`, then `</B` (`</BODY`, `</Body`) after it, which a lowercase
@@ -382,23 +382,22 @@ def _rfind_body_close(buf: bytes, start: int, end: int, *, final: bool) -> int:
     the end at once. A page whose only `</body` is spelt `</bODY` gets the widget at the end
     of the body instead, where browsers parse it into the body all the same.
     """
-    exact = buf.rfind(b"</body", start, end)
-    while exact != -1 and not _ends_tag_name(buf, exact + 6, end, final):
-        exact = buf.rfind(b"</body", start, exact + 5)  # `</bodyguard>` is not ours
+    start = max(0, len(page) - BODY_CLOSE_WINDOW)
+    exact = page.rfind(b"</body", start)
+    while exact != -1 and not _ends_tag_name(page, exact + 6):
+        exact = page.rfind(b"</body", start, exact + 5)  # `</bodyguard>` is not ours
     lo = start if exact == -1 else exact + 1
-    upper = buf.rfind(b"</B", lo, end)
+    upper = page.rfind(b"</B", lo)
     while upper != -1:
-        if buf[upper + 3 : upper + 6].lower() == b"ody" and _ends_tag_name(
-            buf, upper + 6, end, final
-        ):
+        if page[upper + 3 : upper + 6].lower() == b"ody" and _ends_tag_name(page, upper + 6):
             return upper
-        upper = buf.rfind(b"</B", lo, upper + 2)
+        upper = page.rfind(b"</B", lo, upper + 2)
     return exact
 
 
-def _ends_tag_name(buf: bytes, at: int, end: int, final: bool) -> bool:
-    """Whether a tag name ends at `at`; at the end of the window only the last chunk can say."""
-    return buf[at] in _TAG_DELIMITERS if at < end else final
+def _ends_tag_name(page: bytes, at: int) -> bool:
+    """Whether a tag name ends at `at` (the end of the page ends it too)."""
+    return at >= len(page) or page[at] in _TAG_DELIMITERS
 
 
 def _add_nonce(snippet: bytes, attribute: bytes) -> bytes:
