@@ -21,7 +21,8 @@ import functools
 import html
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from starlette.types import Message, Send
 
@@ -30,7 +31,7 @@ __all__ = ["HtmlInjector", "csp_nonce", "is_html_response"]
 logger = logging.getLogger(__name__)
 
 Headers = Iterable[tuple[bytes, bytes]]
-Render = Callable[[str | None], tuple[bytes, bytes]]
+Render = Callable[[str | None], bytes]
 
 # Where the widget mounts when the page has no placeholder of its own; the widget removes it
 # when the page has one (`data-certwidget-default` tells the two apart).
@@ -48,6 +49,17 @@ _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _NO_INJECT_STATUSES = frozenset({204, 205, 206, 304})
 
 _TAG_DELIMITERS = frozenset(b"\t\n\f\r />")
+# The response headers the injector reads or changes; it copies the others as they are.
+_WATCHED_HEADERS = frozenset(
+    {b"content-type", b"content-length", b"content-encoding", b"content-security-policy", b"etag"}
+)
+# How most pages end: the widget goes before their `</body>` without a search.
+_USUAL_ENDINGS = (
+    b"</body></html>",
+    b"</body></html>\n",
+    b"</body>\n</html>",
+    b"</body>\n</html>\n",
+)
 # The CSP grammar for a nonce is base64-value; browsers ignore a source that is not, so anything
 # else is no nonce at all, and what we accept can never break out of an attribute.
 _CSP_NONCE = re.compile(r"'nonce-([A-Za-z0-9+/_-]+={0,2})'")
@@ -66,17 +78,14 @@ class HtmlInjector:
 
     Use an instance as the `send` passed to the app, one per request:
 
-        await app(scope, receive, HtmlInjector(send, head_html=assets, body_html=b"",
+        await app(scope, receive, HtmlInjector(send, snippet=assets + DEFAULT_MOUNT_HTML,
                                                   method=scope["method"]))
 
-    What is inserted, at one place, exactly once:
-
-    - `head_html`: the widget's assets (stylesheet `<link>`, deferred `<script>`, JSON config
-      `<script type="application/json">`). Despite the name they go at the end of the body:
-      browsers load them the same from there, and it needs no second insertion point.
-    - `body_html`: further markup placed right after `head_html` (often empty).
-    - `mount_html`: the default element the widget mounts into (the widget drops it when the
-      page has a `data-certwidget` placeholder of its own).
+    What is inserted, at one place, exactly once: `snippet`, the widget's assets (stylesheet
+    `<link>`, deferred `<script>`, JSON config `<script type="application/json">`) and the
+    default element it mounts into (`DEFAULT_MOUNT_HTML`, which the widget drops when the page
+    has a `data-certwidget` placeholder of its own). The assets go at the end of the body, not
+    in the head: browsers load them the same from there, and one insertion point suffices.
 
     Where: before the last `</body>` (`</body>`, `</BODY>`, `</Body>`) in the page's final
     `BODY_CLOSE_WINDOW` bytes; else at the end of the page, which browsers also parse into the
@@ -84,21 +93,23 @@ class HtmlInjector:
     `json.dumps(..., ensure_ascii=True)`), since they are spliced into bytes of any
     ASCII-compatible charset.
 
-    CSP nonce: `nonce` if given, else (with `nonce_from_csp`) the nonce in the response's
-    `Content-Security-Policy` header. With `render`, the snippets come from
-    `render(nonce) -> (head_html, body_html)`, called at most once and only when injecting; it
+    CSP nonce: `nonce` if given, else `state["csp_nonce"]` (the request's state, read when the
+    response starts: where a Starlette app keeps the nonce of the policy it sends), else (with
+    `nonce_from_csp`) the nonce in the response's `Content-Security-Policy` header. With a
+    nonce, what is inserted is `render(nonce)`, called at most once and only when injecting; it
     receives the raw nonce and must escape it (Jinja autoescape does). Without `render`,
-    `nonce="..."` (escaped) is added to every `<script>`, `<link>` and `<style>` in the static
-    snippets.
+    `nonce="..."` (escaped) is added to every `<script>`, `<link>` and `<style>` in `snippet`.
 
     Untouched (headers and bytes as the app sent them): `method="HEAD"`; statuses 1xx, 204, 205,
     206 and 304; media types other than text/html and application/xhtml+xml; bodies with a
     Content-Encoding (logged once: CertWidgetMiddleware must sit inside GZipMiddleware);
     charsets that are not ASCII-compatible (utf-16, utf-32, ...) or unknown.
 
-    `Content-Length` is corrected when the body arrives in one message and dropped when it
-    streams (the server then uses chunked encoding); `http.response.start` is held until the
-    first body message for that reason. A strong `ETag` is made weak: it names the app's bytes.
+    `Content-Length`, if the app sets one, grows by the snippet's length (the widget goes in
+    exactly once, whatever the page), so the start is sent at once and the server need not
+    chunk a streamed page. A strong `ETag` is made weak: it names the app's bytes. The app must
+    not be offered `http.response.pathsend` (the server would send a file past us):
+    CertWidgetMiddleware hides it on the pages it injects, and FileResponse then streams.
 
     `stream_send`, if given, wraps `send` once the response turns out to stream (its first body
     message has more to come) or is passed through untouched; a page sent in one message (what
@@ -107,102 +118,101 @@ class HtmlInjector:
     """
 
     __slots__ = (
-        "_body_html",
-        "_csp",
-        "_declared_length",
-        "_head_html",
-        "_headers",
-        "_mount_html",
+        "_insertion",
         "_nonce",
         "_nonce_from_csp",
         "_passthrough",
         "_pending",
         "_render",
         "_send",
-        "_start",
+        "_snippet",
+        "_state",
         "_stream_send",
+        "_streaming",
     )
 
     def __init__(
         self,
         send: Send,
         *,
-        head_html: bytes = b"",
-        body_html: bytes = b"",
-        mount_html: bytes = DEFAULT_MOUNT_HTML,
+        snippet: bytes = b"",
         nonce_from_csp: bool = True,
         nonce: str | None = None,
+        state: Mapping[str, Any] | None = None,
         render: Render | None = None,
         method: str = "GET",
         stream_send: Callable[[Send], Send] | None = None,
     ) -> None:
         # Built once per response: keep this to attribute stores, the work happens on demand.
         self._send = send
-        self._head_html = head_html
-        self._body_html = body_html
-        self._mount_html = mount_html
+        self._snippet = snippet
         self._nonce_from_csp = nonce_from_csp
         self._nonce = nonce
+        self._state = state
         self._render = render
         self._stream_send = stream_send
         # Once True every message goes straight through: not HTML, or already injected.
         self._passthrough = method.upper() == "HEAD"
-        self._start: Message | None = None  # held until the first body message
-        # The start's headers as they will be sent: no Content-Length, a weak ETag.
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._declared_length = False
-        self._csp: list[str] = []
+        self._streaming = False  # a body message with more to come has been seen
+        self._insertion = b""  # what goes before `</body>`, known once the start is seen
         self._pending = b""  # received, not yet sent: the page's last BODY_CLOSE_WINDOW bytes
 
     def __call__(self, message: Message) -> Awaitable[None]:
-        # A plain function handing back the server's own awaitable: a body message costs no
+        # A plain function handing back the server's own awaitable: a response costs no
         # coroutine of ours (this runs once per chunk of every page).
         if self._passthrough:
             return self._send(message)
         message_type = message["type"]
         if message_type == "http.response.body":
-            if self._start is not None:
-                return self._on_first_body(message)
-            more_body = message.get("more_body", False)
-            body = self._feed(message.get("body", b""), final=not more_body)
-            if body or not more_body:
-                return self._send(
-                    {"type": "http.response.body", "body": body, "more_body": more_body}
-                )
-            return _nothing()
+            if message.get("more_body", False):
+                return self._on_chunk(message.get("body", b""))
+            # The page's last body message, usually its only one: the widget goes in now.
+            self._passthrough = True
+            page_end = message.get("body", b"")
+            if self._pending:
+                page_end = self._pending + page_end
+                self._pending = b""
+            at = _widget_offset(page_end)
+            # join over memoryviews copies each byte once; slicing then `+` copies it twice.
+            view = memoryview(page_end)
+            body = b"".join((view[:at], self._insertion, view[at:]))
+            return self._send({"type": "http.response.body", "body": body, "more_body": False})
         if message_type == "http.response.start":
             return self._on_start(message)
-        return self._other(message, message_type)
-
-    async def _other(self, message: Message, message_type: str) -> None:
-        if message_type == "http.response.pathsend" and self._start is not None:
-            # The server sends the file itself; we never see its bytes, so leave it as it is.
-            self._passthrough = True
-            start, self._start = self._start, None
-            await self._send(start)
-            await self._send(message)
-        else:
-            # Early hints precede the start and trailers follow the body: neither is ours.
-            await self._send(message)
+        if message_type == "http.response.pathsend":
+            # The server would send the file's bytes itself, past us, after a start whose
+            # Content-Length already counts the widget. CertWidgetMiddleware hides the
+            # extension from the app on the pages it injects, so that FileResponse streams.
+            raise RuntimeError(
+                "certwidget: an HTML page on an injected path was sent with "
+                "http.response.pathsend, which bypasses injection; remove 'http.response."
+                "pathsend' from scope['extensions'] for the app behind HtmlInjector"
+            )
+        # Early hints precede the start and trailers follow the body: neither is ours.
+        return self._send(message)
 
     def _on_start(self, message: Message) -> Awaitable[None]:
         status: int = message["status"]
-        headers = self._headers
+        headers: list[tuple[bytes, bytes]] = []
         content_type = content_encoding = b""
-        for name, value in message.get("headers", ()):
-            lowered = name.lower()
-            if lowered == b"content-type":
-                content_type = value
-            elif lowered == b"content-length":
-                self._declared_length = True
-                continue  # the injected body's length is another; set again if known at once
-            elif lowered == b"content-encoding":
-                content_encoding = value
-            elif lowered == b"content-security-policy":
-                self._csp.append(value.decode("latin-1"))
-            elif lowered == b"etag":
-                value = _weak_etag(value)
-            headers.append((name, value))
+        declared_length: bytes | None = None
+        csp: list[str] = []
+        for header in message.get("headers", ()):
+            name = header[0].lower()
+            if name in _WATCHED_HEADERS:  # one lookup for the headers we leave alone
+                value = header[1]
+                if name == b"content-type":
+                    content_type = value
+                elif name == b"content-length":
+                    declared_length = value
+                    continue  # the injected body's length is another, set below
+                elif name == b"content-encoding":
+                    content_encoding = value
+                elif name == b"content-security-policy":
+                    csp.append(value.decode("latin-1"))
+                else:  # etag
+                    header = (header[0], _weak_etag(value))
+            headers.append(header)
         if (
             status < 200
             or status in _NO_INJECT_STATUSES
@@ -212,78 +222,54 @@ class HtmlInjector:
             self._passthrough = True
             self._start_streaming()
             return self._send(message)
-        self._start = message
-        return _nothing()
+        # The widget goes in exactly once, before `</body>` or at the end, whatever the page:
+        # so the length it adds is known now, and the start need not wait for the body.
+        insertion = self._insertion = self._snippet_for(csp)
+        if declared_length is not None:
+            length = _content_length(declared_length)
+            if length is not None:  # else none: the server chunks the body
+                headers.append((b"content-length", b"%d" % (length + len(insertion))))
+        return self._send({**message, "headers": headers})
 
     def _start_streaming(self) -> None:
         # The response streams (or passes through): from now on it goes by `stream_send`.
         if self._stream_send is not None:
             self._send = self._stream_send(self._send)
 
-    async def _on_first_body(self, message: Message) -> None:
-        start, self._start = self._start, None
-        assert start is not None
-        body = message.get("body", b"")
-        headers = self._headers
-        if message.get("more_body", False):
-            # The final length is unknown until the end: no Content-Length, the server chunks.
-            out = self._feed(body, final=False)
+    def _on_chunk(self, data: bytes) -> Awaitable[None]:
+        """A body message with more to come: all but the page's last window leaves now."""
+        if not self._streaming:
+            self._streaming = True
             self._start_streaming()
-            await self._send({**start, "headers": headers})
-            if out:
-                await self._send({"type": "http.response.body", "body": out, "more_body": True})
-            return
-        # The whole page in one message, the usual case: one splice, two sends.
-        out = self._feed(body, final=True)
-        if self._declared_length:
-            headers.append((b"content-length", str(len(out)).encode()))
-        send = self._send
-        await send({**start, "headers": headers})
-        await send({"type": "http.response.body", "body": out, "more_body": False})
-
-    def _feed(self, data: bytes, *, final: bool) -> bytes:
-        """Take the next body bytes; return what may be sent now (injected, if it is time)."""
-        pending = self._pending
-        if final:
-            # Usually the whole page in one message: no copy here, one in the splice.
-            page_end = pending + data if pending else data
-            at = _rfind_body_close(page_end)
-            return self._inject(page_end, len(page_end) if at == -1 else at)
         # The last window stays until the next message: a `</body>` in it is where the widget
         # goes if the page ends there. Everything before it leaves now, copied once.
+        pending = self._pending
         keep_from = len(pending) + len(data) - BODY_CLOSE_WINDOW
         if keep_from <= 0:
             self._pending = pending + data
-            return b""
+            return _nothing()
         if keep_from >= len(pending):
             cut = keep_from - len(pending)
             self._pending = data[cut:]
-            return b"".join((pending, memoryview(data)[:cut])) if pending else data[:cut]
-        self._pending = pending[keep_from:] + data
-        return pending[:keep_from]
+            out = b"".join((pending, memoryview(data)[:cut])) if pending else data[:cut]
+        else:
+            self._pending = pending[keep_from:] + data
+            out = pending[:keep_from]
+        return self._send({"type": "http.response.body", "body": out, "more_body": True})
 
-    def _inject(self, buf: bytes, at: int) -> bytes:
-        self._passthrough = True
-        self._pending = b""
-        head_html, body_html = self._snippets()
-        # join over memoryviews copies each byte once; slicing then `+` copies the body twice.
-        view = memoryview(buf)
-        return b"".join((view[:at], head_html, body_html, self._mount_html, view[at:]))
-
-    def _snippets(self) -> tuple[bytes, bytes]:
+    def _snippet_for(self, csp: list[str]) -> bytes:
         nonce = self._nonce
-        if nonce is None and self._csp and self._nonce_from_csp:
-            nonce = csp_nonce(self._csp)
+        if nonce is None and self._state is not None:
+            nonce = self._state.get("csp_nonce") or None
+        if nonce is None and csp and self._nonce_from_csp:
+            nonce = csp_nonce(csp)
+        if nonce is None:
+            return self._snippet
         if self._render is not None:
             return self._render(nonce)
-        head_html, body_html = self._head_html, self._body_html
-        if nonce is not None:
-            # The nonce may come from a header: escape it like any attribute value.
-            escaped = html.escape(nonce, quote=True).encode("ascii", "xmlcharrefreplace")
-            attribute = b' nonce="' + escaped + b'"'
-            head_html = _add_nonce(head_html, attribute)
-            body_html = _add_nonce(body_html, attribute)
-        return head_html, body_html
+        # The nonce may come from a header: escape it like any attribute value.
+        escaped = html.escape(nonce, quote=True).encode("ascii", "xmlcharrefreplace")
+        return _add_nonce(self._snippet, b' nonce="' + escaped + b'"')
 
 
 async def _nothing() -> None:
@@ -372,9 +358,9 @@ def _is_encoded(content_encoding: bytes, *, warn: bool = True) -> bool:
     return True
 
 
-def _rfind_body_close(page: bytes) -> int:
-    """Offset of the last `</body` in the page's last `BODY_CLOSE_WINDOW` bytes, in any case but
-    `</bODY`-like ones, or -1.
+def _widget_offset(page: bytes) -> int:
+    """Where the widget goes: before the last `</body` in the page's last `BODY_CLOSE_WINDOW`
+    bytes, in any case but `</bODY`-like ones, else at the end.
 
     Lowercasing the window would cost more than the searches together, so search the two
     spellings pages use: `</body`, then `</B` (`</BODY`, `</Body`) after it, which a lowercase
@@ -382,26 +368,33 @@ def _rfind_body_close(page: bytes) -> int:
     the end at once. A page whose only `</body` is spelt `</bODY` gets the widget at the end
     of the body instead, where browsers parse it into the body all the same.
     """
-    start = max(0, len(page) - BODY_CLOSE_WINDOW)
+    size = len(page)
+    if page.endswith(_USUAL_ENDINGS):  # nothing after this `</body>` but `</html>`
+        return page.rfind(b"</body>", size - 17)
+    start = max(0, size - BODY_CLOSE_WINDOW)
     exact = page.rfind(b"</body", start)
-    while exact != -1 and not _ends_tag_name(page, exact + 6):
-        exact = page.rfind(b"</body", start, exact + 5)  # `</bodyguard>` is not ours
+    # `</bodyguard>` is not ours: a tag name ends with a delimiter or the page.
+    while exact != -1 and exact + 6 < size and page[exact + 6] not in _TAG_DELIMITERS:
+        exact = page.rfind(b"</body", start, exact + 5)
     lo = start if exact == -1 else exact + 1
     upper = page.rfind(b"</B", lo)
     while upper != -1:
-        if page[upper + 3 : upper + 6].lower() == b"ody" and _ends_tag_name(page, upper + 6):
+        if page[upper + 3 : upper + 6].lower() == b"ody" and (
+            upper + 6 >= size or page[upper + 6] in _TAG_DELIMITERS
+        ):
             return upper
         upper = page.rfind(b"</B", lo, upper + 2)
-    return exact
-
-
-def _ends_tag_name(page: bytes, at: int) -> bool:
-    """Whether a tag name ends at `at` (the end of the page ends it too)."""
-    return at >= len(page) or page[at] in _TAG_DELIMITERS
+    return size if exact == -1 else exact
 
 
 def _add_nonce(snippet: bytes, attribute: bytes) -> bytes:
     return _NONCE_TARGET.sub(lambda match: match.group(0) + attribute, snippet)
+
+
+def _content_length(value: bytes) -> int | None:
+    """A Content-Length header's value, or None if it is not one (digits only, RFC 9110)."""
+    stripped = value.strip()
+    return int(stripped) if stripped.isdigit() else None
 
 
 def _weak_etag(value: bytes) -> bytes:

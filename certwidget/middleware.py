@@ -34,7 +34,7 @@ from .buyers import CustomerCallable
 from .coalescing import CoalescingSend
 from .endpoints import Endpoints
 from .exemptions import SCOPE_KEY
-from .injection import HtmlInjector
+from .injection import DEFAULT_MOUNT_HTML, HtmlInjector
 from .providers.base import CertificateProvider
 from .runtime import CertificateHook, Runtime, Settings, ShipZoneCallable
 from .snippet import SnippetRenderer
@@ -44,6 +44,7 @@ logger = logging.getLogger("certwidget")
 
 InjectRule = Sequence[str] | Callable[[HTTPConnection], bool]
 LOCALES = ("en", "es")
+_PATHSEND = "http.response.pathsend"
 
 
 _GLOB_CHARS = "*?["
@@ -217,12 +218,15 @@ class CertWidgetMiddleware:
         )
         assets = Assets()
         self._endpoints = Endpoints(self.runtime, assets)
-        self._snippet = SnippetRenderer(
+        snippets = SnippetRenderer(
             js_url=f"{prefix}/static/{assets.urls['certwidget.js']}",
             css_url=f"{prefix}/static/{assets.urls['certwidget.css']}",
             endpoint=prefix,
             locale=locale,
+            mount_html=DEFAULT_MOUNT_HTML,
         )
+        self._snippet_without_nonce = snippets.html(None)
+        self._snippet_with_nonce = snippets.html
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # A plain function handing back the app's (or the endpoints') own awaitable, so the
@@ -238,7 +242,7 @@ class CertWidgetMiddleware:
                 if path.startswith(self._prefix_slash) or path == self._prefix:
                     self.runtime.ensure_started()
                     return self._endpoints(scope, receive, send)
-                if self._should_inject(scope, path):
+                if path in self._inject_exact or self._should_inject(scope, path):
                     return self._inject(scope, receive, send)
         elif scope_type == "lifespan":
             return self.app(scope, self._lifespan_receive(scope, receive), send)
@@ -247,8 +251,7 @@ class CertWidgetMiddleware:
         return self.app(scope, receive, send)
 
     def _should_inject(self, scope: Scope, path: str) -> bool:
-        if path in self._inject_exact:
-            return True
+        # (Paths in self._inject_exact were let in by the caller, without a call.)
         if self._inject_paths is not None:
             return self._inject_paths.match(path) is not None
         if self._inject_predicate is not None:
@@ -278,15 +281,21 @@ class CertWidgetMiddleware:
         # Every checkout page gets the same snippet (but for a CSP nonce): the buyer and the
         # ship-to state are the widget's to ask for (GET {prefix}/buyer), so a page calls none
         # of the shop's callbacks.
-        state: dict[str, Any] = scope.setdefault("state", {})
-        snippet = self._snippet.html
-
-        def render(csp_nonce: str | None) -> tuple[bytes, bytes]:
-            return snippet(state.get("csp_nonce") or csp_nonce), b""
+        extensions = scope.get("extensions")
+        if extensions and _PATHSEND in extensions:
+            # A FileResponse would have the server send the file past the injector; without
+            # the extension it streams the file through it.
+            scope["extensions"] = {k: v for k, v in extensions.items() if k != _PATHSEND}
 
         # A streamed page's chunks sent back to back leave as one write (certwidget.coalescing).
         injector = HtmlInjector(
-            send, method=scope["method"], render=render, stream_send=CoalescingSend
+            send,
+            snippet=self._snippet_without_nonce,
+            render=self._snippet_with_nonce,
+            # Where the app keeps the nonce of the CSP it sends (request.state.csp_nonce).
+            state=scope.setdefault("state", {}),
+            method=scope["method"],
+            stream_send=CoalescingSend,
         )
         return self.app(scope, receive, injector)
 

@@ -29,7 +29,9 @@ _NONCE = "\x00certwidget-nonce\x00"
 
 
 class SnippetRenderer:
-    def __init__(self, *, js_url: str, css_url: str, endpoint: str, locale: str) -> None:
+    def __init__(
+        self, *, js_url: str, css_url: str, endpoint: str, locale: str, mount_html: bytes
+    ) -> None:
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(templates_dir()),
             autoescape=True,
@@ -42,13 +44,15 @@ class SnippetRenderer:
             "css_url": css_url,
             "config": {"endpoint": endpoint, "locale": locale},
         }
-        self._with_nonce = template.render(**common, nonce=_NONCE)
+        # The element the widget mounts into follows the assets (one insertion per page).
+        mount = mount_html.decode("ascii")
+        self._with_nonce = template.render(**common, nonce=_NONCE) + mount
         if self._with_nonce.count(_NONCE) < 1:
             raise RuntimeError("templates/snippet.html must put the nonce on its elements")
-        self._without_nonce = template.render(**common, nonce=None).encode()
+        self._without_nonce = (template.render(**common, nonce=None) + mount).encode()
 
     def html(self, nonce: str | None) -> bytes:
-        """The snippet for a checkout page, with the page's CSP nonce if it has one."""
+        """What a checkout page gets, with the page's CSP nonce if it has one."""
         if nonce is None:
             return self._without_nonce
         return self._with_nonce.replace(_NONCE, html.escape(nonce, quote=True)).encode()

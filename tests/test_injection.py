@@ -70,7 +70,7 @@ async def drive(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    options.setdefault("head_html", HEAD)
+    options.setdefault("snippet", AT_BODY)
     injector = HtmlInjector(send, **options)
     raw_headers = [(b"content-type", content_type), *(headers or [])]
     await injector({"type": "http.response.start", "status": 200, "headers": raw_headers})
@@ -89,7 +89,7 @@ async def started_injector() -> tuple[HtmlInjector, list[Message]]:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    injector = HtmlInjector(send, head_html=HEAD)
+    injector = HtmlInjector(send, snippet=AT_BODY)
     headers = [(b"content-type", b"text/html")]
     await injector({"type": "http.response.start", "status": 200, "headers": headers})
     return injector, sent
@@ -172,6 +172,29 @@ async def test_body_close_is_found_in_any_case() -> None:
     assert await inject(b"<body>x</bODY>") == b"<body>x</bODY>" + AT_BODY
     # `</bodyguard>` is not `</body>`.
     assert await inject(b"<body>x</bodyguard>") == b"<body>x</bodyguard>" + AT_BODY
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "ending",
+    [
+        b"</body></html>",
+        b"</body></html>\n",
+        b"</body>\n</html>",
+        b"</body>\n</html>\n",
+        b"</body> </html>\r\n",
+        b"</BODY></HTML>",
+        b"</body><!-- x --></html>",
+    ],
+)
+async def test_usual_and_unusual_endings_get_the_widget_before_the_last_body_close(
+    ending: bytes,
+) -> None:
+    # The usual endings are recognised without a search; all must agree with the search.
+    page = b"<body><p>a</p><script>'</BODY>'</script>" + ending
+    at = page.lower().rindex(b"</body>")
+    assert await inject(page) == page[:at] + AT_BODY + page[at:]
+    assert (await drive([page[:30], page[30:]]))[1] == page[:at] + AT_BODY + page[at:]
 
 
 def test_the_default_mount_is_the_one_the_widget_tells_from_placeholders() -> None:
@@ -317,6 +340,24 @@ async def test_nonce_argument_wins_and_is_escaped() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_nonce_in_the_request_state_when_the_response_starts_wins_over_the_header() -> None:
+    state: dict[str, str] = {}
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    injector = HtmlInjector(send, snippet=AT_BODY, state=state)
+    state["csp_nonce"] = "fromstate"  # set by the app after the injector was made
+    csp = (b"content-security-policy", b"script-src 'nonce-fromheader'")
+    headers = [(b"content-type", b"text/html"), csp]
+    await injector({"type": "http.response.start", "status": 200, "headers": headers})
+    await injector({"type": "http.response.body", "body": PAGE})
+    assert sent[1]["body"].count(b'nonce="fromstate"') == 3
+    assert b"fromheader" not in sent[1]["body"]
+
+
+@pytest.mark.anyio
 async def test_a_nonce_that_is_not_base64_is_no_nonce() -> None:
     csp = (b"content-security-policy", b"script-src 'nonce-a\"onload=alert(1)'")
     body = await inject(PAGE, headers=[csp])
@@ -334,15 +375,15 @@ async def test_nonce_from_csp_can_be_turned_off() -> None:
 async def test_render_gets_the_nonce_once_and_only_when_injecting() -> None:
     calls: list[str | None] = []
 
-    def render(nonce: str | None) -> tuple[bytes, bytes]:
+    def render(nonce: str | None) -> bytes:
         calls.append(nonce)
-        return b"<script nonce=" + (nonce or "").encode() + b"></script>", b"<noscript>!</noscript>"
+        return b"<script nonce=" + (nonce or "").encode() + b"></script>" + MOUNT
 
     csp = (b"content-security-policy", b"script-src 'nonce-r4nd0m'")
     chunks = [b"<body>a</bo", b"dy></bo", b"dy></html>"]
     _, body = await drive(chunks, headers=[csp], render=render)
     assert calls == ["r4nd0m"]
-    expected = b"<script nonce=r4nd0m></script><noscript>!</noscript>" + MOUNT
+    expected = b"<script nonce=r4nd0m></script>" + MOUNT
     assert body == b"<body>a</body>" + expected + b"</body></html>"
     await drive([b"{}"], content_type=b"application/json", render=render)
     assert calls == ["r4nd0m"]
@@ -397,7 +438,7 @@ class InjectEverything:
 
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         self.app = app
-        self.options = {"head_html": HEAD, **options}
+        self.options = {"snippet": AT_BODY, **options}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -518,10 +559,82 @@ async def test_single_message_body_gets_a_corrected_content_length(tmp_path: Pat
 
 
 @pytest.mark.anyio
-async def test_streamed_body_drops_content_length(tmp_path: Path) -> None:
+async def test_a_streamed_body_keeps_a_content_length_only_if_the_app_declared_one(
+    tmp_path: Path,
+) -> None:
     _, headers, body = await raw_response(InjectEverything(make_app(tmp_path)), "/stream")
     assert body == STREAM_PAGE.replace(b"</body>", AT_BODY + b"</body>")
     assert "content-length" not in dict(headers)
+    # FileResponse streams a file over 64 KB in several messages, its length declared.
+    big = PAGE.replace(b"<h1>", b"<p>" + b"x" * 200_000 + b"</p><h1>")
+    (tmp_path / "big.html").write_bytes(big)
+    app = Starlette(routes=[Route("/big", lambda request: FileResponse(tmp_path / "big.html"))])
+    _, headers, body = await raw_response(InjectEverything(app), "/big")
+    assert body == big.replace(b"</body>", AT_BODY + b"</body>")
+    assert [v for k, v in headers if k == "content-length"] == [str(len(body))]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [(b"%d", b"%d"), (b" %d ", b"%d"), (b"12x", None), (b"-1", None)],
+)
+async def test_the_start_leaves_at_once_with_the_length_the_widget_adds(
+    declared: bytes, expected: bytes | None
+) -> None:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    injector = HtmlInjector(send, snippet=AT_BODY)
+    length = (b"content-length", declared.replace(b"%d", str(len(PAGE)).encode()))
+    headers = [(b"content-type", b"text/html"), length]
+    await injector({"type": "http.response.start", "status": 200, "headers": headers})
+    # Sent before any body: the length the widget adds does not depend on the page.
+    assert [m["type"] for m in sent] == ["http.response.start"]
+    lengths = [v for k, v in sent[0]["headers"] if k == b"content-length"]
+    if expected is None:  # not a length: none is sent, the server chunks the body
+        assert lengths == []
+    else:
+        assert lengths == [expected % len(PAGE_INJECTED)]
+    await injector({"type": "http.response.body", "body": PAGE})
+    assert sent[1]["body"] == PAGE_INJECTED
+
+
+@pytest.mark.anyio
+async def test_a_file_sent_by_pathsend_past_the_injector_is_refused_unless_it_is_not_html(
+    tmp_path: Path,
+) -> None:
+    app = make_app(tmp_path)
+    extensions = {"http.response.pathsend": {}}
+    messages: list[Message] = []
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    def scope(path: str) -> Scope:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [],
+            "extensions": extensions,
+        }
+
+    await InjectEverything(app)(scope("/png"), receive, send)
+    assert [m["type"] for m in messages] == ["http.response.start", "http.response.pathsend"]
+    with pytest.raises(RuntimeError, match="pathsend"):
+        await InjectEverything(app)(scope("/file"), receive, send)
 
 
 @pytest.mark.anyio

@@ -454,3 +454,45 @@ async def test_the_runtime_rides_in_lifespan_state_and_plain_calls_carry_it_them
     async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http2:
         assert (await http2.get("/orders")).status_code == 200
     assert seen == [(False, True), (True, True)]
+
+
+@pytest.mark.anyio
+async def test_a_checkout_page_served_as_a_file_streams_through_the_injector(
+    tmp_path: Path,
+) -> None:
+    from starlette.responses import FileResponse
+
+    (tmp_path / "checkout.html").write_text(PAGE)
+    app = Starlette(
+        routes=[Route("/checkout", lambda request: FileResponse(tmp_path / "checkout.html"))]
+    )
+    widget = CertWidgetMiddleware(app, secret_key=SECRET, database=tmp_path / "certwidget.sqlite3")
+    # A server offering pathsend (Granian, Hypercorn) would send the file past the middleware.
+    extensions: dict[str, Any] = {"http.response.pathsend": {}}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/checkout",
+        "raw_path": b"/checkout",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "extensions": extensions,
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await widget(scope, receive, send)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    body = sent[1]["body"]
+    assert b"data-certwidget-default" in body and body.endswith(b"</body></html>")
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(body)).encode()
+    assert "http.response.pathsend" in extensions  # the server's own dict is left as it was
