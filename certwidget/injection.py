@@ -370,7 +370,7 @@ def _widget_offset(page: bytes) -> int:
     """
     size = len(page)
     if page.endswith(_USUAL_ENDINGS):  # nothing after this `</body>` but `</html>`
-        return page.rfind(b"</body>", size - 17)
+        return page.rfind(b"</body>", max(0, size - 17))
     start = max(0, size - BODY_CLOSE_WINDOW)
     exact = page.rfind(b"</body", start)
     # `</bodyguard>` is not ours: a tag name ends with a delimiter or the page.

@@ -195,6 +195,9 @@ async def test_usual_and_unusual_endings_get_the_widget_before_the_last_body_clo
     at = page.lower().rindex(b"</body>")
     assert await inject(page) == page[:at] + AT_BODY + page[at:]
     assert (await drive([page[:30], page[30:]]))[1] == page[:at] + AT_BODY + page[at:]
+    # A page that is nothing but its ending (shorter than the ending's search window).
+    alone = ending.lower().index(b"</body>")
+    assert await inject(ending) == ending[:alone] + AT_BODY + ending[alone:]
 
 
 def test_the_default_mount_is_the_one_the_widget_tells_from_placeholders() -> None:
