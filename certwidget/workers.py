@@ -59,7 +59,7 @@ SHARED_REQUEST_BYTES = 1 << 20
 _SHARED_FLAG = 0x8000_0000
 
 #: Helpers every worker source can use: ``receive()`` and ``send(data)``.
-PROTOCOL_SOURCE = """
+PROTOCOL_SOURCE = f"""
 import mmap as _mmap, struct as _struct, sys as _sys
 _stdin, _stdout = _sys.stdin.buffer, _sys.stdout.buffer
 # The server's shared request memory, when it gave us one (its descriptor is our argument).
@@ -72,8 +72,8 @@ def receive():
     if len(head) < 4:
         return None
     size = _struct.unpack(">I", head)[0]
-    if size & 0x80000000:
-        return _shared[: size ^ 0x80000000]
+    if size & {_SHARED_FLAG:#x}:
+        return _shared[: size ^ {_SHARED_FLAG:#x}]
     return _stdin.read(size)
 
 def send(data):

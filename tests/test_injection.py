@@ -39,6 +39,8 @@ from certwidget.injection import (
 )
 from certwidget.resources import static_dir
 
+from .support.asgi import empty_request, http_scope
+
 HEAD = (
     b'<link rel="stylesheet" href="/certwidget/static/certwidget.css">'
     b'<script defer src="/certwidget/static/certwidget.js"></script>'
@@ -616,28 +618,10 @@ async def test_a_file_sent_by_pathsend_past_the_injector_is_refused_unless_it_is
     async def send(message: Message) -> None:
         messages.append(message)
 
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    def scope(path: str) -> Scope:
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [],
-            "extensions": extensions,
-        }
-
-    await InjectEverything(app)(scope("/png"), receive, send)
+    await InjectEverything(app)(http_scope("/png", extensions=extensions), empty_request, send)
     assert [m["type"] for m in messages] == ["http.response.start", "http.response.pathsend"]
     with pytest.raises(RuntimeError, match="pathsend"):
-        await InjectEverything(app)(scope("/file"), receive, send)
+        await InjectEverything(app)(http_scope("/file", extensions=extensions), empty_request, send)
 
 
 @pytest.mark.anyio

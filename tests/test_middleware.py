@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from certwidget import CertWidgetMiddleware, exemption_for
 
+from .support.asgi import empty_request, http_scope
 from .support.shop import PAGE, SECRET, build, client, current_customer
 
 
@@ -469,28 +470,12 @@ async def test_a_checkout_page_served_as_a_file_streams_through_the_injector(
     widget = CertWidgetMiddleware(app, secret_key=SECRET, database=tmp_path / "certwidget.sqlite3")
     # A server offering pathsend (Granian, Hypercorn) would send the file past the middleware.
     extensions: dict[str, Any] = {"http.response.pathsend": {}}
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/checkout",
-        "raw_path": b"/checkout",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "extensions": extensions,
-    }
     sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await widget(scope, receive, send)
+    await widget(http_scope("/checkout", extensions=extensions), empty_request, send)
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     body = sent[1]["body"]
     assert b"data-certwidget-default" in body and body.endswith(b"</body></html>")
