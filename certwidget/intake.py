@@ -137,9 +137,8 @@ async def _uploaded(
         raise HTTPProblem(
             exc.status, exc.code, exc.message, fields={"file": exc.message}, headers=retry
         ) from exc
-    digest = hashlib.sha256(
-        json.dumps(fields, sort_keys=True).encode() + hashlib.sha256(content).digest()
-    ).hexdigest()
+    described = json.dumps(fields, sort_keys=True).encode()
+    digest = hashlib.sha256(described + document.sha256).hexdigest()
     return validated, digest, document
 
 

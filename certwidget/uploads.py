@@ -18,6 +18,7 @@ waits for the PDF reader on the loop itself.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -94,11 +95,13 @@ class UploadRejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class UploadedDocument:
-    """An upload that passed the checks: the bytes, what they are, and a safe name for them."""
+    """An upload that passed the checks: the bytes, what they are, a safe name for them, and
+    their SHA-256 (the idempotency fingerprint of an upload is built on it)."""
 
     content: bytes
     media_type: str
     filename: str
+    sha256: bytes
 
 
 def sniff_media_type(head: bytes) -> str | None:
@@ -134,7 +137,9 @@ def check_upload(
         )
     else:
         _check_image(content, media_type)
-    return UploadedDocument(content, media_type, sanitize_filename(filename, media_type))
+    return UploadedDocument(
+        content, media_type, sanitize_filename(filename, media_type), _sha256(content)
+    )
 
 
 async def check_upload_async(
@@ -158,13 +163,17 @@ async def check_upload_async(
         try:
             verdict = await default_checker().check_async(content, timeout)
         except (CheckTimedOut, CheckBusy, CheckUnavailable, OSError) as exc:
-            _check_pdf_verdict(functools.partial(_reraise, exc))
+            _check_pdf_verdict(functools.partial(_reraise, exc))  # raises unless unavailable
+            verdict = {}  # no reader: the structure alone was checked
         else:
             _check_pdf_verdict(lambda: verdict)
+        # The reader hashed the bytes it read, off this loop; without a reader, hash them here.
+        digest = verdict.get("sha256")
+        sha256 = bytes.fromhex(digest) if isinstance(digest, str) else _sha256(content)
     else:
-        call = functools.partial(_check_image, content, media_type)
-        await anyio.to_thread.run_sync(call, limiter=limiter)
-    return UploadedDocument(content, media_type, sanitize_filename(filename, media_type))
+        call = functools.partial(_checked_image_sha256, content, media_type)
+        sha256 = await anyio.to_thread.run_sync(call, limiter=limiter)
+    return UploadedDocument(content, media_type, sanitize_filename(filename, media_type), sha256)
 
 
 def _reraise(exc: BaseException) -> dict[str, object]:
@@ -192,6 +201,16 @@ def _sniff_checked(content: bytes, declared_type: str | None) -> str:
             f"The file is not a {_ACCEPTED_NAMES} document{said}; upload one of those.",
         )
     return media_type
+
+
+def _sha256(content: bytes) -> bytes:
+    return hashlib.sha256(content).digest()
+
+
+def _checked_image_sha256(content: bytes, media_type: str) -> bytes:
+    """:func:`_check_image`, then the digest, both in the caller's worker thread."""
+    _check_image(content, media_type)
+    return _sha256(content)
 
 
 def _check_image(content: bytes, media_type: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import sys
 import time
@@ -16,6 +17,9 @@ from certwidget.pdfcheck import CheckTimedOut, CheckUnavailable, PdfChecker
 
 from .support import pdfworkers
 from .support.files import pdf
+
+# The verdict on tests.support.files.pdf(): one page, and the SHA-256 of the bytes the worker read.
+READ_ONE_PAGE = {"ok": True, "pages": 1, "sha256": hashlib.sha256(pdf()).hexdigest()}
 
 
 def test_a_parser_that_hangs_is_killed_at_the_time_limit_and_replaced() -> None:
@@ -59,7 +63,7 @@ def test_twenty_uploads_at_once_are_all_read_within_their_own_time_limit() -> No
             verdicts = list(pool.map(lambda _: checker.check(pdf()), range(20)))
     finally:
         checker.close()
-    assert all(verdict == {"ok": True, "pages": 1} for verdict in verdicts)
+    assert all(verdict == READ_ONE_PAGE for verdict in verdicts)
 
 
 def test_a_shop_script_without_a_main_guard_is_not_run_again_by_the_workers(
@@ -133,10 +137,10 @@ async def test_on_the_loop_twenty_at_once_share_two_workers_and_all_are_read() -
     try:
         verdicts = await asyncio.gather(*(checker.check_async(pdf()) for _ in range(20)))
         # Blocking and awaiting callers share the same workers.
-        assert checker.check(pdf()) == {"ok": True, "pages": 1}
+        assert checker.check(pdf()) == READ_ONE_PAGE
     finally:
         checker.close()
-    assert all(verdict == {"ok": True, "pages": 1} for verdict in verdicts)
+    assert all(verdict == READ_ONE_PAGE for verdict in verdicts)
 
 
 @pytest.mark.anyio
@@ -165,7 +169,7 @@ async def test_a_cancelled_check_replaces_its_worker_and_the_next_one_is_read() 
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await checker.check_async(pdf()) == {"ok": True, "pages": 1}
+        assert await checker.check_async(pdf()) == READ_ONE_PAGE
     finally:
         checker.close()
 

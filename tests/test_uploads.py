@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import time
@@ -260,6 +261,37 @@ def test_an_empty_filename_gets_a_neutral_one() -> None:
 async def test_the_async_check_runs_off_the_event_loop() -> None:
     doc = await check_upload_async(_pdf(), filename="c.pdf", declared_type=None)
     assert doc.media_type == "application/pdf"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["pdf", "png", "jpeg"])
+async def test_every_accepted_upload_carries_the_sha256_of_its_bytes(kind: str) -> None:
+    # A PDF's digest comes from the worker that read it, an image's from the thread that
+    # measured it, a blocking check's from the caller: all must be the digest of the content.
+    content = _pdf(2) if kind == "pdf" else _image(kind)
+    expected = hashlib.sha256(content).digest()
+    awaited = await check_upload_async(content, filename="c", declared_type=None)
+    blocking = check_upload(content, filename="c", declared_type=None)
+    assert awaited.sha256 == blocking.sha256 == expected
+
+
+@pytest.mark.anyio
+async def test_without_a_pdf_reader_the_digest_is_made_by_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from certwidget import uploads
+    from certwidget.pdfcheck import PdfChecker
+
+    from .support import pdfworkers
+
+    checker = PdfChecker(workers=1, worker_source=pdfworkers.WITHOUT_PYPDF)
+    monkeypatch.setattr(uploads, "default_checker", lambda: checker)
+    try:
+        content = _pdf()
+        doc = await check_upload_async(content, filename="c.pdf", declared_type=None)
+    finally:
+        checker.close()
+    assert doc.sha256 == hashlib.sha256(content).digest()
 
 
 def test_the_examples_in_the_docstrings_hold() -> None:
