@@ -190,6 +190,9 @@ class _Write:
     op: Callable[[sqlite3.Connection], Any]
     durable: bool
     future: concurrent.futures.Future[Any]
+    #: The new submission ``op`` stores, when that is what it does: a batch of nothing else is
+    #: stored by one statement (:func:`_add_all`).
+    new: NewSubmission | None = None
 
 
 class Outbox:
@@ -265,9 +268,13 @@ class Outbox:
     # -- the writer ------------------------------------------------------------------------
 
     def _submit(
-        self, op: Callable[[sqlite3.Connection], T], *, durable: bool
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool,
+        new: NewSubmission | None = None,
     ) -> concurrent.futures.Future[T]:
-        write = _Write(op, durable, concurrent.futures.Future())
+        write = _Write(op, durable, concurrent.futures.Future(), new)
         with self._writer_lock:
             if self._closed:
                 raise sqlite3.ProgrammingError("Cannot operate on a closed outbox.")
@@ -282,11 +289,23 @@ class Outbox:
             self._queue.put(write)
         return write.future
 
-    def _write(self, op: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
-        return self._submit(op, durable=durable).result()
+    def _write(
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool,
+        new: NewSubmission | None = None,
+    ) -> T:
+        return self._submit(op, durable=durable, new=new).result()
 
-    async def _write_async(self, op: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
-        return await asyncio.wrap_future(self._submit(op, durable=durable))
+    async def _write_async(
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool,
+        new: NewSubmission | None = None,
+    ) -> T:
+        return await asyncio.wrap_future(self._submit(op, durable=durable, new=new))
 
     def _write_loop(self) -> None:
         stop = False
@@ -318,7 +337,9 @@ class Outbox:
             if durable != self._synchronous_full:
                 db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._synchronous_full = durable
-            outcomes = _run_together(db, live)
+            # New submissions alone, the usual batch under load, are stored by one statement.
+            adds = [write.new for write in live if write.new is not None]
+            outcomes = _add_all(db, adds) if len(adds) == len(live) else _run_together(db, live)
             if outcomes is None:
                 # One of them failed and all were undone: again, each in a savepoint of its
                 # own, so only the failing one fails.
@@ -362,11 +383,11 @@ class Outbox:
 
         Returns once the row is durably on disk.
         """
-        return self._write(functools.partial(_add, new), durable=True)
+        return self._write(functools.partial(_add, new), durable=True, new=new)
 
     async def add_async(self, new: NewSubmission) -> tuple[Submission, bool]:
         """:meth:`add` without blocking the event loop (nor taking a thread of its pool)."""
-        return await self._write_async(functools.partial(_add, new), durable=True)
+        return await self._write_async(functools.partial(_add, new), durable=True, new=new)
 
     def get(self, submission_id: str) -> Submission | None:
         rows = self._read(f"SELECT {_COLUMNS} FROM submissions WHERE id = ?", (submission_id,))
@@ -612,7 +633,67 @@ def _run_isolated(db: sqlite3.Connection, live: list[_Write]) -> list[tuple[bool
     return outcomes
 
 
+_INSERT_NEW = (
+    "INSERT INTO new_submission_v1 (id, customer, guest, idempotency_key, body_hash, kind,"
+    " payload, media_type, filename, created_at, document) VALUES "
+)
+_NEW_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
 def _add(new: NewSubmission, db: sqlite3.Connection) -> tuple[Submission, bool]:
+    submission, values = _new_row(new)
+    # One statement on the usual path (see new_submission_v1 in the schema); a reused key (the
+    # UNIQUE constraint) inserts nothing, and the earlier row is read back.
+    before = db.total_changes
+    db.execute(_INSERT_NEW + _NEW_VALUES, values)
+    if db.total_changes == before:
+        return _earlier(db, new), False
+    return submission, True
+
+
+def _add_all(db: sqlite3.Connection, news: list[NewSubmission]) -> list[tuple[bool, Any]] | None:
+    """New submissions stored by one INSERT statement, which SQLite commits by itself, atomically.
+
+    One statement for the batch, where BEGIN, an INSERT each and COMMIT were two more than the
+    batch: each statement gives up the GIL, and winning it back from a busy event loop is what
+    the writer waits for. None (nothing stored) if the statement failed: the caller stores them
+    again one by one, so only a failing one fails.
+    """
+    try:
+        rows = [_new_row(new) for new in news]
+    except Exception:
+        return None
+    before = db.total_changes
+    try:
+        db.execute(
+            _INSERT_NEW + ", ".join([_NEW_VALUES] * len(rows)),
+            [value for _, values in rows for value in values],
+        )
+    except Exception:
+        if db.in_transaction:  # SQLite rolls a failed statement back; be sure of it
+            db.execute("ROLLBACK")
+        return None
+    # The trigger stores a row, and a document when there is one, for each key not used before.
+    if db.total_changes - before == sum(1 + bool(new.document) for new in news):
+        return [(True, (submission, True)) for submission, _ in rows]
+    # A key was used before (a retried submission, perhaps twice in this batch): its answer is
+    # the earlier row.
+    ids = [submission.id for submission, _ in rows]
+    found = db.execute(f"SELECT id FROM submissions WHERE id IN ({', '.join('?' * len(ids))})", ids)
+    stored = {row[0] for row in found}
+    outcomes: list[tuple[bool, Any]] = []
+    for new, (submission, _) in zip(news, rows, strict=True):
+        try:
+            outcome = (submission, True) if submission.id in stored else (_earlier(db, new), False)
+        except Exception as exc:
+            outcomes.append((False, exc))
+        else:
+            outcomes.append((True, outcome))
+    return outcomes
+
+
+def _new_row(new: NewSubmission) -> tuple[Submission, tuple[Any, ...]]:
+    """The submission ``new`` becomes, and the values that store it (in _INSERT_NEW's order)."""
     payload = json.dumps(new.payload)
     submission = Submission(
         id=uuid.uuid4().hex,
@@ -630,31 +711,28 @@ def _add(new: NewSubmission, db: sqlite3.Connection) -> tuple[Submission, bool]:
         created_at=time.time(),
         delivered_at=None,
     )
-    # One statement on the usual path (see new_submission_v1 in the schema); a reused key (the
-    # UNIQUE constraint) inserts nothing, and the earlier row is read back.
-    before = db.total_changes
-    db.execute(
-        "INSERT INTO new_submission_v1 (id, customer, guest, idempotency_key, body_hash, kind,"
-        " payload, media_type, filename, created_at, document)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            submission.id,
-            new.customer,
-            int(new.guest),
-            new.idempotency_key,
-            new.body_hash,
-            new.kind,
-            payload,
-            new.media_type,
-            new.filename,
-            submission.created_at,
-            new.document or None,
-        ),
+    values = (
+        submission.id,
+        new.customer,
+        int(new.guest),
+        new.idempotency_key,
+        new.body_hash,
+        new.kind,
+        payload,
+        new.media_type,
+        new.filename,
+        submission.created_at,
+        new.document or None,
     )
-    if db.total_changes == before:
-        existing = db.execute(
-            f"SELECT {_COLUMNS} FROM submissions WHERE customer = ? AND idempotency_key = ?",
-            (new.customer, new.idempotency_key),
-        ).fetchone()
-        return _row(existing), False
-    return submission, True
+    return submission, values
+
+
+def _earlier(db: sqlite3.Connection, new: NewSubmission) -> Submission:
+    """The submission stored before under ``new``'s customer and idempotency key."""
+    existing = db.execute(
+        f"SELECT {_COLUMNS} FROM submissions WHERE customer = ? AND idempotency_key = ?",
+        (new.customer, new.idempotency_key),
+    ).fetchone()
+    if existing is None:
+        raise sqlite3.IntegrityError("the submission was neither stored nor found stored")
+    return _row(existing)

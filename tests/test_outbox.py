@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import sqlite3
 import threading
 from collections import Counter
@@ -146,6 +147,90 @@ def test_a_batch_where_nothing_fails_runs_without_savepoints(tmp_path: Path) -> 
     assert not [sql for sql in statements if "SAVEPOINT" in sql or "RELEASE" in sql]
     assert [sql.split()[0] for sql in statements] == ["BEGIN", *["INSERT"] * 3, "COMMIT"]
     assert sorted(on_disk(database)) == ["a", "b", "c"]
+    outbox.close()
+
+
+def adding(submission: NewSubmission) -> _Write:
+    """The write Outbox.add queues for ``submission``."""
+    from certwidget.outbox import _add
+
+    op = functools.partial(_add, submission)
+    return _Write(op, durable=True, future=concurrent.futures.Future(), new=submission)
+
+
+def test_a_batch_of_new_submissions_is_one_statement_with_each_answer_right(
+    tmp_path: Path,
+) -> None:
+    # Under load a batch is nothing but new submissions: one INSERT, which SQLite commits by
+    # itself, stores them all. A key used before and a key twice in the batch still answer
+    # their earlier row, and only new rows get a document.
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+    earlier, _ = outbox.add(new("used-before", document=b"%PDF-first"))
+    statements: list[str] = []
+    outbox._db.set_trace_callback(statements.append)
+    batch = [
+        adding(new("a", document=b"%PDF-a")),
+        adding(new("used-before", document=b"%PDF-second")),
+        adding(new("twice", document=b"%PDF-twice-1")),
+        adding(new("twice", document=b"%PDF-twice-2")),
+        adding(new("no-document", document=b"")),
+    ]
+    outbox._commit(batch)
+    outbox._db.set_trace_callback(None)
+    answers = [write.future.result() for write in batch]
+    own = [sql.split()[0] for sql in statements if not sql.startswith("--")]
+    assert own[0] == "INSERT" and "BEGIN" not in own and "COMMIT" not in own
+    assert [created for _, created in answers] == [True, False, True, False, True]
+    assert answers[1][0].id == earlier.id
+    assert answers[3][0].id == answers[2][0].id
+    assert on_disk(database) == {
+        "used-before": ("pending", b"%PDF-first"),
+        "a": ("pending", b"%PDF-a"),
+        "twice": ("pending", b"%PDF-twice-1"),
+        "no-document": ("pending", None),
+    }
+    outbox.close()
+
+
+def test_in_a_batch_of_new_submissions_one_that_cannot_be_stored_fails_alone(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+    batch = [
+        adding(new("a")),
+        adding(new("unstorable", note={1, 2})),  # a set is not JSON
+        adding(new("b")),
+    ]
+    outbox._commit(batch)
+    assert batch[0].future.result()[1] and batch[2].future.result()[1]
+    with pytest.raises(TypeError, match="set"):
+        batch[1].future.result()
+    assert sorted(on_disk(database)) == ["a", "b"]
+    outbox.close()
+
+
+def test_a_batch_of_new_submissions_that_cannot_commit_acknowledges_nobody(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(database)
+    other = sqlite3.connect(database, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    outbox._db.execute("PRAGMA busy_timeout = 50")
+    try:
+        batch = [adding(new(f"key-{n}")) for n in range(3)]
+        outbox._commit(batch)
+        for write in batch:
+            with pytest.raises(sqlite3.OperationalError):
+                write.future.result()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert on_disk(database) == {}
+    _, created = outbox.add(new("key-0"))
+    assert created and list(on_disk(database)) == ["key-0"]
     outbox.close()
 
 
