@@ -446,17 +446,28 @@ class WorkerPool:
 
     def _hand_on(self, worker: _Worker | None) -> bool:
         """Pass ``worker`` (or a wake-up, for None) to the first live waiter; False if none."""
-        with self._lock:
-            while self._waiters:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # a blocking caller's thread
+            running = None
+        while True:
+            with self._lock:
+                if not self._waiters:
+                    return False
                 loop, handed = self._waiters.popleft()
-                if handed.done() or loop.is_closed():
-                    continue
-                try:
-                    loop.call_soon_threadsafe(self._deliver, handed, worker)
-                except RuntimeError:  # the loop closed meanwhile
-                    continue
+            if handed.done() or loop.is_closed():
+                continue
+            if loop is running:
+                # On the waiter's own loop (the usual case: an upload handing its worker to the
+                # next): at once. Through call_soon_threadsafe the worker idled a loop turn
+                # longer, and the loop woke itself with a write to its own pipe.
+                handed.set_result(worker)
                 return True
-        return False
+            try:
+                loop.call_soon_threadsafe(self._deliver, handed, worker)
+            except RuntimeError:  # the loop closed meanwhile
+                continue
+            return True
 
     def _deliver(self, handed: asyncio.Future[_Worker | None], worker: _Worker | None) -> None:
         # On the waiter's loop: if it gave up meanwhile, the worker goes to the next one.

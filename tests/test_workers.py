@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -92,3 +94,37 @@ def test_a_killed_worker_releases_its_shared_memory() -> None:
         assert pool.call(b"again", timeout=10) == expected(b"again", b"shared")
     finally:
         pool.close()
+
+
+@pytest.mark.anyio
+async def test_on_one_loop_a_worker_goes_straight_to_the_next_waiter_and_each_gets_its_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Eight callers share one worker: each hands it to the next waiter directly, with no
+    # call_soon_threadsafe (a self-pipe write and a loop turn each), and in arrival order.
+    loop = asyncio.get_running_loop()
+    threadsafe_calls = 0
+    call_soon_threadsafe = loop.call_soon_threadsafe
+
+    def counting(*args: Any, **kwargs: Any) -> asyncio.Handle:
+        nonlocal threadsafe_calls
+        threadsafe_calls += 1
+        return call_soon_threadsafe(*args, **kwargs)
+
+    pool = WorkerPool(ECHO_DIGEST, workers=1)
+    try:
+        await pool.call_async(b"warm", timeout=10)  # the worker starts in a thread
+        monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+        order: list[int] = []
+
+        async def call(n: int) -> bytes:
+            answer = await pool.call_async(bytes([n + 1]) * 1000, timeout=10)
+            order.append(n)
+            return answer
+
+        answers = await asyncio.gather(*(call(n) for n in range(8)))
+    finally:
+        pool.close()
+    assert answers == [expected(bytes([n + 1]) * 1000, b"shared") for n in range(8)]
+    assert order == list(range(8))
+    assert threadsafe_calls == 0
