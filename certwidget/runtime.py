@@ -103,8 +103,9 @@ class Runtime:
         self._ship_zone = ship_zone
         self._on_certificate = on_certificate
         self._on_file: OrderedDict[str, _OnFile] = OrderedDict()
-        # At most a few threads wait on the PDF-check workers, so a burst of uploads cannot
-        # take every thread of anyio's pool from the SQLite writes all other requests need.
+        # At most a few threads measure (and hash) uploaded images, so a burst of uploads cannot
+        # take every thread of anyio's pool from the work other requests need. PDFs take no
+        # thread: the event loop waits on their reader processes itself.
         self.upload_checks = CapacityLimiter(4)
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -154,7 +154,8 @@ async def check_upload_async(
 
     A PDF is read by the same time-boxed worker processes, but the loop writes it to the worker
     and waits for the verdict itself (no thread in between); the quick structural checks run
-    inline. Images are measured in a worker thread (``limiter`` bounds how many).
+    inline. Images are measured in a worker thread (``limiter`` bounds how many). Either way
+    the content's SHA-256 is made off the loop: by the PDF's reader, or in the image's thread.
     """
     media_type = _sniff_checked(content, declared_type)
     if media_type == "application/pdf":
