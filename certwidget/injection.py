@@ -172,7 +172,12 @@ class HtmlInjector:
             if self._pending:
                 page_end = self._pending + page_end
                 self._pending = b""
-            at = _widget_offset(page_end)
+            # Most pages end so: their `</body>` is 14 bytes from the end, no search needed.
+            at = (
+                len(page_end) - 14
+                if page_end.endswith(b"</body></html>")
+                else _widget_offset(page_end)
+            )
             # join over memoryviews copies each byte once; slicing then `+` copies it twice.
             view = memoryview(page_end)
             body = b"".join((view[:at], self._insertion, view[at:]))
@@ -196,7 +201,7 @@ class HtmlInjector:
         headers: list[tuple[bytes, bytes]] = []
         content_type = content_encoding = b""
         declared_length: bytes | None = None
-        csp: list[str] = []
+        csp: list[str] | None = None
         for header in message.get("headers", ()):
             name = header[0].lower()
             if name in _WATCHED_HEADERS:  # one lookup for the headers we leave alone
@@ -209,6 +214,8 @@ class HtmlInjector:
                 elif name == b"content-encoding":
                     content_encoding = value
                 elif name == b"content-security-policy":
+                    if csp is None:
+                        csp = []
                     csp.append(value.decode("latin-1"))
                 else:  # etag
                     header = (header[0], _weak_etag(value))
@@ -257,9 +264,9 @@ class HtmlInjector:
             out = pending[:keep_from]
         return self._send({"type": "http.response.body", "body": out, "more_body": True})
 
-    def _snippet_for(self, csp: list[str]) -> bytes:
+    def _snippet_for(self, csp: list[str] | None) -> bytes:
         nonce = self._nonce
-        if nonce is None and self._state is not None:
+        if nonce is None and self._state:
             nonce = self._state.get("csp_nonce") or None
         if nonce is None and csp and self._nonce_from_csp:
             nonce = csp_nonce(csp)
