@@ -26,8 +26,6 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from fpdf import FPDF
-from fpdf.enums import MethodReturnValue, XPos, YPos
 from PIL import Image
 
 from . import catalog
@@ -45,32 +43,18 @@ __all__ = [
 
 TaxIdType = Literal["state", "fein", "foreign"]
 
-_TAX_ID_LABELS: dict[str, str] = {
-    "state": "State-issued tax ID / permit number",
-    "fein": "Federal employer identification number (FEIN)",
-    "foreign": "Foreign tax ID number",
-}
-
-ATTESTATION = (
-    "I declare that the information on this certificate is correct and complete to the best of "
-    "my knowledge and belief. I am authorized to sign for the purchaser, and I understand that the "
-    "purchaser is liable for any tax, interest and penalties due if it was not eligible to claim "
-    "this exemption."
-)
-
 # A drawn signature from the widget's canvas is a few tens of kilobytes; anything far larger is
 # not a signature, and decoding it would only cost time.
 MAX_SIGNATURE_BYTES = 1024 * 1024
 MAX_SIGNATURE_SIDE = 4096
 
-# Long values wrap; a value longer than two lines is cut (with an ellipsis) and every value is
-# capped in characters, which keeps the certificate on one page whatever a buyer pastes.
+# Every value is capped in characters (and wraps to at most two lines, see certificate_pdf),
+# which keeps the certificate on one page whatever a buyer pastes.
 _MAX_FIELD_CHARS = 300
-_MAX_ROW_LINES = 2
 
 # The built-in fonts are encoded as Windows-1252: Latin-1 plus the typographic characters buyers
 # paste (dashes, curly quotes, the euro sign), all of which pypdf extracts back faithfully.
-_ENCODING = "windows-1252"
+ENCODING = "windows-1252"
 
 
 class DocumentError(ValueError):
@@ -143,7 +127,7 @@ def pdf_text(value: str, *, limit: int = _MAX_FIELD_CHARS) -> str:
 
 def _showable(text: str) -> bool:
     try:
-        text.encode(_ENCODING)
+        text.encode(ENCODING)
     except UnicodeEncodeError:
         return False
     return True
@@ -163,54 +147,11 @@ def render_certificate_pdf(cert: FilledCertificate) -> bytes:
     elif not cert.signature.strip():
         raise DocumentError("the typed signature is empty")
 
-    pdf = _Certificate(reference=pdf_text(cert.reference, limit=80))
-    pdf.add_page()
+    # fpdf2 (with fontTools) is imported here, not with this module: the serving process only
+    # validates, and every full garbage collection there would walk its ~35,000 objects.
+    from .certificate_pdf import draw_certificate
 
-    pdf.set_font("helvetica", style="B", size=18)
-    pdf.cell(0, 10, "Certificate of Exemption", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.set_font("helvetica", size=9)
-    pdf.set_text_color(90, 90, 90)
-    pdf.multi_cell(
-        0,
-        4.5,
-        "Sales and use tax exemption certificate, laid out after the Streamlined Sales Tax "
-        "Certificate of Exemption (SSTGB Form F0003). Not all states allow all exemptions; the "
-        "purchaser is responsible for being eligible for the exemption claimed in each state.",
-        new_x=XPos.LMARGIN,
-        new_y=YPos.NEXT,
-    )
-    pdf.set_text_color(0, 0, 0)
-
-    pdf.section("1. States under whose laws exemption is claimed")
-    pdf.row("States", ", ".join(f"{z.code} ({z.name})" for z in zones))
-
-    pdf.section("2. Purchaser")
-    p = cert.purchaser
-    pdf.row("Name", p.name)
-    pdf.row("Address", p.line1)
-    pdf.row("", " ".join(part for part in (p.city, p.region, p.postal_code) if part))
-    pdf.row("Country", p.country)
-    pdf.row("Email", p.email)
-    pdf.row("Seller", cert.seller_name or "Not named (blanket certificate for any seller)")
-
-    pdf.section("3. Reason for exemption")
-    pdf.row("Reason", f"{reason.code}. {reason.form_label or reason.name}")
-    pdf.row(_TAX_ID_LABELS.get(cert.tax_id_type, "Identification number"), cert.exemption_number)
-    pdf.row("Exempt percentage", f"{cert.exempt_percentage:g}%")
-    pdf.row(
-        "Expires",
-        cert.expiration_date.isoformat() if cert.expiration_date else "No expiration stated",
-    )
-
-    pdf.section("4. Signature")
-    pdf.set_font("helvetica", size=10)
-    pdf.multi_cell(0, 5, ATTESTATION, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.ln(3)
-    pdf.signature(cert.signature)
-    pdf.row("Print name", cert.signer_name)
-    pdf.row("Date signed", cert.signed_date.isoformat())
-
-    return bytes(pdf.output())
+    return draw_certificate(cert, zones, reason)
 
 
 def verify_signature_png(data: bytes) -> None:
@@ -243,92 +184,3 @@ def _check_signature_png(data: bytes) -> None:
             f"the signature image is {width} x {height} pixels; "
             f"at most {MAX_SIGNATURE_SIDE} on a side are accepted"
         )
-
-
-class _Certificate(FPDF):
-    """An FPDF page with the certificate's few building blocks."""
-
-    LABEL_WIDTH = 62.0
-
-    def __init__(self, *, reference: str) -> None:
-        super().__init__(format="letter", unit="mm")
-        self.reference = reference
-        self.core_fonts_encoding = _ENCODING
-        # fpdf replaces "{nb}" anywhere in the page text with the page count; a buyer's text
-        # must come out exactly as typed, so the alias is switched off.
-        self.alias_nb_pages("")
-        self.set_margins(18, 16, 18)
-        self.set_auto_page_break(True, margin=20)
-        self.set_title("Certificate of Exemption")
-        self.set_creator("certwidget")
-
-    def footer(self) -> None:
-        self.set_y(-15)
-        self.set_font("helvetica", size=8)
-        self.set_text_color(90, 90, 90)
-        self.cell(0, 5, f"Reference: {self.reference}    Generated by certwidget", align="C")
-
-    def section(self, title: str) -> None:
-        self.ln(4)
-        self.set_font("helvetica", style="B", size=11)
-        self.set_fill_color(235, 238, 242)
-        self.cell(0, 7, title, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        self.ln(1)
-
-    def row(self, label: str, value: str) -> None:
-        self.set_font("helvetica", size=9)
-        self.set_text_color(90, 90, 90)
-        self.cell(self.LABEL_WIDTH, 6, pdf_text(label))
-        self.set_font("helvetica", size=10)
-        self.set_text_color(0, 0, 0)
-        text = self._fit(pdf_text(value) or "-", _MAX_ROW_LINES)
-        self.multi_cell(0, 6, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-
-    def _fit(self, text: str, max_lines: int) -> str:
-        """``text`` cut at a word, with an ellipsis, so it wraps to at most ``max_lines`` lines."""
-
-        def lines(candidate: str) -> int:
-            wrapped = self.multi_cell(0, 6, candidate, dry_run=True, output=MethodReturnValue.LINES)
-            assert isinstance(wrapped, list)  # what output=LINES returns
-            return len(wrapped)
-
-        if lines(text) <= max_lines:
-            return text
-        words = text.split(" ")
-        # Halving the word count first keeps the number of trial layouts small.
-        while len(words) > 1 and lines(" ".join(words[: len(words) // 2]) + "…") > max_lines:
-            words = words[: len(words) // 2]
-        while len(words) > 1 and lines(" ".join(words) + "…") > max_lines:
-            words.pop()
-        return " ".join(words) + "…" if len(words) > 1 else text[:40] + "…"
-
-    def signature(self, signature: bytes | str) -> None:
-        top = self.get_y()
-        left = self.l_margin + self.LABEL_WIDTH
-        self.set_font("helvetica", size=9)
-        self.set_text_color(90, 90, 90)
-        self.cell(self.LABEL_WIDTH, 6, "Signature of authorized purchaser")
-        self.set_text_color(0, 0, 0)
-        if isinstance(signature, bytes):
-            try:
-                # Always a BytesIO: fpdf would treat a str as a path or URL to fetch.
-                self.image(io.BytesIO(signature), x=left, y=top, w=80, h=22, keep_aspect_ratio=True)
-            except Exception as exc:
-                # The decoder (Pillow, zlib) fails in many ways on a corrupt image; callers need
-                # one clear error rather than whichever one it happened to be.
-                raise DocumentError("the signature image could not be decoded as a PNG") from exc
-            label = "(drawn signature)"
-        else:
-            # A script-like look from the built-in fonts, labelled so no one mistakes it for ink.
-            self.set_xy(left, top)
-            self.set_font("times", style="I", size=22)
-            self.cell(0, 14, pdf_text(signature, limit=60))
-            label = "(typed signature)"
-        self.set_xy(left, top + 22)
-        self.set_font("helvetica", size=8)
-        self.set_text_color(90, 90, 90)
-        self.cell(0, 4, label, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        self.set_draw_color(150, 150, 150)
-        self.line(left, top + 22, left + 90, top + 22)
-        self.set_text_color(0, 0, 0)
-        self.ln(2)
