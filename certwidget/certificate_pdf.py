@@ -2,7 +2,7 @@
 
 Only :func:`certwidget.documents.render_certificate_pdf` imports this module, when it draws, in
 the renderer's worker processes (see ``filled_pdf``) or where a caller renders directly. fpdf2
-brings fontTools, Pillow's plugins and more: some 35,000 objects that would otherwise sit in
+brings fontTools, Pillow's plugins and more: some 29,000 objects that would otherwise sit in
 the serving process, where every full garbage collection walks them all while buyers wait.
 """
 

@@ -15,7 +15,8 @@ b'%PDF-'
 
 Every value is placed as plain text with fpdf's ``cell``/``multi_cell`` (markdown off, page-number
 alias off), so nothing a buyer types is interpreted. The built-in PDF fonts cover Windows-1252
-only; see :func:`pdf_text` for how other characters are shown.
+only; see :func:`pdf_text` for how other characters are shown. This module checks and describes
+the certificate; the drawing itself is in ``certificate_pdf``, imported only when one is drawn.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def render_certificate_pdf(cert: FilledCertificate) -> bytes:
         raise DocumentError("the typed signature is empty")
 
     # fpdf2 (with fontTools) is imported here, not with this module: the serving process only
-    # validates, and every full garbage collection there would walk its ~35,000 objects.
+    # validates, and every full garbage collection there would walk its ~29,000 objects.
     from .certificate_pdf import draw_certificate
 
     return draw_certificate(cert, zones, reason)
