@@ -34,6 +34,7 @@ RENDER_SOURCE = f"""
 import json, sys
 sys.path.insert(0, {_PACKAGE_ROOT!r})
 from certwidget.filled_pdf import render_stored
+import certwidget.certificate_pdf  # fpdf2: imported while warming up, not at the first render
 send(b"ready")
 while (data := receive()) is not None:
     size = int.from_bytes(data[:4], "big")
