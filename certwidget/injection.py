@@ -172,12 +172,7 @@ class HtmlInjector:
             if self._pending:
                 page_end = self._pending + page_end
                 self._pending = b""
-            # Most pages end so: their `</body>` is 14 bytes from the end, no search needed.
-            at = (
-                len(page_end) - 14
-                if page_end.endswith(b"</body></html>")
-                else _widget_offset(page_end)
-            )
+            at = _widget_offset(page_end)
             # join over memoryviews copies each byte once; slicing then `+` copies it twice.
             view = memoryview(page_end)
             body = b"".join((view[:at], self._insertion, view[at:]))
@@ -376,6 +371,8 @@ def _widget_offset(page: bytes) -> int:
     of the body instead, where browsers parse it into the body all the same.
     """
     size = len(page)
+    if page.endswith(b"</body></html>"):  # how most pages end: one check, no search
+        return size - 14
     if page.endswith(_USUAL_ENDINGS):  # nothing after this `</body>` but `</html>`
         return page.rfind(b"</body>", max(0, size - 17))
     start = max(0, size - BODY_CLOSE_WINDOW)
