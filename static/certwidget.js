@@ -1484,9 +1484,11 @@
     return o;
   }
 
-  function init(element, options) {
-    const host = typeof element === 'string' ? document.querySelector(element) : element;
-    if (!host || !(host instanceof Element)) throw new TypeError('CertWidget.init needs an element');
+  // True once the page's own script has mounted a widget: from then on the middleware's default
+  // mount is not wanted (it would be a second widget), as when the page has a placeholder.
+  let placedByPage = false;
+
+  function mount(host, options) {
     const old = instances.get(host);
     if (old) old.destroy();
     const w = new Widget(host, Object.assign({}, readConfig(), options || {}));
@@ -1494,15 +1496,34 @@
     return w.api;
   }
 
+  function init(element, options) {
+    const host = typeof element === 'string' ? document.querySelector(element) : element;
+    if (!host || !(host instanceof Element)) throw new TypeError('CertWidget.init needs an element');
+    if (!host.hasAttribute('data-certwidget-default')) {
+      placedByPage = true;
+      dropDefaultMounts();
+    }
+    return mount(host, options);
+  }
+
+  function dropDefaultMounts() {
+    // A widget already running there goes too: the page chose where the widget belongs.
+    document.querySelectorAll('[data-certwidget-default]').forEach((el) => {
+      const w = instances.get(el);
+      if (w) w.destroy();
+      el.remove();
+    });
+  }
+
   function boot() {
     const cfg = readConfig();
     const mounts = Array.from(document.querySelectorAll('[data-certwidget]'));
     // The middleware adds a default mount before </body> without reading the page; the shop's
-    // own placeholders, where there are any, take its place.
+    // own placeholders, or a widget its script placed already, take its place.
     const placed = mounts.filter((el) => !el.hasAttribute('data-certwidget-default'));
-    if (placed.length) mounts.forEach((el) => { if (!placed.includes(el)) el.remove(); });
-    (placed.length ? placed : mounts).forEach((el) => {
-      if (!instances.has(el)) init(el, Object.assign({}, cfg, fromData(el)));
+    if (placed.length || placedByPage) dropDefaultMounts();
+    (placed.length ? placed : placedByPage ? [] : mounts).forEach((el) => {
+      if (!instances.has(el)) mount(el, Object.assign({}, cfg, fromData(el)));
     });
   }
 

@@ -37,6 +37,14 @@ CertWidget.init(document.getElementById('exempt'), {
 });
 """
 
+# The same, for a page the middleware injects (so it also has the default mount): the shop's
+# script waits for the injected, deferred widget script, which has already mounted by then.
+LATE_JS = """
+document.addEventListener('DOMContentLoaded', () => {
+  CertWidget.init(document.getElementById('exempt'), { shipZone: 'TX' });
+});
+"""
+
 
 def customer(request: Request) -> dict[str, str] | None:
     code = request.cookies.get("buyer")
@@ -68,6 +76,22 @@ async def manual_js(request: Request) -> Response:
     return Response(MANUAL_JS, media_type="text/javascript")
 
 
+async def injected_manual(request: Request) -> Response:
+    # Mounted by the page's script once the page is ready, or at once by a page that loads the
+    # widget script itself (the injected copy then finds it loaded and stands down).
+    script = (
+        '<script src="/late.js"></script>'
+        if request.path_params["when"] == "late"
+        else '<script src="/certwidget/static/certwidget.js"></script>'
+        '<script src="/manual.js"></script>'
+    )
+    return HTMLResponse(PAGE.format(mount=f'<div id="exempt"></div>{script}'))
+
+
+async def late_js(request: Request) -> Response:
+    return Response(LATE_JS, media_type="text/javascript")
+
+
 @pytest.fixture
 def server_url(live_server_factory: Any, tmp_path: Path) -> str:
     app = Starlette(
@@ -76,6 +100,8 @@ def server_url(live_server_factory: Any, tmp_path: Path) -> str:
             Route("/checkout/attr", checkout_with_attribute),
             Route("/manual", manual),
             Route("/manual.js", manual_js),
+            Route("/checkout/manual/{when}", injected_manual),
+            Route("/late.js", late_js),
         ]
     )
     shop = CertWidgetMiddleware(
@@ -159,4 +185,18 @@ def test_init_options_win_over_what_the_shop_says(
     host.get_by_role("radio", name="Fill in and sign online").check()
     host.get_by_role("button", name="Continue", exact=True).click()
     expect(host.get_by_label("Purchaser name", exact=True)).to_have_value("Named by the page")
+    assert console.unexpected() == []
+
+
+@pytest.mark.parametrize("when", ["late", "early"])
+def test_a_widget_the_page_mounts_itself_replaces_the_default_mount(
+    page: Page, server_url: str, console: ConsoleLog, when: str
+) -> None:
+    # An injected page always has the default mount; the page's own CertWidget.init, before or
+    # after the widget booted, must leave one widget on the page: its own.
+    page.goto(f"/checkout/manual/{when}")
+    host = page.locator("#exempt > cert-widget")
+    expect(host.get_by_label("Ship-to state", exact=True)).to_have_value("TX")
+    expect(page.locator("cert-widget")).to_have_count(1)
+    expect(page.locator("[data-certwidget-default]")).to_have_count(0)
     assert console.unexpected() == []
