@@ -48,6 +48,22 @@ _PATHSEND = "http.response.pathsend"
 
 
 _GLOB_CHARS = "*?["
+# What browsers send in `Origin`: scheme, host (a name or a bracketed IPv6 address), port.
+_ORIGIN = re.compile(
+    r"https?://[a-z0-9.-]+(?::[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](?::[0-9]{1,5})?"
+)
+
+
+def _origin(value: object) -> str:
+    """An ``allowed_origins`` entry as browsers send ``Origin``: scheme and host lowercased, no
+    path (a trailing slash is forgiven); anything else could never match, so it is refused."""
+    origin = value.strip().rstrip("/").lower() if isinstance(value, str) else ""
+    if not _ORIGIN.fullmatch(origin):
+        raise ValueError(
+            f"allowed_origins entries must be origins like 'https://shop.example' or "
+            f"'https://shop.example:8443' (scheme, host, optional port; no path), got {value!r}"
+        )
+    return origin
 
 
 def _is_glob(pattern: str) -> bool:
@@ -98,7 +114,9 @@ class CertWidgetMiddleware:
     - ``database``: the outbox's SQLite file (default ``.certwidget/certwidget.sqlite3``).
     - ``accept_pending``: let on-file certificates still Pending review exempt orders.
     - ``token_max_age``: widget token lifetime in seconds (default 1800).
-    - ``allowed_origins``: other origins allowed to call the endpoints (default none).
+    - ``allowed_origins``: further origins the endpoints accept in ``Origin`` besides the
+      request's own, e.g. the shop's public ``https://`` origin behind a proxy that hides the
+      scheme or host. No CORS headers are sent: the widget runs on the shop's own pages.
     - ``locale``: the widget's default language, ``"en"`` or ``"es"``.
     - ``cookie_secure``: force the Secure cookie flag (default: when the request is https).
     - ``deliver_wait``: seconds intake waits for delivery to the provider before answering
@@ -161,6 +179,7 @@ class CertWidgetMiddleware:
             raise TypeError(
                 "allowed_origins must be a list of origins, e.g. ['https://shop.example']"
             )
+        allowed_origins = [_origin(value) for value in allowed_origins]
         self._inject_prefixes: tuple[str, ...] = ()
         # Paths an inject glob names exactly ("/checkout"): a set lookup instead of the regex.
         self._inject_exact: frozenset[str] = frozenset()

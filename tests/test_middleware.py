@@ -45,6 +45,9 @@ def config_of(html: str) -> dict[str, Any]:
         ({"secret_key": SECRET, "locale": "fr"}, "locale"),
         ({"secret_key": SECRET, "provider": object()}, "CertificateProvider"),
         ({"secret_key": SECRET, "allowed_origins": "https://a.example"}, "allowed_origins"),
+        ({"secret_key": SECRET, "allowed_origins": ["https://a.example/shop"]}, "no path"),
+        ({"secret_key": SECRET, "allowed_origins": ["a.example"]}, "no path"),
+        ({"secret_key": SECRET, "allowed_origins": [None]}, "allowed_origins entries"),
     ],
 )
 def test_bad_configuration_fails_at_construction_with_a_clear_error(
