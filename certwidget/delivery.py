@@ -9,6 +9,11 @@ second certificate.
 Provider outages (:class:`ProviderUnavailable`) are retried with exponential backoff and jitter
 for as long as it takes; a refusal (:class:`ProviderError`, a 4xx) is kept as ``failed`` with
 the provider's message and is never dropped.
+
+An attempt works under the lease its claim took. If it outlives that lease (a stalled provider
+call, a paused VM) and another process claims the row, the outbox refuses this attempt's
+updates from then on; the attempt logs that, stops, and leaves the row to the new owner. Only
+a finished delivery is still recorded (see :meth:`Outbox.mark_delivered`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import datetime as dt
 import functools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from anyio import CapacityLimiter, to_thread
@@ -66,6 +72,25 @@ def _date(value: Any) -> dt.date | None:
     return dt.date.fromisoformat(value) if isinstance(value, str) and value else None
 
 
+class LeaseLost(Exception):
+    """The outbox refused an update: another claim holds the row now, or it was settled."""
+
+
+@dataclass(slots=True)
+class _Claimed:
+    """A row this process has leased and not yet settled."""
+
+    #: The lease's token, which releasing the row on shutdown must show.
+    owner: str
+    #: Set when the attempt settles, so ``deliver_now`` can wait for one the loop claimed first.
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _leases(rows: Sequence[Submission]) -> dict[str, str]:
+    """What :meth:`Outbox.release` needs to hand ``rows`` back: {id: lease token}."""
+    return {row.id: row.lease_owner for row in rows}
+
+
 class Deliverer:
     """Runs delivery in the background; ``wake()`` after a new submission is stored."""
 
@@ -95,9 +120,7 @@ class Deliverer:
         self._traffic = traffic
         #: Rows this process has leased and not yet settled: released on shutdown so another
         #: process (or this one, restarted) need not wait for the lease to run out.
-        # Each is set when its attempt settles, so ``deliver_now`` can wait for an attempt the
-        # background loop claimed first.
-        self._claimed: dict[str, asyncio.Event] = {}
+        self._claimed: dict[str, _Claimed] = {}
         self._spawned: set[asyncio.Task[Submission | None]] = set()
         # Threads that wait on the render workers: few, so they cannot starve anyio's pool.
         self._renders = CapacityLimiter(2)
@@ -136,10 +159,13 @@ class Deliverer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._claimed:
-            claimed, self._claimed = list(self._claimed), {}
-            await to_thread.run_sync(self._outbox.release, claimed)
+            claimed, self._claimed = self._claimed, {}
+            leases = {submission_id: row.owner for submission_id, row in claimed.items()}
+            await to_thread.run_sync(self._outbox.release, leases)
 
-    async def _claim(self, claim: Callable[[], T], leased: Callable[[T], list[str]]) -> T:
+    async def _claim(
+        self, claim: Callable[[], T], leased: Callable[[T], Sequence[Submission]]
+    ) -> T:
         """Run a claim in a thread; if cancelled meanwhile, hand back what it leased, then stop.
 
         Cancelling the wait does not stop the thread, which may still lease rows: without this
@@ -150,9 +176,9 @@ class Deliverer:
             return await asyncio.shield(claiming)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                ids = leased(await claiming)
-                if ids:
-                    self._outbox.release(ids)  # one quick write, on the way out
+                rows = leased(await claiming)
+                if rows:
+                    self._outbox.release(_leases(rows))  # one quick write, on the way out
             raise
 
     def spawn(self, submission_id: str) -> asyncio.Task[Submission | None]:
@@ -173,15 +199,15 @@ class Deliverer:
             try:
                 submission = await self._claim(
                     lambda: self._outbox.claim(submission_id, lease_seconds=self._lease),
-                    lambda row: [row.id] if row is not None else [],
+                    lambda row: [row] if row is not None else [],
                 )
                 if submission is not None:
-                    self._claimed[submission.id] = asyncio.Event()
+                    self._claimed[submission.id] = _Claimed(submission.lease_owner)
                     await self._attempt(submission)
             finally:
                 self.wake()  # a slot is free again
         if submission is None and (running := self._claimed.get(submission_id)) is not None:
-            await running.wait()  # the background loop got there first
+            await running.settled.wait()  # the background loop got there first
         return await to_thread.run_sync(self._outbox.get, submission_id)
 
     async def _run(self) -> None:
@@ -209,7 +235,7 @@ class Deliverer:
                             functools.partial(
                                 self._outbox.claim_due, limit=free, lease_seconds=self._lease
                             ),
-                            lambda rows: [row.id for row in rows],
+                            lambda rows: rows,
                         )
                 finally:
                     for _ in range(free - len(batch)):
@@ -218,10 +244,10 @@ class Deliverer:
                     # Stopped meanwhile: hand the rows back instead of starting on them.
                     for _ in batch:
                         self._slots.release()
-                    await to_thread.run_sync(self._outbox.release, [row.id for row in batch])
+                    await to_thread.run_sync(self._outbox.release, _leases(batch))
                     return
                 for row in batch:
-                    self._claimed[row.id] = asyncio.Event()
+                    self._claimed[row.id] = _Claimed(row.lease_owner)
                     task = asyncio.get_running_loop().create_task(self._attempt_in_slot(row))
                     self._spawned.add(task)
                     task.add_done_callback(self._spawned.discard)
@@ -257,75 +283,120 @@ class Deliverer:
         delay = min(self._max_delay, self._base_delay * float(2 ** min(attempts, 20)))
         return delay * random.uniform(0.5, 1.0)
 
-    async def _keep_lease(self, submission_id: str) -> None:
+    async def _keep_lease(self, submission: Submission, delivery: asyncio.Future[Any]) -> None:
         # A slow provider must not let the lease lapse mid-delivery (another worker would then
-        # deliver the same row again): renew it while the attempt runs.
+        # deliver the same row again): renew it while the attempt runs. A renewal refused means
+        # it lapsed anyway (this process stalled) and another claim holds the row now: the
+        # delivery stops at once rather than at its next update, which would be refused too.
         while True:
             await asyncio.sleep(self._lease / 3)
-            await to_thread.run_sync(
-                lambda: self._outbox.renew(submission_id, lease_seconds=self._lease)
+            held = await to_thread.run_sync(
+                lambda: self._outbox.renew(
+                    submission.id, owner=submission.lease_owner, lease_seconds=self._lease
+                )
             )
+            if not held:
+                delivery.cancel()
+                return
+
+    async def _deliver_leased(self, submission: Submission) -> dict[str, Any]:
+        """:meth:`_deliver` while renewing the lease; :class:`LeaseLost` if it was lost."""
+        delivery = asyncio.ensure_future(self._deliver(submission))
+        heartbeat = asyncio.ensure_future(self._keep_lease(submission, delivery))
+        try:
+            return await delivery
+        except asyncio.CancelledError:
+            # Cancelled by the heartbeat, not by whoever runs this attempt (stop(), a request
+            # that went away): that cancellation is theirs, and goes on.
+            task = asyncio.current_task()
+            stopped = task is not None and task.cancelling() > 0
+            if heartbeat.done() and not heartbeat.cancelled() and not stopped:
+                raise LeaseLost("renewing its lease") from None
+            raise
+        finally:
+            heartbeat.cancel()
 
     async def _attempt(self, submission: Submission) -> None:
         """Deliver a row this process has leased, in a slot the caller holds."""
-        heartbeat = asyncio.ensure_future(self._keep_lease(submission.id))
+        claimed = self._claimed.get(submission.id)
         try:
-            try:
-                progress = await self._deliver(submission)
-            except ProviderUnavailable as exc:
-                delay = self._backoff(submission.attempts)
-                logger.warning(
-                    "certwidget: provider unavailable delivering %s (attempt %d), "
-                    "retry in %.1fs: %s",
+            progress = await self._deliver_leased(submission)
+        except LeaseLost as exc:
+            self._lost(submission, str(exc))
+        except ProviderUnavailable as exc:
+            delay = self._backoff(submission.attempts)
+            logger.warning(
+                "certwidget: provider unavailable delivering %s (attempt %d), retry in %.1fs: %s",
+                submission.id,
+                submission.attempts + 1,
+                delay,
+                exc,
+            )
+            await self._retry_later(submission, str(exc), delay)
+        except ProviderError as exc:
+            if exc.status in (401, 403):
+                # Our credentials, not the buyer's certificate, are wrong: a shop fixes (or
+                # rotates) them, so keep the submission queued instead of failing it.
+                logger.error(
+                    "certwidget: the provider refused our credentials (%s) delivering %s: "
+                    "%s; will retry",
+                    exc.status,
                     submission.id,
-                    submission.attempts + 1,
-                    delay,
-                    exc,
+                    exc.message,
                 )
-                await self._retry_later(submission, str(exc), delay)
-            except ProviderError as exc:
-                if exc.status in (401, 403):
-                    # Our credentials, not the buyer's certificate, are wrong: a shop fixes
-                    # (or rotates) them, so keep the submission queued instead of failing it.
-                    logger.error(
-                        "certwidget: the provider refused our credentials (%s) delivering %s: "
-                        "%s; will retry",
-                        exc.status,
-                        submission.id,
-                        exc.message,
-                    )
-                    await self._retry_later(
-                        submission, exc.message, self._backoff(submission.attempts)
-                    )
-                else:
-                    logger.error(
-                        "certwidget: provider refused submission %s: %s",
-                        submission.id,
-                        exc.message,
-                    )
-                    await self._give_up(submission, exc.message)
-            except Exception as exc:
-                # Our own bug or an unexpected answer: keep the row and retry later rather
-                # than lose an acknowledged certificate.
-                logger.exception("certwidget: unexpected error delivering %s", submission.id)
-                await self._retry_later(
-                    submission,
-                    f"{type(exc).__name__}: {exc}",
-                    self._backoff(submission.attempts),
-                )
+                await self._retry_later(submission, exc.message, self._backoff(submission.attempts))
             else:
-                await to_thread.run_sync(
-                    lambda: self._outbox.mark_delivered(submission.id, progress)
+                logger.error(
+                    "certwidget: provider refused submission %s: %s", submission.id, exc.message
                 )
-                submission.state = "delivered"
-                submission.progress = progress
-                if self._on_delivered is not None:
-                    self._on_delivered(submission)
-        finally:
-            heartbeat.cancel()
-        settled = self._claimed.pop(submission.id, None)
-        if settled is not None:
-            settled.set()
+                await self._give_up(submission, exc.message)
+        except Exception as exc:
+            # Our own bug or an unexpected answer: keep the row and retry later rather than
+            # lose an acknowledged certificate.
+            logger.exception("certwidget: unexpected error delivering %s", submission.id)
+            await self._retry_later(
+                submission, f"{type(exc).__name__}: {exc}", self._backoff(submission.attempts)
+            )
+        else:
+            await self._record_delivery(submission, progress)
+        # Not reached when the attempt is cancelled: stop() then releases the row.
+        self._settled(submission, claimed)
+
+    def _settled(self, submission: Submission, claimed: _Claimed | None) -> None:
+        """The attempt is over: whoever waits on it hears so, and the row is no longer ours."""
+        if claimed is None:
+            return
+        claimed.settled.set()
+        # Ours unless this process claimed the row again meanwhile (this attempt outlived its
+        # lease): that attempt's entry stays until it settles.
+        if self._claimed.get(submission.id) is claimed:
+            del self._claimed[submission.id]
+
+    def _lost(self, submission: Submission, doing: str) -> None:
+        logger.warning(
+            "certwidget: lost the lease on submission %s while %s: the attempt outlived its "
+            "lease and another claim holds the row (or settled it); leaving it to that one",
+            submission.id,
+            doing,
+        )
+
+    async def _record_delivery(self, submission: Submission, progress: dict[str, Any]) -> None:
+        recorded = await to_thread.run_sync(
+            lambda: self._outbox.mark_delivered(submission.id, progress)
+        )
+        if not recorded:
+            # Settled by another process while this attempt outlived its lease: what that one
+            # recorded (its own delivery, or the provider's refusal) stands.
+            logger.warning(
+                "certwidget: delivered submission %s, but another process had settled it "
+                "meanwhile; left as that one recorded it",
+                submission.id,
+            )
+            return
+        submission.state = "delivered"
+        submission.progress = progress
+        if self._on_delivered is not None:
+            self._on_delivered(submission)
 
     async def _render(self, submission: Submission) -> None:
         """Make the filled certificate's PDF from the stored fields and keep it in the row."""
@@ -334,20 +405,36 @@ class Deliverer:
             lambda: render_in_worker(submission.payload, signature, submission.id),
             limiter=self._renders,
         )
-        await to_thread.run_sync(
+        held = await to_thread.run_sync(
             lambda: self._outbox.set_document(
-                submission.id, pdf, media_type=PDF_MEDIA_TYPE, filename=PDF_FILENAME
+                submission.id,
+                pdf,
+                owner=submission.lease_owner,
+                media_type=PDF_MEDIA_TYPE,
+                filename=PDF_FILENAME,
             )
         )
+        if not held:
+            raise LeaseLost("keeping its rendered PDF")
         submission.media_type, submission.filename = PDF_MEDIA_TYPE, PDF_FILENAME
 
     async def _retry_later(self, submission: Submission, error: str, delay: float) -> None:
-        await to_thread.run_sync(
-            lambda: self._outbox.mark_retry(submission.id, error=error, delay=delay)
+        retried = await to_thread.run_sync(
+            lambda: self._outbox.mark_retry(
+                submission.id, owner=submission.lease_owner, error=error, delay=delay
+            )
         )
+        if not retried:
+            self._lost(submission, "scheduling its retry")
 
     async def _give_up(self, submission: Submission, error: str) -> None:
-        await to_thread.run_sync(lambda: self._outbox.mark_failed(submission.id, error=error))
+        failed = await to_thread.run_sync(
+            lambda: self._outbox.mark_failed(
+                submission.id, owner=submission.lease_owner, error=error
+            )
+        )
+        if not failed:
+            self._lost(submission, "recording the provider's refusal")
 
     async def _deliver(self, submission: Submission) -> dict[str, Any]:
         progress: dict[str, Any] = dict(submission.progress)
@@ -360,7 +447,13 @@ class Deliverer:
             progress["numbers"] = dict(numbers)
             progress["attached"] = list(attached)
             snapshot = dict(progress)
-            await to_thread.run_sync(lambda: self._outbox.save_progress(submission.id, snapshot))
+            held = await to_thread.run_sync(
+                lambda: self._outbox.save_progress(
+                    submission.id, snapshot, owner=submission.lease_owner
+                )
+            )
+            if not held:
+                raise LeaseLost("saving its progress")
 
         if "customer_id" not in progress:
             progress["customer_id"] = await self._provider.ensure_customer(profile_for(submission))

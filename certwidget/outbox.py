@@ -4,7 +4,8 @@ One SQLite file (WAL). Each row keeps what the buyer sent and how far delivery t
 has got, so a retry after a crash resumes where it stopped instead of starting over; the document
 to attach is kept beside it, in its own table (SQLite rewrites a whole row on every update, and
 delivery updates its row several times). Several processes may share the file: a delivery lease
-stops two of them from working on one row at once.
+stops two of them from working on one row at once, and each claim takes it under a token of its
+own, so an attempt that outlived its lease cannot settle a row someone else has claimed since.
 
 Writes go through one writer thread that commits what is waiting in one transaction (group
 commit): twenty buyers submitting at once cost one ``fsync``, not twenty, and nobody hears back
@@ -19,7 +20,9 @@ Reads use their own connection, so they never wait for a commit's ``fsync``.
     outbox = Outbox("certwidget.sqlite3")
     row, created = outbox.add(new_submission)          # blocking (run it in a thread), or
     row, created = await outbox.add_async(new_submission)
-    for row in outbox.claim_due(limit=10, lease_seconds=60): ...
+    for row in outbox.claim_due(limit=10, lease_seconds=60):
+        ...
+        outbox.mark_retry(row.id, owner=row.lease_owner, error="...", delay=30)
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -59,6 +62,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     lease_until REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT NOT NULL DEFAULT '',
     last_error TEXT NOT NULL DEFAULT '',
     progress TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
@@ -129,6 +133,9 @@ class Submission:
     delivered_at: float | None
     #: Delivery progress: {"customer_id": ..., "certificates": {zone: id}, "attached": [zone, ...]}
     progress: dict[str, Any] = field(default_factory=dict)
+    #: The token of the lease :meth:`Outbox.claim` or :meth:`Outbox.claim_due` took on the row,
+    #: which the updates that extend or settle it must show; empty for rows read otherwise.
+    lease_owner: str = field(default="", compare=False)
 
     @property
     def zones(self) -> list[str]:
@@ -141,7 +148,7 @@ _COLUMNS = (
 )
 
 
-def _row(row: sqlite3.Row) -> Submission:
+def _row(row: sqlite3.Row, lease_owner: str = "") -> Submission:
     return Submission(
         id=row["id"],
         customer=row["customer"],
@@ -158,6 +165,7 @@ def _row(row: sqlite3.Row) -> Submission:
         created_at=row["created_at"],
         delivered_at=row["delivered_at"],
         progress=json.loads(row["progress"]),
+        lease_owner=lease_owner,
     )
 
 
@@ -177,6 +185,15 @@ _COPY_INLINE_DOCUMENTS = (
 _DROP_DELIVERED_INLINE_DOCUMENTS = (
     "UPDATE submissions SET document = NULL WHERE state = 'delivered' AND document IS NOT NULL"
 )
+# Files from before leases had owners. Rows get '' (no claim holds them): a lease an older
+# process took keeps running out by its time as before, and the next claim stamps its token.
+_ADD_LEASE_OWNER = "ALTER TABLE submissions ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''"
+
+# Whether the caller still holds the lease it claimed: the row is pending and no claim has
+# taken it since (a claim writes its own token; settling or releasing writes ''). A lease that
+# ran out unclaimed is still the caller's: nobody else is working on the row. The bound token
+# is never '' (every claim makes one), so a row nobody claimed is held by nobody.
+_HELD = "id = ? AND state = 'pending' AND lease_owner = ? AND lease_owner != ''"
 
 #: The most writes committed in one transaction.
 MAX_BATCH = 64
@@ -228,7 +245,7 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous_full = True
         self._db.executescript(_SCHEMA)
-        self._tidy_documents()
+        self._upgrade()
         self._reader = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30
         )
@@ -244,20 +261,25 @@ class Outbox:
             if self._closed:
                 self._open()
 
-    def _tidy_documents(self) -> None:
+    def _upgrade(self) -> None:
         """At open, in one transaction: documents of delivered submissions (which earlier
         versions kept) are dropped; a file made before documents had their own table gets the
         inline documents of its undelivered submissions copied there. The old column keeps its
         copy, so an older certwidget process still sharing this file (during an upgrade one
-        process at a time) reads its documents as before.
+        process at a time) reads its documents as before. A file made before leases had owners
+        gets the column; an older process still on it claims and settles without looking at it,
+        as it always did, until it is upgraded too.
         """
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(submissions)")}
-        self._legacy_document_column = "document" in columns
-        statements = [_DROP_DELIVERED_DOCUMENTS]
-        if self._legacy_document_column:
-            statements += [_COPY_INLINE_DOCUMENTS, _DROP_DELIVERED_INLINE_DOCUMENTS]
+        # The columns are read under the write lock: processes opening an older file at once
+        # add the missing column once, the first to get the lock, and the others see it.
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(submissions)")}
+            self._legacy_document_column = "document" in columns
+            statements = [] if "lease_owner" in columns else [_ADD_LEASE_OWNER]
+            statements.append(_DROP_DELIVERED_DOCUMENTS)
+            if self._legacy_document_column:
+                statements += [_COPY_INLINE_DOCUMENTS, _DROP_DELIVERED_INLINE_DOCUMENTS]
             for statement in statements:
                 self._db.execute(statement)
         except BaseException:
@@ -414,28 +436,38 @@ class Outbox:
         return b""
 
     def set_document(
-        self, submission_id: str, document: bytes, *, media_type: str, filename: str
-    ) -> None:
-        """Replace the stored document (the rendered PDF of a filled-in certificate).
+        self, submission_id: str, document: bytes, *, owner: str, media_type: str, filename: str
+    ) -> bool:
+        """Replace the stored document (the rendered PDF of a filled-in certificate) of a row
+        the caller holds the lease on; answers whether it did (False: the lease was lost).
 
         Not durable on its own: if a power cut loses it, the signature it replaced is still
         there and delivery renders the PDF again.
         """
 
-        def op(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT OR REPLACE INTO documents (submission_id, content) VALUES (?, ?)",
-                (submission_id, document),
-            )
-            db.execute(
-                "UPDATE submissions SET media_type = ?, filename = ? WHERE id = ?",
-                (media_type, filename, submission_id),
-            )
+        def op(db: sqlite3.Connection) -> bool:
+            # The row first, to learn whether the lease is still held: a document written for
+            # a row another process has delivered since would outlive it, and one written
+            # while another attempt renders would replace that attempt's.
+            held = db.execute(
+                f"UPDATE submissions SET media_type = ?, filename = ? WHERE {_HELD}",
+                (media_type, filename, submission_id, owner),
+            ).rowcount
+            if held:
+                db.execute(
+                    "INSERT OR REPLACE INTO documents (submission_id, content) VALUES (?, ?)",
+                    (submission_id, document),
+                )
+            return held == 1
 
-        self._write(op, durable=False)
+        return self._write(op, durable=False)
 
     def claim_due(self, *, limit: int, lease_seconds: float) -> list[Submission]:
-        """Lease up to ``limit`` pending submissions whose next attempt is due."""
+        """Lease up to ``limit`` pending submissions whose next attempt is due.
+
+        Each row comes back with the token of its lease (``lease_owner``), which the updates
+        that extend or settle the lease must show.
+        """
 
         def op(db: sqlite3.Connection) -> list[Submission]:
             now = time.time()
@@ -451,16 +483,20 @@ class Outbox:
                 ).fetchone()
                 for (rowid,) in due
             ]
+            leases = [(row, _new_owner()) for row in rows]
             db.executemany(
-                "UPDATE submissions SET lease_until = ? WHERE id = ?",
-                [(now + lease_seconds, row["id"]) for row in rows],
+                "UPDATE submissions SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                [(now + lease_seconds, owner, row["id"]) for row, owner in leases],
             )
-            return [_row(row) for row in rows]
+            return [_row(row, owner) for row, owner in leases]
 
         return self._write(op, durable=False)
 
     def claim(self, submission_id: str, *, lease_seconds: float) -> Submission | None:
-        """Lease one pending submission now, whatever its schedule; None if taken or done."""
+        """Lease one pending submission now, whatever its schedule; None if taken or done.
+
+        The row comes back with the token of its lease, as from :meth:`claim_due`.
+        """
 
         def op(db: sqlite3.Connection) -> Submission | None:
             now = time.time()
@@ -471,21 +507,24 @@ class Outbox:
             ).fetchone()
             if row is None:
                 return None
+            owner = _new_owner()
             db.execute(
-                "UPDATE submissions SET lease_until = ? WHERE id = ?",
-                (now + lease_seconds, submission_id),
+                "UPDATE submissions SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                (now + lease_seconds, owner, submission_id),
             )
-            return _row(row)
+            return _row(row, owner)
 
         return self._write(op, durable=False)
 
-    def renew(self, submission_id: str, *, lease_seconds: float) -> None:
-        """Extend the lease of a row this process is delivering."""
-        self._execute(
-            "UPDATE submissions SET lease_until = ? WHERE id = ? AND state = 'pending'",
-            (time.time() + lease_seconds, submission_id),
+    def renew(self, submission_id: str, *, owner: str, lease_seconds: float) -> bool:
+        """Extend the lease the caller holds on a row it is delivering; answers whether it
+        still held it (False: the row was claimed by someone else since, or settled)."""
+        changed = self._execute(
+            f"UPDATE submissions SET lease_until = ? WHERE {_HELD}",
+            (time.time() + lease_seconds, submission_id, owner),
             durable=False,
         )
+        return changed == 1
 
     def next_due_in(self) -> float | None:
         """Seconds until the earliest pending submission is due (0 if overdue), None if none."""
@@ -497,69 +536,96 @@ class Outbox:
             return None
         return max(0.0, float(rows[0]["due"]) - time.time())
 
-    def save_progress(self, submission_id: str, progress: dict[str, Any]) -> None:
-        """Record how far delivery got (not durable on its own: every step is idempotent)."""
-        self._execute(
-            "UPDATE submissions SET progress = ? WHERE id = ?",
-            (json.dumps(progress), submission_id),
+    def save_progress(self, submission_id: str, progress: dict[str, Any], *, owner: str) -> bool:
+        """Record how far delivery got (not durable on its own: every step is idempotent), if
+        the caller still holds the lease; answers whether it did."""
+        changed = self._execute(
+            f"UPDATE submissions SET progress = ? WHERE {_HELD}",
+            (json.dumps(progress), submission_id, owner),
             durable=False,
         )
+        return changed == 1
 
-    def mark_delivered(self, submission_id: str, progress: dict[str, Any]) -> None:
+    def mark_delivered(self, submission_id: str, progress: dict[str, Any]) -> bool:
         """The provider holds the certificate and its document now: the row stays (it answers
         ``exemption_for`` and idempotent replays), the document goes, so the file does not
-        grow by every upload for ever."""
+        grow by every upload for ever. Answers whether it recorded that: False if the row was
+        settled already, which it leaves as it was.
+
+        It asks for no lease: every step at the provider is done, and each is idempotent there,
+        so a row still pending is delivered whoever holds its lease now (that attempt's next
+        update is refused and it stops). A row another process settled meanwhile keeps what
+        that process recorded: its own delivery, or a refusal (failed, its document kept for
+        :meth:`requeue`).
+        """
         legacy = self._legacy_document_column
 
-        def op(db: sqlite3.Connection) -> None:
-            db.execute(
+        def op(db: sqlite3.Connection) -> bool:
+            changed = db.execute(
                 "UPDATE submissions SET state = 'delivered', progress = ?, delivered_at = ?,"
-                " lease_until = 0, last_error = '' WHERE id = ?",
+                " lease_until = 0, lease_owner = '', last_error = ''"
+                " WHERE id = ? AND state = 'pending'",
                 (json.dumps(progress), time.time(), submission_id),
-            )
-            db.execute("DELETE FROM documents WHERE submission_id = ?", (submission_id,))
-            if legacy:
-                db.execute("UPDATE submissions SET document = NULL WHERE id = ?", (submission_id,))
+            ).rowcount
+            if changed:
+                db.execute("DELETE FROM documents WHERE submission_id = ?", (submission_id,))
+                if legacy:
+                    db.execute(
+                        "UPDATE submissions SET document = NULL WHERE id = ?", (submission_id,)
+                    )
+            return changed == 1
 
-        self._write(op, durable=True)
+        return self._write(op, durable=True)
 
-    def mark_retry(self, submission_id: str, *, error: str, delay: float) -> None:
-        self._execute(
+    def mark_retry(self, submission_id: str, *, owner: str, error: str, delay: float) -> bool:
+        """An attempt that failed for now: another after ``delay`` seconds, if the caller still
+        holds the lease; answers whether it did (a row claimed since is the new owner's)."""
+        changed = self._execute(
             "UPDATE submissions SET attempts = attempts + 1, last_error = ?,"
-            " next_attempt_at = ?, lease_until = 0 WHERE id = ?",
-            (error[:500], time.time() + delay, submission_id),
+            f" next_attempt_at = ?, lease_until = 0, lease_owner = '' WHERE {_HELD}",
+            (error[:500], time.time() + delay, submission_id, owner),
             durable=False,
         )
+        return changed == 1
 
-    def release(self, submission_ids: Sequence[str]) -> None:
-        """Give up leases without recording an attempt (a graceful shutdown mid-delivery)."""
+    def release(self, leases: Mapping[str, str]) -> int:
+        """Give up leases without recording an attempt (a graceful shutdown mid-delivery).
 
-        def op(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "UPDATE submissions SET lease_until = 0 WHERE id = ? AND state = 'pending'",
-                [(submission_id,) for submission_id in submission_ids],
-            )
+        ``leases`` maps each submission id to the token of the caller's lease on it; a lease
+        someone else has claimed since stays theirs. Answers how many were given up.
+        """
 
-        self._write(op, durable=False)
+        def op(db: sqlite3.Connection) -> int:
+            return db.executemany(
+                f"UPDATE submissions SET lease_until = 0, lease_owner = '' WHERE {_HELD}",
+                list(leases.items()),
+            ).rowcount
+
+        return self._write(op, durable=False)
 
     def requeue(self, submission_id: str) -> bool:
-        """Send a failed submission again (after fixing what the provider refused)."""
+        """Send a failed submission again (after fixing what the provider refused).
+
+        A shop's decision, not an attempt's: it needs no lease.
+        """
         changed = self._execute(
-            "UPDATE submissions SET state = 'pending', next_attempt_at = 0, lease_until = 0"
-            " WHERE id = ? AND state = 'failed'",
+            "UPDATE submissions SET state = 'pending', next_attempt_at = 0, lease_until = 0,"
+            " lease_owner = '' WHERE id = ? AND state = 'failed'",
             (submission_id,),
             durable=True,
         )
         return changed == 1
 
-    def mark_failed(self, submission_id: str, *, error: str) -> None:
-        """A permanent refusal by the provider: kept, never retried, visible to the shop."""
-        self._execute(
+    def mark_failed(self, submission_id: str, *, owner: str, error: str) -> bool:
+        """A permanent refusal by the provider: kept, never retried, visible to the shop; if the
+        caller still holds the lease. Answers whether it did."""
+        changed = self._execute(
             "UPDATE submissions SET state = 'failed', attempts = attempts + 1,"
-            " last_error = ?, lease_until = 0 WHERE id = ?",
-            (error[:500], submission_id),
+            f" last_error = ?, lease_until = 0, lease_owner = '' WHERE {_HELD}",
+            (error[:500], submission_id, owner),
             durable=True,
         )
+        return changed == 1
 
     def _execute(self, sql: str, params: Sequence[Any], *, durable: bool) -> int:
         """One statement in the writer; answers the number of rows it changed."""
@@ -725,6 +791,16 @@ def _new_row(new: NewSubmission) -> tuple[Submission, tuple[Any, ...]]:
         new.document or None,
     )
     return submission, values
+
+
+def _new_owner() -> str:
+    """A fresh lease token.
+
+    One per claim, not one per process: two attempts at one row in one process (the background
+    loop's, and ``deliver_now``'s after the first outlived its lease) must not pass for each
+    other either. Claims are batched writes already; a token costs no statement.
+    """
+    return uuid.uuid4().hex
 
 
 def _earlier(db: sqlite3.Connection, new: NewSubmission) -> Submission:
