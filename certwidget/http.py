@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 
@@ -48,22 +49,116 @@ def json_response(content: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(content, status_code=status, headers=_JSON_HEADERS)
 
 
-async def read_body(request: Request, *, limit: int) -> bytes:
-    """The whole body, refusing with 413 before reading more than ``limit`` bytes."""
+# How long a body may take to arrive. A client that declares ``Content-Length: 10000000`` and
+# then trickles a byte every few seconds (slowloris) would otherwise hold a request task, its
+# buffered chunks and a connection for ever: the server's own timeouts (uvicorn's keep-alive)
+# do not cover a body in progress. Two rules; the first broken ends the read with a 408:
+#
+# - Idle: nothing at all for BODY_IDLE_TIMEOUT seconds. 30 s outlasts a mobile handover and
+#   four TCP retransmissions backing off 1+2+4+8 s on a lossy link; a link silent for longer
+#   is as good as dead (nginx's client_body_timeout, the same rule, defaults to 60 s).
+# - Rate (Apache mod_reqtimeout's MinRate, whose default is 500 bytes/s): after a grace of
+#   BODY_GRACE seconds the body must have averaged BODY_MIN_RATE bytes a second, i.e. at any
+#   moment ``elapsed <= BODY_GRACE + received / BODY_MIN_RATE``. 8 KB/s is 64 kbit/s, the
+#   uplink of an EDGE (2G) connection, well under a weak 3G one (a few hundred kbit/s). So the
+#   largest upload (intake.MAX_MULTIPART_BYTES: the 10 MB file and its form) may take 30 s +
+#   21.5 min, a 1 MB scan 30 s + 2 min, a filled-in form (a few KB) about 30 s, and an upload
+#   that has got ahead of the floor may pause for the time it is ahead (up to the idle limit).
+#   A trickle is cut off soon after BODY_GRACE seconds, since what it sent earns it almost no
+#   time: holding a connection longer costs a client the bandwidth of a real upload, which is
+#   no longer a cheap attack.
+#
+# The time allowed grows with the bytes received, not declared, so a false Content-Length
+# buys nothing; and as the bytes are capped by ``limit``, so is the time (grace + limit / rate).
+BODY_IDLE_TIMEOUT = 30.0
+BODY_GRACE = 30.0
+BODY_MIN_RATE = 8 * 1024
+
+
+async def read_body(
+    request: Request,
+    *,
+    limit: int,
+    idle_timeout: float | None = None,
+    grace: float | None = None,
+    min_rate: float | None = None,
+) -> bytes:
+    """The whole body, refusing with 413 before reading more than ``limit`` bytes, and with
+    408 if it arrives too slowly (see BODY_IDLE_TIMEOUT, BODY_GRACE and BODY_MIN_RATE, the
+    defaults of ``idle_timeout``, ``grace`` and ``min_rate``)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()):
             raise HTTPProblem(400, "bad_content_length", "Content-Length must be a number.")
         if int(declared) > limit:
             raise too_large(limit)
+    # Read at call time, not bound as defaults, so that tests can shorten them for a server.
+    idle = BODY_IDLE_TIMEOUT if idle_timeout is None else idle_timeout
+    allowance = BODY_GRACE if grace is None else grace
+    rate = BODY_MIN_RATE if min_rate is None else min_rate
+    loop = asyncio.get_running_loop()
+    start = last = loop.time()
+    scheduled = start + min(idle, allowance)
+    # Moving the timer costs microseconds (a timer handle is cancelled and another made): not
+    # worth it for less than this, so the read may end up to this much before the rules say
+    # (under a second at the defaults), never after, and a body that arrives within it in
+    # any number of chunks never moves the timer.
+    slack = min(idle, allowance) / 32
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
+    receive = request.receive
+    # One timer for the whole read, moved on as chunks arrive: no task or timer per chunk. The
+    # messages are read straight from receive, not through request.stream(): its async
+    # generator and the chunk it yields last (b"") cost as much as the timer itself.
+    timeout = asyncio.timeout_at(scheduled)
+    try:
+        async with timeout:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+                last = loop.time()
+                deadline = min(last + idle, start + allowance + size / rate)
+                if deadline - scheduled >= slack:
+                    scheduled = deadline
+                    timeout.reschedule(deadline)
+    except TimeoutError:
+        if not timeout.expired():
+            raise
+        idled = last + idle <= start + allowance + size / rate
+        raise too_slow(idle if idled else None, size, loop.time() - start, rate) from None
     return b"".join(chunks)
+
+
+def _amount(size: float) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MB"
+    if size >= 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size:.0f} bytes"
+
+
+def too_slow(idle: float | None, received: int, elapsed: float, rate: float) -> HTTPProblem:
+    """The 408 for a body that stalled (``idle`` seconds without a byte) or trickled."""
+    if idle is not None:
+        detail = f"nothing came for {idle:g} seconds"
+    else:
+        seconds = f"{elapsed:.0f}" if elapsed >= 10 else f"{elapsed:.1f}"
+        detail = f"{_amount(received)} in {seconds} seconds, under {_amount(rate)} a second"
+    return HTTPProblem(
+        408,
+        "request_timeout",
+        f"The request body arrived too slowly: {detail}. Check the connection and try again.",
+        # The rest of the body is unread: the connection cannot carry another request.
+        headers={"Connection": "close"},
+    )
 
 
 def too_large(limit: int) -> HTTPProblem:
