@@ -290,11 +290,17 @@ class Deliverer:
         # delivery stops at once rather than at its next update, which would be refused too.
         while True:
             await asyncio.sleep(self._lease / 3)
-            held = await to_thread.run_sync(
-                lambda: self._outbox.renew(
-                    submission.id, owner=submission.lease_owner, lease_seconds=self._lease
+            try:
+                held = await to_thread.run_sync(
+                    lambda: self._outbox.renew(
+                        submission.id, owner=submission.lease_owner, lease_seconds=self._lease
+                    )
                 )
-            )
+            except Exception:
+                # A renewal that failed (the file busy past its timeout) is tried again at the
+                # next beat: a heartbeat that died here would let the lease lapse unseen.
+                logger.warning("certwidget: could not renew the lease on %s", submission.id)
+                continue
             if not held:
                 delivery.cancel()
                 return

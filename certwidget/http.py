@@ -92,6 +92,13 @@ async def read_body(
             raise HTTPProblem(400, "bad_content_length", "Content-Length must be a number.")
         if int(declared) > limit:
             raise too_large(limit)
+    # A body the shop's own code has read already (its customer(request) awaiting
+    # request.body() on this request) is kept by Starlette: receive has nothing more to give.
+    cached: bytes | None = getattr(request, "_body", None)
+    if cached is not None:
+        if len(cached) > limit:
+            raise too_large(limit)
+        return cached
     # Read at call time, not bound as defaults, so that tests can shorten them for a server.
     idle = BODY_IDLE_TIMEOUT if idle_timeout is None else idle_timeout
     allowance = BODY_GRACE if grace is None else grace

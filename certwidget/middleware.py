@@ -49,16 +49,20 @@ _PATHSEND = "http.response.pathsend"
 
 _GLOB_CHARS = "*?["
 # What browsers send in `Origin`: scheme, host (a name or a bracketed IPv6 address), port.
-_ORIGIN = re.compile(
-    r"https?://[a-z0-9.-]+(?::[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](?::[0-9]{1,5})?"
-)
+_ORIGIN = re.compile(r"https?://(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 
 
 def _origin(value: object) -> str:
     """An ``allowed_origins`` entry as browsers send ``Origin``: scheme and host lowercased, no
     path (a trailing slash is forgiven); anything else could never match, so it is refused."""
     origin = value.strip().rstrip("/").lower() if isinstance(value, str) else ""
-    if not _ORIGIN.fullmatch(origin):
+    # Browsers leave a scheme's default port out of Origin: so must we, or it never matches.
+    if origin.startswith("http://") and origin.endswith(":80"):
+        origin = origin.removesuffix(":80")
+    elif origin.startswith("https://") and origin.endswith(":443"):
+        origin = origin.removesuffix(":443")
+    match = _ORIGIN.fullmatch(origin)
+    if match is None or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
         raise ValueError(
             f"allowed_origins entries must be origins like 'https://shop.example' or "
             f"'https://shop.example:8443' (scheme, host, optional port; no path), got {value!r}"

@@ -1503,6 +1503,22 @@
       placedByPage = true;
       dropDefaultMounts();
     }
+    if (document.readyState === 'loading' && !document.getElementById('certwidget-config')) {
+      // Called before the page is parsed, by a page that loads this script itself: the config
+      // the middleware injects (endpoint, locale) comes at the end of the body. Mount once it
+      // is there; the handle forwards to that widget.
+      let api = null;
+      let dropped = false;
+      document.addEventListener('DOMContentLoaded', () => {
+        if (!dropped) api = mount(host, options);
+      }, { once: true });
+      return {
+        element: host,
+        version: VERSION,
+        destroy: () => { dropped = true; if (api) api.destroy(); },
+        reset: () => { if (api) api.reset(); },
+      };
+    }
     return mount(host, options);
   }
 

@@ -47,6 +47,7 @@ def config_of(html: str) -> dict[str, Any]:
         ({"secret_key": SECRET, "allowed_origins": "https://a.example"}, "allowed_origins"),
         ({"secret_key": SECRET, "allowed_origins": ["https://a.example/shop"]}, "no path"),
         ({"secret_key": SECRET, "allowed_origins": ["a.example"]}, "no path"),
+        ({"secret_key": SECRET, "allowed_origins": ["https://a.example:70000"]}, "no path"),
         ({"secret_key": SECRET, "allowed_origins": [None]}, "allowed_origins entries"),
     ],
 )

@@ -165,6 +165,22 @@ async def test_an_oversize_body_is_still_a_413_at_once_not_a_408() -> None:
     assert elapsed < 0.25
 
 
+@pytest.mark.anyio
+async def test_a_body_the_shops_code_read_already_is_reused_not_waited_for() -> None:
+    # customer(request) may await request.body() on the same request before the endpoint reads
+    # it: receive is spent then, and waiting on it would end in a 408.
+    read_first = request(script(b"ab", b"cd", then_stall=True), 4)
+    read_first._receive = script(b"ab", b"cd")  # the body as the client sent it
+    assert await read_first.body() == b"abcd"
+    read_first._receive = script(then_stall=True)  # spent: nothing more will come
+    started = time.perf_counter()
+    assert await read_body(read_first, limit=2048, idle_timeout=0.5) == b"abcd"
+    assert time.perf_counter() - started < 0.25
+    with pytest.raises(HTTPProblem) as too_big:
+        await read_body(read_first, limit=3, idle_timeout=0.5)
+    assert too_big.value.status == 413
+
+
 # -- under a real uvicorn, over a raw socket ------------------------------------------------
 
 

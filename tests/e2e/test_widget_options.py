@@ -200,3 +200,27 @@ def test_a_widget_the_page_mounts_itself_replaces_the_default_mount(
     expect(page.locator("cert-widget")).to_have_count(1)
     expect(page.locator("[data-certwidget-default]")).to_have_count(0)
     assert console.unexpected() == []
+
+
+def test_a_widget_the_page_mounts_before_the_config_is_parsed_uses_the_config(
+    page: Page, live_server_factory: Any, tmp_path: Path, console: ConsoleLog
+) -> None:
+    # The page loads the script itself and calls init at once, before the middleware's config
+    # (at the end of the body) is parsed: the widget must still use that config's endpoint and
+    # language, not the defaults.
+    async def early(request: Request) -> Response:
+        mount = (
+            '<div id="exempt"></div><script src="/tax/static/certwidget.js"></script>'
+            '<script src="/manual.js"></script>'
+        )
+        return HTMLResponse(PAGE.format(mount=mount))
+
+    app = Starlette(routes=[Route("/checkout", early), Route("/manual.js", manual_js)])
+    shop = CertWidgetMiddleware(
+        app, secret_key=SECRET, prefix="/tax", locale="es", database=tmp_path / "es.sqlite3"
+    )
+    page.goto(f"{live_server_factory(shop).url}/checkout")
+    host = page.locator("#exempt > cert-widget")
+    expect(host.get_by_label("Estado de envío", exact=True)).to_have_value("TX")
+    expect(page.locator("cert-widget")).to_have_count(1)
+    assert console.unexpected() == []
