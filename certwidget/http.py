@@ -145,8 +145,12 @@ async def read_body(
 
 
 def _amount(size: float) -> str:
+    """A byte count as a person reads it: "10 MB", "1.5 MB", "64 KB", "57 bytes"."""
     if size >= 1024 * 1024:
-        return f"{size / (1024 * 1024):.1f} MB"
+        megabytes = size / (1024 * 1024)
+        return (
+            f"{megabytes:.0f}" if megabytes >= 10 else f"{megabytes:.1f}".removesuffix(".0")
+        ) + " MB"
     if size >= 1024:
         return f"{size / 1024:.0f} KB"
     return f"{size:.0f} bytes"
@@ -169,12 +173,10 @@ def too_slow(idle: float | None, received: int, elapsed: float, rate: float) -> 
 
 
 def too_large(limit: int) -> HTTPProblem:
-    megabytes = limit / (1024 * 1024)
-    size = f"{megabytes:.0f} MB" if megabytes >= 1 else f"{limit // 1024} KB"
     return HTTPProblem(
         413,
         "too_large",
-        f"The request is too large: send at most {size}.",
+        f"The request is too large: send at most {_amount(limit)}.",
         headers={"Connection": "close"},
     )
 
