@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO
 
 READY = b"ready"
@@ -219,16 +220,44 @@ class _Worker:
         _write_all(self.stdin_fd, self.framed(request))
         return _read_message(self.stdout_fd, time.monotonic() + timeout)
 
-    async def call_async(self, request: bytes, timeout: float) -> bytes | None:  # noqa: ASYNC109
-        """:meth:`call` on the running event loop; None when ``timeout`` ran out."""
+    async def call_async(
+        self,
+        request: bytes,
+        timeout: float,  # noqa: ASYNC109 - the work's limit: the worker is killed past it
+        *,
+        free: Callable[[_Worker], None],
+        broken: Callable[[_Worker], None],
+    ) -> bytes | None:
+        """:meth:`call` on the running event loop; None when ``timeout`` ran out.
+
+        The worker's fate is settled once, by whichever comes first, in the loop callback that
+        learns it: ``free(worker)`` as soon as its answer is read (so the next caller has it
+        one loop turn later, not after this caller's task has run again), ``broken(worker)``
+        when it died, ran out of time, or this caller was cancelled mid-exchange.
+        """
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[bytes] = loop.create_future()
+        done: asyncio.Future[bytes | None] = loop.create_future()
         pending = memoryview(self.framed(request))
         reader = _Reader()
+        settled = False
+
+        def settle(fate: Callable[[_Worker], None]) -> None:
+            nonlocal settled
+            settled = True
+            timer.cancel()
+            loop.remove_reader(self.stdout_fd)
+            loop.remove_writer(self.stdin_fd)
+            fate(self)
 
         def fail(exc: BaseException) -> None:
-            if not done.done():
+            if not settled:
+                settle(broken)
                 done.set_exception(exc)
+
+        def out_of_time() -> None:
+            if not settled:
+                settle(broken)
+                done.set_result(None)
 
         def write() -> None:
             nonlocal pending
@@ -255,7 +284,8 @@ class _Worker:
             except WorkerDied as exc:
                 fail(exc)
                 return
-            if message is not None and not done.done():
+            if message is not None and not settled:
+                settle(free)
                 done.set_result(message)
 
         # Most requests fit the pipe: written at once, without waiting to be writable.
@@ -264,17 +294,20 @@ class _Worker:
         except BlockingIOError:
             pass
         except OSError as exc:
+            broken(self)
             raise WorkerDied(str(exc)) from exc
+        timer = loop.call_later(timeout, out_of_time)
         if pending:
             loop.add_writer(self.stdin_fd, write)
         loop.add_reader(self.stdout_fd, read)
         try:
-            return await asyncio.wait_for(done, timeout)
-        except TimeoutError:
-            return None
-        finally:
-            loop.remove_reader(self.stdout_fd)
-            loop.remove_writer(self.stdin_fd)
+            return await done
+        except asyncio.CancelledError:
+            # Cancelled mid-exchange: the worker may still be reading or answering. (Once
+            # settled, it is someone else's already, or replaced.)
+            if not settled:
+                settle(broken)
+            raise
 
     def kill(self) -> None:
         # Never raises: a pool that replaces a worker must get its slot back whatever happens.
@@ -286,6 +319,11 @@ class _Worker:
                 pipe.close()
         if self.shared is not None:
             self.shared.close()
+
+
+def _wake_with_none(handed: asyncio.Future[_Worker | None]) -> None:
+    if not handed.done():
+        handed.set_result(None)
 
 
 class WorkerPool:
@@ -359,19 +397,11 @@ class WorkerPool:
             worker = await self._take_async(time.monotonic() + wait)
         except OSError as exc:
             raise WorkerUnavailable(f"could not start a worker: {exc}") from exc
-        try:
-            answer = await worker.call_async(request, timeout)
-        except (WorkerDied, OSError) as exc:
-            self._replace(worker)
-            raise WorkerDied(str(exc)) from exc
-        except BaseException:
-            # Cancelled mid-exchange: the worker may still be reading or answering.
-            self._replace(worker)
-            raise
+        answer = await worker.call_async(
+            request, timeout, free=self._give_back, broken=self._replace
+        )
         if answer is None:
-            self._replace(worker)
             raise WorkerTimedOut
-        self._give_back(worker)
         return answer
 
     async def _take_async(self, deadline: float) -> _Worker:
@@ -413,9 +443,15 @@ class WorkerPool:
             try:
                 if remaining <= 0:
                     raise TimeoutError
-                # Handed a worker, or None when a slot freed (a worker was killed) or when a
-                # blocking caller may have taken the worker: look again. The cap covers that.
-                worker = await asyncio.wait_for(asyncio.shield(handed), min(remaining, 0.25))
+                # Handed a worker, or None when a slot freed (a worker was killed), or after a
+                # quarter second: a blocking caller may have taken a worker from the idle queue
+                # meanwhile, so look again. A timer, not wait_for(shield(...)): the worker
+                # reaches this task one loop turn after it is handed, not three.
+                timer = loop.call_later(min(remaining, 0.25), _wake_with_none, handed)
+                try:
+                    worker = await handed
+                finally:
+                    timer.cancel()
             except BaseException as exc:
                 # Gone before a worker reached us: one handed meanwhile goes to the next.
                 if not handed.done():

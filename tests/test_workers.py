@@ -128,3 +128,45 @@ async def test_on_one_loop_a_worker_goes_straight_to_the_next_waiter_and_each_ge
     assert answers == [expected(bytes([n + 1]) * 1000, b"shared") for n in range(8)]
     assert order == list(range(8))
     assert threadsafe_calls == 0
+
+
+ECHO_PID = """
+import os
+send(b"ready")
+while (data := receive()) is not None:
+    send(b"%d" % os.getpid())
+"""
+
+
+@pytest.mark.anyio
+async def test_a_worker_is_free_once_its_answer_is_read_whatever_its_caller_does_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The worker is handed on in the loop callback that reads its answer, not when the caller's
+    # task runs again (a loop turn or more later, each an idle turn for the worker under load).
+    # So a caller cancelled right after its answer was read leaves the worker whole: the next
+    # caller gets the same process, not a replacement for one thought to be mid-exchange.
+    loop = asyncio.get_running_loop()
+    pool = WorkerPool(ECHO_PID, workers=1)
+    try:
+        first_pid = await pool.call_async(b"warm", timeout=10)
+        add_reader = loop.add_reader
+        first: asyncio.Task[bytes] | None = None
+
+        def reading_then_cancelling(fd: int, callback: Any, *args: Any) -> None:
+            def read_then_cancel() -> None:
+                callback(*args)
+                if first is not None and not first.done():
+                    first.cancel()  # the same loop turn, after the answer was read
+
+            add_reader(fd, read_then_cancel)
+
+        monkeypatch.setattr(loop, "add_reader", reading_then_cancelling)
+        first = asyncio.ensure_future(pool.call_async(b"first", timeout=10))
+        second = asyncio.ensure_future(pool.call_async(b"second", timeout=10))
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        monkeypatch.setattr(loop, "add_reader", add_reader)
+        assert await second == first_pid
+    finally:
+        pool.close()
