@@ -237,14 +237,16 @@ class _Worker:
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bytes | None] = loop.create_future()
-        pending = memoryview(self.framed(request))
         reader = _Reader()
         settled = False
+        timer: asyncio.TimerHandle | None = None
+        pending = memoryview(b"")  # the request's bytes not yet in the pipe
 
         def settle(fate: Callable[[_Worker], None]) -> None:
             nonlocal settled
             settled = True
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             loop.remove_reader(self.stdout_fd)
             loop.remove_writer(self.stdin_fd)
             fate(self)
@@ -288,18 +290,21 @@ class _Worker:
                 settle(free)
                 done.set_result(message)
 
-        # Most requests fit the pipe: written at once, without waiting to be writable.
         try:
-            pending = pending[os.write(self.stdin_fd, pending) :]
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            broken(self)
-            raise WorkerDied(str(exc)) from exc
-        timer = loop.call_later(timeout, out_of_time)
-        if pending:
-            loop.add_writer(self.stdin_fd, write)
-        loop.add_reader(self.stdout_fd, read)
+            pending = memoryview(self.framed(request))
+            # Most requests fit the pipe: written at once, without waiting to be writable.
+            with contextlib.suppress(BlockingIOError):
+                pending = pending[os.write(self.stdin_fd, pending) :]
+            timer = loop.call_later(timeout, out_of_time)
+            if pending:
+                loop.add_writer(self.stdin_fd, write)
+            loop.add_reader(self.stdout_fd, read)
+        except BaseException as exc:
+            # Whatever stopped the exchange from starting, the worker's slot must come back.
+            settle(broken)
+            if isinstance(exc, OSError):
+                raise WorkerDied(str(exc)) from exc
+            raise
         try:
             return await done
         except asyncio.CancelledError:
@@ -440,31 +445,25 @@ class WorkerPool:
                     raise
             assert handed is not None
             remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                handed.cancel()  # a worker handed on from now on skips us
+                raise WorkerBusy("every worker stayed busy")
+            # Handed a worker, or None when a slot freed (a worker was killed), or after a
+            # quarter second: a blocking caller may have taken a worker from the idle queue
+            # meanwhile, so look again. A timer, not wait_for(shield(...)): the worker
+            # reaches this task one loop turn after it is handed, not three.
+            timer = loop.call_later(min(remaining, 0.25), _wake_with_none, handed)
             try:
-                if remaining <= 0:
-                    raise TimeoutError
-                # Handed a worker, or None when a slot freed (a worker was killed), or after a
-                # quarter second: a blocking caller may have taken a worker from the idle queue
-                # meanwhile, so look again. A timer, not wait_for(shield(...)): the worker
-                # reaches this task one loop turn after it is handed, not three.
-                timer = loop.call_later(min(remaining, 0.25), _wake_with_none, handed)
-                try:
-                    worker = await handed
-                finally:
-                    timer.cancel()
-            except BaseException as exc:
+                worker = await handed
+            except BaseException:
                 # Gone before a worker reached us: one handed meanwhile goes to the next.
                 if not handed.done():
                     handed.cancel()
                 elif not handed.cancelled() and (got := handed.result()) is not None:
-                    if isinstance(exc, TimeoutError) and time.monotonic() < deadline:
-                        return got
                     self._give_back(got)
-                if not isinstance(exc, TimeoutError):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise WorkerBusy("every worker stayed busy") from None
-                continue
+                raise
+            finally:
+                timer.cancel()
             if worker is not None:
                 return worker
 

@@ -170,3 +170,27 @@ async def test_a_worker_is_free_once_its_answer_is_read_whatever_its_caller_does
         assert await second == first_pid
     finally:
         pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_request_that_cannot_be_handed_over_gives_the_worker_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A failure before the exchange starts (here: putting the request in shared memory) must
+    # not keep the worker's slot: the next caller of a one-worker pool is served, not refused
+    # as busy.
+    pool = WorkerPool(ECHO_PID, workers=1)
+    try:
+        await pool.call_async(b"warm", timeout=10)
+        framed = workers._Worker.framed
+
+        def failing(self: workers._Worker, request: bytes) -> bytes:
+            raise ValueError("cannot frame")
+
+        monkeypatch.setattr(workers._Worker, "framed", failing)
+        with pytest.raises(ValueError, match="cannot frame"):
+            await pool.call_async(b"first", timeout=10)
+        monkeypatch.setattr(workers._Worker, "framed", framed)
+        assert int(await pool.call_async(b"second", timeout=10, wait=2)) > 0
+    finally:
+        pool.close()
