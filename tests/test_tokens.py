@@ -56,6 +56,46 @@ def test_an_expired_token_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     assert caught.value.code == "token_expired"
 
 
+def test_a_token_verified_before_still_expires_at_its_age(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its signature is checked once and its claims kept: the age must still be checked at
+    # every use, or a kept token would outlive max_age.
+    tokens = WidgetTokens([NEW], max_age=60)
+    token = tokens.issue(WidgetClaims(customer="C-1", guest=False))
+    assert tokens.verify(token).customer == "C-1"
+    import time
+
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 59)
+    assert tokens.verify(token).customer == "C-1"
+    monkeypatch.setattr(time, "time", lambda: real() + 120)
+    with pytest.raises(TokenRejected) as caught:
+        tokens.verify(token)
+    assert caught.value.code == "token_expired"
+    # A clock set back before the token was signed: refused too, as itsdangerous refuses it.
+    monkeypatch.setattr(time, "time", lambda: real() - 120)
+    with pytest.raises(TokenRejected):
+        tokens.verify(token)
+
+
+def test_a_kept_token_is_never_confused_with_a_forged_one() -> None:
+    tokens = WidgetTokens([NEW])
+    token = tokens.issue(WidgetClaims(customer="C-1", guest=False, zones=("WA",)))
+    assert tokens.verify(token).zones == ("WA",)
+    # The same claims signed with another key, and a token cut short: refused every time,
+    # before and after the good token was kept.
+    other = WidgetTokens([OLD]).issue(WidgetClaims(customer="C-1", guest=False, zones=("WA",)))
+    for _ in range(2):
+        for bad in (other, token[:-1], token + "A"):
+            with pytest.raises(TokenRejected):
+                tokens.verify(bad)
+        assert tokens.verify(token).customer == "C-1"
+    # Kept per instance: a verifier without the key never accepts it.
+    with pytest.raises(TokenRejected):
+        WidgetTokens([OLD]).verify(token)
+
+
 def test_a_value_signed_with_another_salt_is_not_a_widget_token() -> None:
     guest_cookie = URLSafeTimedSerializer(NEW, salt=GUEST_COOKIE_SALT).dumps(
         {"c": "C-1", "g": False, "z": [], "u": "", "t": 0}
