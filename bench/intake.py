@@ -10,8 +10,13 @@ Server: the Starlette shop and CertWidgetMiddleware (embedded sandbox, default o
 by uvicorn on 127.0.0.1. Load: ``bench.intake_load`` in a separate process, 20 keep-alive
 connections (20 buyers, each with its own widget token), each sending its next submission as
 soon as the previous one is answered, with a fresh Idempotency-Key every time. A warm-up run
-(worker processes started, first PDF rendered) is drained before the measured run, and the
-outbox is drained again after it: the time that takes is reported as the delivery lag.
+(worker processes started, first PDF rendered) is drained before the measured runs, and the
+outbox is drained again after each: the time that takes is reported as the delivery lag.
+
+Each kind is measured in three rounds of 1,000 (drained in between), and the round with the
+median p99 is the figure, as every other benchmark here reports a median of rounds: a
+2-3 second burst on two shared cores can land on a slow spell of the machine, and the
+throughput of identical runs moved 253-431/s. Every round's figures are printed.
 
 The full run also repeats the old measurement (httpx.ASGITransport in the server's own process
 and event loop) as an INFO row, for comparison with earlier figures.
@@ -46,6 +51,7 @@ PATH = "/certwidget/certificates"
 FILLED = "filled-in (PDF rendered)"
 UPLOAD = "200 KB PDF upload"
 DRAIN_TIMEOUT = 300.0
+ROUNDS = 3
 
 
 def customer(request: Request) -> dict[str, str] | None:
@@ -131,10 +137,15 @@ def load(
 
 
 def measure(
-    tmp: Path, kinds: dict[str, tuple[str, bytes]], totals: dict[str, int], warmup: int
-) -> dict[str, Any]:
+    tmp: Path,
+    kinds: dict[str, tuple[str, bytes]],
+    totals: dict[str, int],
+    warmup: int,
+    rounds: int = 1,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each kind's rounds: ``rounds`` closed-loop runs of its total, drained after each."""
     app = build_app(tmp)
-    found: dict[str, Any] = {}
+    found: dict[str, list[dict[str, Any]]] = {}
     with uvicorn_server(app) as url:
         codes = [f"B-{n:02d}" for n in range(CONCURRENCY)]
         buyers = []
@@ -148,9 +159,11 @@ def measure(
         for kind, total in totals.items():
             load(tmp, url, buyers, kinds[kind], warmup)  # imports, workers, first PDF
             drain(app)
-            result = load(tmp, url, buyers, kinds[kind], total)
-            result["lag"] = drain(app)
-            found[kind] = result
+            found[kind] = []
+            for _ in range(rounds):
+                result = load(tmp, url, buyers, kinds[kind], total)
+                result["lag"] = drain(app)
+                found[kind].append(result)
     return found
 
 
@@ -224,6 +237,12 @@ def summary(result: dict[str, Any]) -> tuple[float, float, float, str, bool]:
     return rate, p50, p99, answers, set(statuses) <= {201, 202}
 
 
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose p99 is the median of the rounds' (the lower middle one of an even count)."""
+    by_p99 = sorted(rounds, key=lambda result: percentile(result["latencies"], 99))
+    return by_p99[(len(by_p99) - 1) // 2]
+
+
 def run(results: Results) -> None:
     heading(
         f"certificate intake, embedded sandbox, {CONCURRENCY} concurrent "
@@ -231,28 +250,41 @@ def run(results: Results) -> None:
     )
     totals = {FILLED: 60, UPLOAD: 40} if results.quick else {FILLED: 1000, UPLOAD: 1000}
     warmup = CONCURRENCY if results.quick else 2 * CONCURRENCY
+    rounds = 1 if results.quick else ROUNDS
     kinds = bodies()
     with tempfile.TemporaryDirectory() as tmp:
-        found = measure(Path(tmp), kinds, totals, warmup)
+        found = measure(Path(tmp), kinds, totals, warmup, rounds)
         in_process = None
         if not results.quick:
             old_totals = {FILLED: 200, UPLOAD: 120}
             in_process = asyncio.run(measure_in_process(Path(tmp) / "old", kinds, old_totals))
-    for name, result in found.items():
-        rate, p50, p99, answers, accepted = summary(result)
-        print(
-            f"  {name:26} {len(result['latencies'])} submissions  {rate:6.1f}/s  "
-            f"p50 {fmt_ms(p50)}  p99 {fmt_ms(p99)}  max {fmt_ms(max(result['latencies']))}  "
-            f"({answers}); all delivered {result['lag']:.1f} s after the last answer"
-        )
-        for error in result.get("errors", []):
-            print(f"    refused: {error}")
+    for name, measured in found.items():
+        for number, result in enumerate(measured, 1):
+            rate, p50, p99, answers, _ = summary(result)
+            print(
+                f"  {name:26} round {number}: {len(result['latencies'])} submissions  "
+                f"{rate:6.1f}/s  p50 {fmt_ms(p50)}  p99 {fmt_ms(p99)}  "
+                f"max {fmt_ms(max(result['latencies']))}  ({answers}); "
+                f"all delivered {result['lag']:.1f} s after the last answer"
+            )
+            for error in result.get("errors", []):
+                print(f"    refused: {error}")
+        result = median_round(measured)
+        rate, p50, p99, answers, _ = summary(result)
+        accepted = all(summary(each)[4] for each in measured)
+        of_rounds = ""
+        if len(measured) > 1:
+            each_p99 = ", ".join(fmt_ms(percentile(each["latencies"], 99)) for each in measured)
+            of_rounds = (
+                f"; median of {len(measured)} rounds of {len(result['latencies'])} "
+                f"by p99 (rounds' p99: {each_p99})"
+            )
         results.add(
             f"intake: {name}, uvicorn + loopback load",
             f"{rate:.1f} submissions/s",
             "-",
             f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)} at {CONCURRENCY} concurrent ({answers}); "
-            f"delivery lag {result['lag']:.1f} s",
+            f"delivery lag {result['lag']:.1f} s{of_rounds}",
             f"p99 <= {GOAL_P99 * 1e3:.0f} ms, all accepted",
             p99 <= GOAL_P99 and accepted,
         )
