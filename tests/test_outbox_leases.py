@@ -13,7 +13,7 @@ import concurrent.futures
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -323,81 +323,84 @@ class OtherProcess:
         self.row_after_claim = stored(self.database, self.submission_id)
 
 
+@pytest.fixture
+def other(tmp_path: Path) -> Iterator[OtherProcess]:
+    """Process B, on the outbox file the attempt under test (process A) uses."""
+    process = OtherProcess(tmp_path / "outbox.sqlite3")
+    yield process
+    process.outbox.close()
+
+
 async def attempt_while_another_process_takes_over(
-    tmp_path: Path, then: str, *, lease_seconds: float = 60.0
-) -> tuple[Outbox, OtherProcess, StallingProvider, Submission | None, str]:
-    """A delivers (``deliver_now``); mid-delivery it stalls and B claims the row."""
-    database = tmp_path / "outbox.sqlite3"
-    outbox = Outbox(database)
-    other = OtherProcess(database)
-    row, _ = await outbox.add_async(new("k1"))
-    other.submission_id = row.id
-    provider = StallingProvider(other.take_over, then)
-    deliverer = Deliverer(outbox, provider, lease_seconds=lease_seconds)
+    other: OtherProcess,
+    then: str,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    lease_seconds: float = 60.0,
+) -> tuple[StallingProvider, Submission | None, list[str]]:
+    """A delivers (``deliver_now``); mid-delivery it stalls and B claims the row. Asserts what
+    every such attempt must leave: the row as B's claim made it (B's lease, nothing of A's),
+    pending, and A's warning that it lost the lease. Answers A's provider, what A's attempt
+    returned, and A's warnings."""
+    outbox = Outbox(other.database)
     try:
-        async with asyncio.timeout(10):
-            final = await deliverer.spawn(row.id)
-        assert not deliverer._claimed  # settled: nothing for stop() to release
+        row, _ = await outbox.add_async(new("k1"))
+        other.submission_id = row.id
+        provider = StallingProvider(other.take_over, then)
+        deliverer = Deliverer(outbox, provider, lease_seconds=lease_seconds)
+        try:
+            with caplog.at_level(logging.WARNING, logger="certwidget.delivery"):
+                async with asyncio.timeout(10):
+                    final = await deliverer.spawn(row.id)
+            assert not deliverer._claimed  # settled: nothing for stop() to release
+        finally:
+            await deliverer.stop()
     finally:
-        await deliverer.stop()
-    return outbox, other, provider, final, row.id
+        outbox.close()
+    assert stored(other.database, row.id) == other.row_after_claim
+    assert final is not None and final.state == "pending"
+    warnings = lost_lease_warnings(caplog, row.id)
+    assert warnings
+    return provider, final, warnings
 
 
 @pytest.mark.anyio
 async def test_an_attempt_that_lost_its_lease_schedules_no_retry_over_the_new_owner(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    other: OtherProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="certwidget.delivery"):
-        outbox, other, _, final, row_id = await attempt_while_another_process_takes_over(
-            tmp_path, "unavailable"
-        )
-    # B's lease, B's schedule, no attempt counted by A.
-    assert stored(tmp_path / "outbox.sqlite3", row_id) == other.row_after_claim
+    _, final, _ = await attempt_while_another_process_takes_over(other, "unavailable", caplog)
+    # B's lease, B's schedule (checked by the helper), no attempt counted by A.
     assert final is not None
     assert (final.state, final.attempts, final.last_error) == ("pending", 0, "")
-    assert lost_lease_warnings(caplog, row_id)
-    outbox.close()
-    other.outbox.close()
 
 
 @pytest.mark.anyio
 async def test_an_attempt_that_lost_its_lease_stops_before_its_next_step(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    other: OtherProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="certwidget.delivery"):
-        outbox, other, provider, final, row_id = await attempt_while_another_process_takes_over(
-            tmp_path, "succeed"
-        )
+    provider, _, _ = await attempt_while_another_process_takes_over(other, "succeed", caplog)
     # A's certificate call went through (idempotent: B makes it again under the same key), but
-    # A neither records it over B's progress, nor attaches, nor marks the row delivered.
-    assert provider.created == [f"certwidget-{row_id}-WA"] and provider.attached == []
-    assert stored(tmp_path / "outbox.sqlite3", row_id) == other.row_after_claim
-    assert final is not None and final.state == "pending"
-    assert lost_lease_warnings(caplog, row_id)
+    # A neither records it over B's progress (checked by the helper), nor attaches, nor marks
+    # the row delivered.
+    assert provider.created == [f"certwidget-{other.submission_id}-WA"]
+    assert provider.attached == []
     # B goes on from where it stands and settles the row.
     assert other.claimed is not None
-    assert other.outbox.mark_delivered(row_id, {"certificates": {"WA": "cert-WA"}})
-    outbox.close()
-    other.outbox.close()
+    assert other.outbox.mark_delivered(other.submission_id, {"certificates": {"WA": "cert-WA"}})
 
 
 @pytest.mark.anyio
 async def test_a_refused_renewal_stops_a_stalled_attempt_at_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    other: OtherProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The provider call never answers: the first renewal after B's claim (a third of the lease
-    # later) is refused, and the attempt ends there instead of holding its slot for ever.
-    with caplog.at_level(logging.WARNING, logger="certwidget.delivery"):
-        outbox, other, provider, final, row_id = await attempt_while_another_process_takes_over(
-            tmp_path, "hang", lease_seconds=0.3
-        )
+    # later) is refused, and the attempt ends there instead of holding its slot for ever. The
+    # helper checks the row is as B left it: A did not extend B's lease.
+    provider, _, warnings = await attempt_while_another_process_takes_over(
+        other, "hang", caplog, lease_seconds=0.3
+    )
     assert provider.cancelled
-    row = stored(tmp_path / "outbox.sqlite3", row_id)
-    assert row == other.row_after_claim  # B's lease, not extended by A
-    assert final is not None and final.state == "pending"
-    assert any("renewing its lease" in message for message in lost_lease_warnings(caplog, row_id))
-    outbox.close()
-    other.outbox.close()
+    assert any("renewing its lease" in message for message in warnings)
 
 
 @pytest.mark.anyio
