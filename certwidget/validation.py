@@ -2,6 +2,16 @@
 
 Every problem is collected, not just the first, so the widget can show the whole error summary
 at once. Field paths follow the JSON (``purchaser.name``, ``zones``, ``signature.image``).
+
+Text is held to what the provider path can carry, so nothing is acknowledged that delivery would
+fail on: no string anywhere in the body may hold a lone UTF-16 surrogate (``"\\ud800"`` is valid
+JSON but not encodable as UTF-8, which every provider call needs); every field is one line, so
+control characters (C0, DEL, C1) and line or paragraph separators are refused in names,
+addresses and numbers (tabs and newlines included: the widget has no multi-line field, and
+leading or trailing whitespace is trimmed); identification numbers also refuse invisible format
+characters (a zero-width space in a permit number only makes it fail to match). Kept text is
+normalised to NFC, so "é" typed as one character or as "e" and an accent is stored (and
+compared, and sent) alike, and lengths are counted after normalising.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ import base64
 import binascii
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,11 +32,20 @@ from .providers.base import CustomerProfile
 MAX_TEXT = 200
 MAX_NUMBER = 64
 MAX_ZONES = 60
+# How much of a body's structure a 422 names at most (see _lone_surrogates).
+MAX_PATH = 100
+MAX_NAMED = 20
 MAX_SIGNATURE_BYTES = 1024 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TAX_ID_TYPES: tuple[TaxIdType, ...] = ("state", "fein", "foreign")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DATA_URL_PREFIX = "data:image/png;base64,"
+# Unicode categories no one-line field may hold: control characters (Cc: C0, DEL and C1),
+# lone surrogates (Cs), line and paragraph separators (Zl, Zp).
+_NOT_IN_TEXT = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# An identification number also refuses format characters (Cf: zero-width space, bidi marks).
+_NOT_IN_NUMBERS = _NOT_IN_TEXT | {"Cf"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class InvalidSubmission(Exception):
@@ -94,6 +114,7 @@ def _text(
     required: bool,
     label: str,
     limit: int = MAX_TEXT,
+    forbidden: frozenset[str] = _NOT_IN_TEXT,
 ) -> str:
     value = data.get(key)
     if value is None or value == "":
@@ -104,13 +125,78 @@ def _text(
         errors.add(path, f"The {label} must be text.")
         return ""
     value = value.strip()
+    bad = _first_forbidden(value, forbidden)
+    if bad is not None:
+        errors.add(path, f"The {label} must not contain {_describe(bad)}; type it again.")
+        return ""
+    value = unicodedata.normalize("NFC", value)
     if required and not value:
         errors.add(path, f"Enter the {label}.")
     if len(value) > limit:
         errors.add(path, f"The {label} must be at most {limit} characters.")
-    if any(ord(ch) < 32 for ch in value):
-        errors.add(path, f"The {label} must not contain control characters.")
     return value
+
+
+def _first_forbidden(value: str, forbidden: frozenset[str]) -> str | None:
+    """The first character of ``value`` in one of the ``forbidden`` categories, if any."""
+    if value.isprintable():
+        # isprintable() is False for every character in categories C* and Z* but the space:
+        # the usual field is cleared by one scan in C.
+        return None
+    for ch in value:
+        if unicodedata.category(ch) in forbidden:
+            return ch
+    return None
+
+
+def _describe(ch: str) -> str:
+    """What ``ch`` is, in words a buyer (or whoever reads the 422) can act on."""
+    category = unicodedata.category(ch)
+    code = f"U+{ord(ch):04X}"
+    if category == "Cs":
+        return f"a broken character (an unpaired surrogate, {code})"
+    if ch in "\t\n\r":
+        return "tabs or line breaks (each field is one line)"
+    if category in ("Zl", "Zp"):
+        return f"line breaks ({code}; each field is one line)"
+    if category == "Cf":
+        return f"invisible formatting characters ({code})"
+    return f"control characters ({code})"
+
+
+def _lone_surrogates(data: Any, errors: _Errors) -> None:
+    """Name every field path whose string (or key) holds a lone surrogate, however deep.
+
+    ``json.loads`` accepts ``"\\ud800"``, but no UTF-8 encoder (the provider's HTTP client, the
+    PDF) does: anywhere in the body it is refused, not only in the fields read below. Walked
+    with a stack, not recursion: the parser accepts nesting close to the recursion limit. Paths
+    are cut at MAX_PATH characters and at most MAX_NAMED are named, so a hostile body cannot
+    make the answer (or the walk) large.
+    """
+    named = 0
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack and named < MAX_NAMED:
+        path, value = stack.pop()
+        broken: str | None = None
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                broken = "This field contains a broken character (an unpaired surrogate such "
+                broken += "as \\ud800); type it again."
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                key = str(key)
+                if _SURROGATE.search(key):
+                    broken = "A field name here contains a broken character (an unpaired "
+                    broken += "surrogate such as \\ud800)."
+                    continue
+                name = f"{path}.{key}" if path else key
+                stack.append((name if len(name) <= MAX_PATH else name[: MAX_PATH - 1] + "…", item))
+        elif isinstance(value, list | tuple):
+            # Items are named by their list, as the widget names its fields (``zones``).
+            stack.extend((path, item) for item in value)
+        if broken is not None and (path or "body") not in errors.fields:
+            errors.add(path or "body", broken)
+            named += 1
 
 
 def _zones(raw: Any, errors: _Errors) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -223,6 +309,7 @@ def _numbers(
         required=False,
         label=label,
         limit=MAX_NUMBER,
+        forbidden=_NOT_IN_NUMBERS,
     )
     raw = data.get("exemptionNumbers") or {}
     if not isinstance(raw, Mapping):
@@ -233,7 +320,16 @@ def _numbers(
     for zone in zones:
         path = f"exemptionNumbers.{zone}" if zone in raw else "exemptionNumber"
         value = (
-            _text(raw, zone, path, errors, required=False, label=label, limit=MAX_NUMBER)
+            _text(
+                raw,
+                zone,
+                path,
+                errors,
+                required=False,
+                label=label,
+                limit=MAX_NUMBER,
+                forbidden=_NOT_IN_NUMBERS,
+            )
             if zone in raw
             else number
         )
@@ -303,6 +399,11 @@ def _raise_unless_valid(
         raise InvalidSubmission(errors.fields)
 
 
+def _check_strings(data: Mapping[str, Any], errors: _Errors) -> None:
+    """After the fields' own checks (whose messages name the field better): the whole body."""
+    _lone_surrogates(data, errors)
+
+
 def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRequest:
     """Validate a filled-in certificate (the JSON body); raises InvalidSubmission."""
     if not isinstance(data, Mapping):
@@ -316,6 +417,7 @@ def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRe
     tax_id_type = _tax_id_type(data, errors)
     expiration = _expiration(data.get("expirationDate"), errors, today or dt.date.today())
     percentage = _percentage(data.get("exemptPercentage"), errors)
+    _check_strings(data, errors)
     _raise_unless_valid(errors, zones, not_needed)
     return CertificateRequest(
         zones=zones,
@@ -335,6 +437,7 @@ def validate_upload_fields(data: Mapping[str, Any]) -> CertificateRequest:
     """Validate the form fields sent with an uploaded certificate; raises InvalidSubmission."""
     errors = _Errors()
     zones, not_needed, reason, number, numbers = _common(data, errors)
+    _check_strings(data, errors)
     _raise_unless_valid(errors, zones, not_needed)
     return CertificateRequest(
         zones=zones,

@@ -107,3 +107,57 @@ def test_upload_fields_need_zones_and_a_reason() -> None:
     with pytest.raises(InvalidSubmission) as caught:
         validate_upload_fields({"zones": [], "reason": None})
     assert {"zones", "reason"} <= set(caught.value.fields)
+
+
+@pytest.mark.parametrize(
+    ("bad", "shown"),
+    [("\x7f", "U+007F"), ("\x9b", "U+009B"), ("\u2028", "U+2028"), ("\ud800", "surrogate")],
+)
+def test_del_c1_separators_and_lone_surrogates_are_refused_in_names(bad: str, shown: str) -> None:
+    purchaser = {**filled()["purchaser"], "name": f"Ada{bad}Buyer"}
+    assert shown in fields_of(filled(purchaser=purchaser))["purchaser.name"]
+
+
+def test_numbers_also_refuse_invisible_format_characters() -> None:
+    problems = fields_of(filled(exemptionNumbers={"WA": "603\u200b123456"}))
+    assert "U+200B" in problems["exemptionNumbers.WA"]
+    # A name may hold them: some scripts need a zero-width joiner.
+    purchaser = {**filled()["purchaser"], "name": "\u0915\u094d\u200d\u0937"}
+    validate_filled(filled(purchaser=purchaser), today=TODAY)
+
+
+def test_text_is_normalised_to_nfc_and_measured_after() -> None:
+    # 200 letters each with a combining accent: 400 code points, 200 once composed.
+    name = "e\u0301" * 200
+    result = validate_filled(
+        filled(
+            purchaser={**filled()["purchaser"], "name": name},
+            signature={"type": "typed", "name": "Zoe\u0301"},
+        ),
+        today=TODAY,
+    )
+    assert result.purchaser is not None and result.purchaser.name == "\u00e9" * 200
+    assert result.signature is not None and result.signature.name == "Zo\u00e9"
+
+
+def test_a_lone_surrogate_deep_in_the_body_or_a_key_is_named_without_recursion() -> None:
+    deep: dict[str, object] = {}
+    cursor = deep
+    for _ in range(5000):  # deeper than the recursion limit
+        cursor["a"] = {}
+        cursor = cursor["a"]  # type: ignore[assignment]
+    cursor["z"] = "\ud800"
+    problems = fields_of(filled(extra=deep, other={"\udc00": 1}))
+    assert any(name.startswith("extra.a.a") and len(name) <= 100 for name in problems)
+    assert "surrogate" in problems["other"]
+
+
+def test_a_body_full_of_surrogates_names_a_bounded_number_of_fields() -> None:
+    problems = fields_of(filled(**{f"k{i}": "\ud800" for i in range(10_000)}))
+    assert len(problems) <= 25
+
+
+def test_upload_fields_refuse_lone_surrogates() -> None:
+    with pytest.raises(InvalidSubmission) as caught:
+        validate_upload_fields({"zones": ["WA"], "reason": "G", "exemptionNumber": "60\ud800"})
+    assert "surrogate" in caught.value.fields["exemptionNumber"]
