@@ -100,10 +100,16 @@ class HtmlInjector:
     receives the raw nonce and must escape it (Jinja autoescape does). Without `render`,
     `nonce="..."` (escaped) is added to every `<script>`, `<link>` and `<style>` in `snippet`.
 
-    Untouched (headers and bytes as the app sent them): `method="HEAD"`; statuses 1xx, 204, 205,
-    206 and 304; media types other than text/html and application/xhtml+xml; bodies with a
-    Content-Encoding (logged once: CertWidgetMiddleware must sit inside GZipMiddleware);
-    charsets that are not ASCII-compatible (utf-16, utf-32, ...) or unknown.
+    Untouched (headers and bytes as the app sent them): statuses 1xx, 204, 205, 206 and 304;
+    media types other than text/html and application/xhtml+xml; bodies with a Content-Encoding
+    (logged once: CertWidgetMiddleware must sit inside GZipMiddleware); charsets that are not
+    ASCII-compatible (utf-16, utf-32, ...) or unknown.
+
+    `method="HEAD"` gets the headers GET would (RFC 9110 9.3.2): its Content-Length counts the
+    widget, its ETag is weak. Servers send no body for HEAD, but an app may still hand one over
+    (Starlette's HTMLResponse does) and a middleware outside may measure it (GZipMiddleware sets
+    Content-Length from what it compresses): so a body gets the widget as GET's does, and a HEAD
+    answered with no body at all (FileResponse) stays without one.
 
     `Content-Length`, if the app sets one, grows by the snippet's length (the widget goes in
     exactly once, whatever the page), so the start is sent at once and the server need not
@@ -118,6 +124,7 @@ class HtmlInjector:
     """
 
     __slots__ = (
+        "_head",
         "_insertion",
         "_nonce",
         "_nonce_from_csp",
@@ -152,7 +159,8 @@ class HtmlInjector:
         self._render = render
         self._stream_send = stream_send
         # Once True every message goes straight through: not HTML, or already injected.
-        self._passthrough = method.upper() == "HEAD"
+        self._passthrough = False
+        self._head = method.upper() == "HEAD"
         self._streaming = False  # a body message with more to come has been seen
         self._insertion = b""  # what goes before `</body>`, known once the start is seen
         self._pending = b""  # received, not yet sent: the page's last BODY_CLOSE_WINDOW bytes
@@ -172,6 +180,8 @@ class HtmlInjector:
             if self._pending:
                 page_end = self._pending + page_end
                 self._pending = b""
+            elif not page_end and self._head:
+                return self._send(message)  # a HEAD answered without a body keeps none
             at = _widget_offset(page_end)
             # join over memoryviews copies each byte once; slicing then `+` copies it twice.
             view = memoryview(page_end)

@@ -513,8 +513,6 @@ async def raw_response(
         ("GET", "/204", {}),
         ("GET", "/304", {}),
         ("GET", "/utf16", {}),
-        ("HEAD", "/html", {}),
-        ("HEAD", "/file", {}),
         ("GET", "/file", {"range": "bytes=0-9"}),
     ],
 )
@@ -525,6 +523,40 @@ async def test_pass_through_is_byte_identical(
     plain = await raw_response(app, path, method, headers=headers)
     wrapped = await raw_response(InjectEverything(app), path, method, headers=headers)
     assert wrapped == plain
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/html", "/file", "/stream"])
+async def test_head_gets_the_headers_get_would_and_no_body(tmp_path: Path, path: str) -> None:
+    # RFC 9110 9.3.2: HEAD answers GET's headers. The app's own Content-Length (the page
+    # without the widget) was passed through, so HEAD said 346 bytes where GET sent 678.
+    app = InjectEverything(make_app(tmp_path))
+    _, get_headers, get_body = await raw_response(app, path, "GET")
+    status, head_headers, head_body = await raw_response(app, path, "HEAD")
+    assert status == 200
+    assert sorted(head_headers) == sorted(get_headers)
+    assert head_body == b""  # Starlette sends HEAD no body, and none is made up for it
+    if path != "/stream":
+        assert ("content-length", str(len(get_body))) in head_headers
+
+
+@pytest.mark.anyio
+async def test_a_body_sent_on_head_is_measured_as_gets_by_a_middleware_outside(
+    tmp_path: Path,
+) -> None:
+    # An app may send HEAD its body (the server drops it); GZipMiddleware outside sets
+    # Content-Length from what it compresses, so that body must be GET's, widget included.
+    async def page(scope: Scope, receive: Receive, send: Send) -> None:
+        length = str(len(PAGE)).encode()
+        headers = [(b"content-type", b"text/html"), (b"content-length", length)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": PAGE})
+
+    app = GZipMiddleware(InjectEverything(page), minimum_size=0)
+    _, get_headers, _ = await raw_response(app, "/", "GET", headers={"accept-encoding": "gzip"})
+    _, head_headers, _ = await raw_response(app, "/", "HEAD", headers={"accept-encoding": "gzip"})
+    assert dict(get_headers)["content-encoding"] == "gzip"
+    assert dict(head_headers)["content-length"] == dict(get_headers)["content-length"]
 
 
 @pytest.mark.anyio
@@ -668,7 +700,7 @@ def test_uvicorn_delivers_bodies_that_match_their_headers(
         assert response.headers["transfer-encoding"] == "chunked"
         assert response.content == STREAM_PAGE.replace(b"</body>", AT_BODY + b"</body>")
         response = client.head("/html")
-        assert response.headers["content-length"] == str(len(PAGE))
+        assert response.headers["content-length"] == str(len(PAGE_INJECTED))  # GET's length
 
 
 BIG_CHUNK = (b"<tr><td class='sku'>A-1</td><td>widget</td></tr>\n" * 21000)[: 1024 * 1024 - 8]

@@ -485,3 +485,68 @@ async def test_a_checkout_page_served_as_a_file_streams_through_the_injector(
     assert b"data-certwidget-default" in body and body.endswith(b"</body></html>")
     assert dict(sent[0]["headers"])[b"content-length"] == str(len(body)).encode()
     assert "http.response.pathsend" in extensions  # the server's own dict is left as it was
+
+
+def _head_raw(port: int, path: str) -> tuple[dict[str, str], bytes]:
+    """A HEAD over a raw socket: the headers, and every byte the server sent after them."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, after = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return headers, after
+
+
+def test_under_uvicorn_head_on_an_injected_page_carries_the_headers_get_would(
+    tmp_path: Path, live_server_factory: Any
+) -> None:
+    import secrets
+    from collections.abc import AsyncIterator
+
+    from starlette.responses import FileResponse, StreamingResponse
+
+    (tmp_path / "checkout.html").write_text(PAGE)
+
+    async def chunks() -> AsyncIterator[str]:
+        for part in (PAGE[:40], PAGE[40:-10], PAGE[-10:]):
+            yield part
+
+    def with_nonce(request: Request) -> Response:
+        # The CSP nonce differs per request; its length does not (token_urlsafe(16): 22).
+        nonce = request.state.csp_nonce = secrets.token_urlsafe(16)
+        policy = f"script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'"
+        return HTMLResponse(PAGE, headers={"content-security-policy": policy})
+
+    pages = {
+        "/page": lambda request: HTMLResponse(PAGE),
+        "/file": lambda request: FileResponse(tmp_path / "checkout.html"),
+        "/stream": lambda request: StreamingResponse(chunks(), media_type="text/html"),
+        "/nonce": with_nonce,
+    }
+    app = Starlette(routes=[Route(path, page) for path, page in pages.items()])
+    shop = CertWidgetMiddleware(
+        app, secret_key=SECRET, database=tmp_path / "head.sqlite3", inject=list(pages)
+    )
+    server = live_server_factory(shop)
+    for path in pages:
+        with httpx.Client(base_url=server.url) as http:
+            get = http.get(path)
+        assert get.status_code == 200 and b"data-certwidget-default" in get.content, path
+        head, after = _head_raw(server.port, path)
+        assert after == b"", path  # HEAD carries no body
+        if "content-length" in get.headers:
+            # The widget counted: what GET sends, not the app's page (346 where GET sent 678).
+            assert int(get.headers["content-length"]) == len(get.content), path
+            assert head["content-length"] == get.headers["content-length"], path
+            assert int(head["content-length"]) > len(PAGE.encode()), path
+        else:  # a streamed page: neither says a length
+            assert "content-length" not in head, path
+        for name in ("content-type", "etag", "last-modified"):
+            assert head.get(name) == get.headers.get(name), (path, name)
