@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import codecs
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, SupportsIndex
 
+import python_multipart.multipart
 import stringzilla
+from python_multipart.exceptions import FormParserError, ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 __all__ = ["FormFile", "FormParts", "MultipartError", "parse_form"]
@@ -23,6 +26,14 @@ __all__ = ["FormFile", "FormParts", "MultipartError", "parse_form"]
 # A text field (a zone, a reason code, a number) is short; anything past this is not one of ours.
 MAX_FIELD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 8 * 1024
+
+# RFC 2046 caps a boundary at 70 characters and browsers send about 40; python-multipart's parser
+# refuses one over 256 (its MAX_BOUNDARY_LENGTH, raised from the constructor; older releases had
+# no limit). Checked here first, so the client hears why whichever release is installed.
+MAX_BOUNDARY_LENGTH = 256
+# python-multipart's own per-part header limits (named in our messages; older releases had none).
+_MAX_PART_HEADERS: int = getattr(python_multipart.multipart, "DEFAULT_MAX_HEADER_COUNT", 8)
+_MAX_PART_HEADER_LINE: int = getattr(python_multipart.multipart, "DEFAULT_MAX_HEADER_SIZE", 4224)
 
 # `find(haystack, needle, start, end) -> offset or -1`, as `bytes.find`, with SIMD.
 _simd_find: Callable[[bytes, bytes, int, int], int] = stringzilla.find
@@ -93,10 +104,23 @@ def parse_form(body: bytes, content_type: str, *, max_files: int, max_fields: in
     Text is decoded as the ``charset`` parameter says (UTF-8 if absent), undecodable bytes
     replaced, as browsers send names and values.
     """
-    _, params = parse_options_header(content_type)
+    try:
+        _, params = parse_options_header(content_type)
+    except UnicodeError as exc:  # only an ASGI caller can pass one: HTTP headers are bytes
+        raise MultipartError("the Content-Type header holds characters outside Latin-1") from exc
     boundary = params.get(b"boundary")
     if not boundary:
-        raise MultipartError("the Content-Type has no multipart boundary")
+        raise MultipartError(
+            "the Content-Type has no multipart boundary: send "
+            '"multipart/form-data; boundary=..." naming the line that separates the parts'
+        )
+    if len(boundary) > MAX_BOUNDARY_LENGTH:
+        raise MultipartError(
+            f"the multipart boundary is {len(boundary)} characters long; at most "
+            f"{MAX_BOUNDARY_LENGTH} are accepted (RFC 2046 allows 70, browsers send about 40)"
+        )
+    if not body:
+        raise MultipartError("the body is empty: send the form's parts, each after a boundary line")
     charset = _charset(params.get(b"charset"))
     form = FormParts()
     counts = {"files": 0, "fields": 0, "ended": 0}
@@ -160,31 +184,105 @@ def parse_form(body: bytes, content_type: str, *, max_files: int, max_fields: in
     def on_end() -> None:
         counts["ended"] = 1
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_end": on_end,
-        },
-    )
     try:
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+                "on_end": on_end,
+            },
+        )
         # One copy of the body (about 10 us for 200 KB) buys the fast search.
         parser.write(_SimdSearchedBody(body))
         parser.finalize()
-    except MultipartError:
-        raise
-    except Exception as exc:  # python-multipart raises several types for broken framing
-        raise MultipartError(str(exc) or type(exc).__name__) from exc
+    except FormParserError as exc:  # every error python-multipart raises (ours are not one)
+        raise MultipartError(_explain(exc, boundary)) from exc
     if not counts["ended"]:
         # python-multipart does not check this itself: a cut-off upload must not pass as whole.
-        raise MultipartError("the body ends before the form's closing boundary")
+        raise MultipartError(
+            f"the body ends before the form's closing boundary (--{_shown(boundary)}--): "
+            "it was cut off on the way, or the client did not send all of it"
+        )
     return form
+
+
+# python-multipart's messages (by their opening words), as what is wrong with the body. Each
+# error it raises while parsing is one of these; the offset it carries is a byte of our body.
+_PARSE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), message)
+    for pattern, message in (
+        (
+            r"Expected boundary character",
+            "the body does not begin with the boundary its Content-Type names "
+            "(--{boundary}): the body and its Content-Type header do not belong together",
+        ),
+        (
+            r"Did not find (CR|LF) at end of boundary",
+            "a boundary line must end with CRLF (--{boundary} then CR LF)",
+        ),
+        (
+            r"Did not find CRLF after boundary padding",
+            "a boundary line has more after it than spaces: write --{boundary} then CRLF "
+            "between parts, and --{boundary}-- after the last",
+        ),
+        (
+            r"Did not find - at end of boundary",
+            "the closing boundary must end with two hyphens (--{boundary}--)",
+        ),
+        (
+            r"Found invalid character",
+            "a part's header has a character a header name cannot hold (each header line is "
+            '"Name: value" ending in CRLF, e.g. Content-Disposition: form-data; name="file")',
+        ),
+        (r"Found 0-length header", "a part has a header line with no name before its colon"),
+        (
+            r"Did not find LF character at end of header",
+            "a part's header line ends in CR without LF: header lines end with CRLF",
+        ),
+        (
+            r"Did not find LF at end of headers",
+            "a part's headers must end with an empty line (CRLF CRLF) before its content",
+        ),
+        (
+            r"Maximum header count exceeded",
+            f"a part has more than {_MAX_PART_HEADERS} header lines (a form part needs "
+            "Content-Disposition, and a file Content-Type)",
+        ),
+        (
+            r"Maximum header size exceeded",
+            f"a part's header line is longer than {_MAX_PART_HEADER_LINE} bytes",
+        ),
+        (
+            r"Boundary length",
+            f"the multipart boundary is longer than {MAX_BOUNDARY_LENGTH} characters",
+        ),
+    )
+)
+
+
+def _explain(exc: FormParserError, boundary: bytes) -> str:
+    """What a python-multipart error says is wrong with the body, as a person can act on it."""
+    detail = str(exc)
+    for pattern, message in _PARSE_ERRORS:
+        if pattern.match(detail):
+            explained = message.format(boundary=_shown(boundary))
+            break
+    else:  # a message this release does not have yet: still say where, and what it said
+        explained = f"its multipart framing is broken ({detail[:200]})"
+    offset = exc.offset if isinstance(exc, ParseError) else -1
+    return f"{explained} (at byte {offset})" if offset >= 0 else explained
+
+
+def _shown(boundary: bytes) -> str:
+    # A boundary is echoed back to the sender: as it came, but short (it is at most 256 here).
+    text = boundary.decode("latin-1")
+    return text if len(text) <= 70 else text[:70] + "..."
 
 
 def _check_header(value: bytearray) -> None:
