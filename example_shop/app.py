@@ -29,6 +29,7 @@ from certwidget.providers.sandbox import embedded_sandbox
 from .csp import ContentSecurityPolicy
 from .orders import Orders
 from .pricing import Totals, cart_lines, money, products, totals
+from .same_origin import SameOriginForms
 from .seed import buyers, seed
 
 HERE = Path(__file__).parent
@@ -179,7 +180,11 @@ def create_app(
     async def list_orders(request: Request) -> HTMLResponse:
         return page(request, "orders.html", orders=orders.for_owner(owner(request)))
 
-    # certwidget first, then what must see the request before it: the session (customer()
+    # Innermost, the shop's own CSRF rule: its forms (/cart, /signin, /signout, /checkout/
+    # ship-to, /orders) refuse cross-site posts, as certwidget's endpoints do; certwidget answers
+    # its own endpoints before a request gets this far.
+    app.add_middleware(SameOriginForms)
+    # certwidget next, then what must see the request before it: the session (customer()
     # reads it) and the CSP nonce; GZip outermost so the widget is injected before compression.
     app.add_middleware(
         CertWidgetMiddleware,
