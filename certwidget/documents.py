@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import threading
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
@@ -30,7 +31,7 @@ from typing import Literal
 from PIL import Image
 
 from . import catalog
-from .uploads import image_dimensions, sniff_media_type
+from .uploads import image_dimensions, png_chunks, sniff_media_type
 
 __all__ = [
     "DocumentError",
@@ -48,6 +49,17 @@ TaxIdType = Literal["state", "fein", "foreign"]
 # not a signature, and decoding it would only cost time.
 MAX_SIGNATURE_BYTES = 1024 * 1024
 MAX_SIGNATURE_SIDE = 4096
+# The widget's pad (static/certwidget.js, .cw-pad in certwidget.css) is at most 42em x 10em CSS
+# pixels, 672 x 160 at the default 16 px font, drawn at the screen's devicePixelRatio: 430,000
+# pixels at 2x, 970,000 at 3x. Twice that leaves room for a larger font or browser zoom; a PNG
+# declaring more is refused from its header, before a byte of it is inflated.
+MAX_SIGNATURE_PIXELS = 2_000_000
+# Decoding holds 4 bytes a pixel (8 MB at the limit); at most this many decode at once, so a
+# burst of hostile signatures costs a bounded few tens of MB whatever its size.
+_DECODES = threading.BoundedSemaphore(2)
+# The chunks that carry a PNG's pixels. Everything else (text, colour profiles) is ignored by
+# the decode check: compressed text alone may inflate to 64 MB in Pillow.
+_PIXEL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"})
 
 # Every value is capped in characters (and wraps to at most two lines, see certificate_pdf),
 # which keeps the certificate on one page whatever a buyer pastes.
@@ -158,15 +170,29 @@ def render_certificate_pdf(cert: FilledCertificate) -> bytes:
 def verify_signature_png(data: bytes) -> None:
     """Raise DocumentError unless ``data`` is a PNG the certificate can show, fully decoded.
 
+    Its size and pixel count are checked from the header first, so a small file declaring a
+    huge image is refused without inflating anything; then its pixels are decoded, at most two
+    signatures at a time.
+
     Intake calls this before acknowledging a submission, so the PDF rendered later, at
     delivery, cannot fail on the signature.
     """
     _check_signature_png(data)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-    except Exception as exc:  # Pillow raises many types for a corrupt image
-        raise DocumentError("the signature image could not be decoded as a PNG") from exc
+        # Only the pixel chunks are decoded; their CRCs are checked by Pillow as it reads.
+        pixels = b"".join(
+            data[start - 8 : stop + 4]
+            for kind, start, stop in png_chunks(data)
+            if kind in _PIXEL_CHUNKS
+        )
+    except ValueError as exc:
+        raise DocumentError(f"the signature image could not be decoded as a PNG: {exc}") from None
+    with _DECODES:
+        try:
+            with Image.open(io.BytesIO(data[:8] + pixels), formats=["PNG"]) as image:
+                image.load()
+        except Exception as exc:  # Pillow raises many types for a corrupt image
+            raise DocumentError("the signature image could not be decoded as a PNG") from exc
 
 
 def _check_signature_png(data: bytes) -> None:
@@ -184,4 +210,9 @@ def _check_signature_png(data: bytes) -> None:
         raise DocumentError(
             f"the signature image is {width} x {height} pixels; "
             f"at most {MAX_SIGNATURE_SIDE} on a side are accepted"
+        )
+    if width * height > MAX_SIGNATURE_PIXELS:
+        raise DocumentError(
+            f"the signature image is {width} x {height} pixels; "
+            f"at most {MAX_SIGNATURE_PIXELS:,} pixels are accepted"
         )

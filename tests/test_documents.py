@@ -7,9 +7,11 @@ import datetime as dt
 import io
 import pkgutil
 import statistics
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from typing import Any
 
 import pytest
@@ -236,3 +238,29 @@ def test_serving_imports_no_pdf_library_only_the_processes_that_draw_or_read_do(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert found.strip() == "[]"
+
+
+def test_a_signature_declaring_millions_of_pixels_is_refused_from_its_header() -> None:
+    from certwidget.documents import MAX_SIGNATURE_PIXELS, verify_signature_png
+
+    from .test_hostile_documents import hostile_signature
+
+    with pytest.raises(DocumentError, match="4096 x 4096 pixels"):
+        verify_signature_png(hostile_signature())
+    # The widget's pad at 3x (672 x 160 CSS pixels) fits with room to spare.
+    assert MAX_SIGNATURE_PIXELS >= 2016 * 480 * 2
+    verify_signature_png(_signature_png((2016, 480)))
+
+
+def test_a_signature_is_decoded_from_its_pixel_chunks_only() -> None:
+    from certwidget.documents import verify_signature_png
+
+    png = _signature_png()
+    end = png.rindex(b"IEND") - 4
+    bomb = zlib.compress(b"x" * 2_000_000)
+    text = b"Comment\x00\x00" + bomb
+    chunk = struct.pack(">I", len(text)) + b"zTXt" + text
+    chunk += struct.pack(">I", zlib.crc32(b"zTXt" + text) & 0xFFFFFFFF)
+    verify_signature_png(png[:end] + chunk + png[end:])  # the text is never inflated
+    with pytest.raises(DocumentError, match="could not be decoded"):
+        verify_signature_png(png[: end + 6])  # cut inside IEND
