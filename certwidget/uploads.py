@@ -2,15 +2,18 @@
 
 A buyer may upload a PDF, PNG, JPEG or TIFF of at most :data:`MAX_UPLOAD_BYTES`. What the file
 *is* comes from its first bytes (the browser's ``Content-Type`` and the file name are only
-claims), images must have a sane size header, and a PDF must open with pypdf within a hard time
-budget so a hostile file cannot tie up the server.
+claims). An image must have a sane size header, nothing past its end marker, and must decode in
+full; a PDF must open with pypdf and carry no JavaScript, launch actions or attached files, nor
+streams that inflate without bound. Both are read by worker processes with a hard time and
+memory budget (certwidget.pdfcheck), so a hostile file cannot tie up or swell the server.
 
 >>> sniff_media_type(b"%PDF-1.7 ...")
 'application/pdf'
 >>> sanitize_filename("../../etc/scan.PNG", "image/png")
 'scan.png'
 
-:func:`check_upload` may block for up to :data:`PDF_CHECK_SECONDS` on a PDF; call it from a
+:func:`check_upload` may block for up to :data:`PDF_CHECK_SECONDS` on a PDF (and
+:data:`IMAGE_CHECK_SECONDS` on an image); call it from a
 worker thread, never directly on the event loop, or ``await check_upload_async(...)``, which
 waits for the PDF reader on the loop itself.
 """
@@ -24,7 +27,7 @@ import os
 import re
 import struct
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +42,19 @@ __all__ = [
     "check_upload",
     "check_upload_async",
     "image_dimensions",
+    "image_end",
+    "png_chunks",
     "sanitize_filename",
     "sniff_media_type",
 ]
 
-from .pdfcheck import CheckBusy, CheckTimedOut, CheckUnavailable, default_checker
+from .pdfcheck import (
+    MAX_IMAGE_PIXELS,
+    CheckBusy,
+    CheckTimedOut,
+    CheckUnavailable,
+    default_checker,
+)
 
 logger = logging.getLogger("certwidget.uploads")
 
@@ -52,9 +63,18 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # Wall-clock budget for opening a PDF, interpreter start-up included (about 0.3 s of it).
 PDF_CHECK_SECONDS = 1.5
 
-# Above Pillow's default decompression-bomb threshold (~89 Mpx) a reviewer's viewer may refuse the
-# image; a 600 dpi scan of a letter page is about 34 Mpx.
-MAX_IMAGE_PIXELS = 89_478_485
+
+# Wall-clock budget for decoding an image in a reader process (interpreter start-up and the
+# Pillow import included): a 300 dpi page decodes in about 0.1 s, a 600 dpi one in about 0.5 s.
+IMAGE_CHECK_SECONDS = 3.0
+
+# Bytes tolerated after an image's end marker: some scanners and phones pad a file by a few
+# bytes, but anything larger is content nobody sees (a payload, another file) and is refused.
+MAX_TRAILING_BYTES = 1024
+
+# A PNG splits its pixels into chunks of usually 8-64 KiB; far more chunks than that would only
+# make the walk over them slow.
+MAX_PNG_CHUNKS = 100_000
 
 MAX_FILENAME_CHARS = 120
 
@@ -136,7 +156,8 @@ def check_upload(
             )
         )
     else:
-        _check_image(content, media_type)
+        _check_image_structure(content, media_type)
+        _check_image_verdict(lambda: default_checker().check(content, IMAGE_CHECK_SECONDS))
     return UploadedDocument(
         content, media_type, sanitize_filename(filename, media_type), _sha256(content)
     )
@@ -172,8 +193,23 @@ async def check_upload_async(
         digest = verdict.get("sha256")
         sha256 = bytes.fromhex(digest) if isinstance(digest, str) else _sha256(content)
     else:
-        call = functools.partial(_checked_image_sha256, content, media_type)
-        sha256 = await anyio.to_thread.run_sync(call, limiter=limiter)
+        # The structure (size header, end marker) is walked in a thread: a PNG may hold many
+        # chunks. The pixels are then decoded by a reader process, whose memory is capped and
+        # which is killed when its time is up, so a hostile image costs this server nothing.
+        call = functools.partial(_check_image_structure, content, media_type)
+        await anyio.to_thread.run_sync(call, limiter=limiter)
+        try:
+            verdict = await default_checker().check_async(content, IMAGE_CHECK_SECONDS)
+        except (CheckTimedOut, CheckBusy, CheckUnavailable, OSError) as exc:
+            _check_image_verdict(functools.partial(_reraise, exc))  # raises unless unavailable
+            verdict = {}
+        else:
+            _check_image_verdict(lambda: verdict)
+        digest = verdict.get("sha256")
+        if isinstance(digest, str):
+            sha256 = bytes.fromhex(digest)
+        else:
+            sha256 = await anyio.to_thread.run_sync(_sha256, content, limiter=limiter)
     return UploadedDocument(content, media_type, sanitize_filename(filename, media_type), sha256)
 
 
@@ -208,22 +244,47 @@ def _sha256(content: bytes) -> bytes:
     return hashlib.sha256(content).digest()
 
 
-def _checked_image_sha256(content: bytes, media_type: str) -> bytes:
-    """:func:`_check_image`, then the digest, both in the caller's worker thread."""
-    _check_image(content, media_type)
-    return _sha256(content)
-
-
-def _check_image(content: bytes, media_type: str) -> None:
+def _check_image_structure(content: bytes, media_type: str) -> None:
+    """The quick checks on an image: a sane size header, and nothing hidden past its end."""
     try:
         width, height = image_dimensions(content, media_type)
+        if width * height > MAX_IMAGE_PIXELS:
+            raise _unreadable(
+                f"The image is {width} x {height} pixels, too large to review; "
+                "scan it at a lower resolution (300 dpi is plenty)."
+            )
+        end = image_end(content, media_type)
     except ValueError as exc:
-        raise _unreadable(f"The image could not be read ({exc}).") from None
-    if width * height > MAX_IMAGE_PIXELS:
+        raise _unreadable(f"The image could not be read ({exc})." + _RESCAN) from None
+    if end is not None and len(content) - end > MAX_TRAILING_BYTES:
         raise _unreadable(
-            f"The image is {width} x {height} pixels, too large to review; "
-            "scan it at a lower resolution (300 dpi is plenty)."
+            f"The image is followed by {len(content) - end} bytes that are not part of it."
+            + _RESCAN
         )
+
+
+def _check_image_verdict(read: Callable[[], dict[str, Any]]) -> None:
+    """Run ``read`` (a reader's verdict on the decoded image) and turn it into an answer."""
+    try:
+        verdict = read()
+    except CheckTimedOut:
+        raise _unreadable(
+            "The image took too long to decode; it may be damaged or unusually large." + _RESCAN
+        ) from None
+    except CheckBusy:
+        raise UploadRejected(
+            503, "busy", "Too many certificates are being checked right now; try again shortly."
+        ) from None
+    except (CheckUnavailable, OSError):
+        # As for a PDF: without a reader, the size header and the end marker were checked.
+        logger.warning("image check unavailable; structure checked only")
+        return
+    if not verdict.get("ok"):
+        why = str(verdict.get("why", "it is damaged"))
+        raise _unreadable(f"The image could not be decoded: {why}." + _RESCAN)
+
+
+_RESCAN = " Scan or save it again (PDF, PNG, JPEG or TIFF) and upload the new file."
 
 
 def sanitize_filename(filename: str, media_type: str) -> str:
@@ -348,6 +409,107 @@ def _tiff_size(data: bytes) -> tuple[int, int]:
     return size[256], size[257]
 
 
+def image_end(content: bytes, media_type: str) -> int | None:
+    """Where an image's data ends (its end marker), or None where the format cannot say.
+
+    A PNG ends with its IEND chunk, a JPEG with its EOI marker (followed, in a multi-picture
+    JPEG such as a phone's HDR photo with its gain map, by the further pictures it declares).
+    A TIFF places its parts anywhere by offset, so its end is not defined. ValueError when the
+    end marker is missing: a truncated file.
+    """
+    if media_type == "image/png":
+        end = 0
+        for _kind, _start, stop in png_chunks(content):
+            end = stop + 4  # its CRC
+        return end
+    if media_type == "image/jpeg":
+        end, pictures = _jpeg_end(content, 0)
+        # A multi-picture JPEG (CIPA MPF, announced in an APP2 segment) appends its further
+        # pictures as complete JPEGs; count them as the image's own, and nothing else.
+        while pictures and content.startswith(b"\xff\xd8", end):
+            end, _ = _jpeg_end(content, end)
+            pictures -= 1
+        return end
+    return None
+
+
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Each chunk of a PNG up to its IEND, as (type, start, end) of its data.
+
+    Only lengths are read (no CRC, no decompression). ValueError when a chunk runs past the
+    file, the IEND chunk is missing, or the chunks are absurdly many.
+    """
+    pos = 8
+    for _ in range(MAX_PNG_CHUNKS):
+        if pos + 12 > len(data):
+            raise ValueError("the PNG ends before its end chunk")
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        stop = pos + 8 + length
+        if length > 2**31 - 1 or stop + 4 > len(data):
+            raise ValueError("a PNG chunk runs past the end of the file")
+        yield kind, pos + 8, stop
+        if kind == b"IEND":
+            return
+        pos = stop + 4
+    raise ValueError(f"the PNG has more than {MAX_PNG_CHUNKS} chunks")
+
+
+# In a JPEG's entropy-coded data, 0xFF is followed by 0x00 (a stuffed byte) or a restart
+# marker; any other byte after it is the next marker.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_SOS, _JPEG_EOI, _JPEG_APP2 = 0xDA, 0xD9, 0xE2
+
+
+def _jpeg_end(data: bytes, pos: int) -> tuple[int, int]:
+    """The offset after the EOI of the JPEG starting at ``pos`` (its SOI), and how many further
+    pictures its MPF index declares (0 without one)."""
+    pictures = 0
+    pos += 2
+    for _ in range(100_000):  # each step moves forward: a bounded walk, as in _jpeg_size
+        if pos + 2 > len(data):
+            break
+        if data[pos] != 0xFF:
+            raise ValueError("broken JPEG segment structure")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == _JPEG_EOI:
+            return pos + 2, pictures
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > len(data):
+            break
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if length < 2:
+            raise ValueError("broken JPEG segment length")
+        if marker == _JPEG_APP2 and data.startswith(b"MPF\x00", pos + 4):
+            pictures = _mpf_pictures(data[pos + 8 : pos + 2 + length])
+        pos += 2 + length
+        if marker == _JPEG_SOS:
+            found = _JPEG_NEXT_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    raise ValueError("the JPEG ends before its end marker")
+
+
+def _mpf_pictures(index: bytes) -> int:
+    """How many pictures beyond the first an MPF index declares (a TIFF-style directory)."""
+    try:
+        order = "<" if index[:2] == b"II" else ">"
+        (ifd,) = struct.unpack_from(order + "I", index, 4)
+        (count,) = struct.unpack_from(order + "H", index, ifd)
+        for i in range(count):
+            tag, _kind, _n, value = struct.unpack_from(order + "HHII", index, ifd + 2 + 12 * i)
+            if tag == 0xB001:  # NumberOfImages
+                return max(0, min(int(value), 16) - 1)
+    except struct.error:
+        pass
+    return 0
+
+
 # The PDF check: a few structural facts read from the ends of the file (instant), then pypdf
 # counting pages in a worker process with a time and memory limit (certwidget.pdfcheck).
 _PDF_TAIL = 2048
@@ -391,6 +553,13 @@ def _check_pdf_verdict(read: Callable[[], dict[str, Any]]) -> None:
         logger.warning("PDF check unavailable; structure checked only")
         return
     ok = verdict.get("ok")
+    if not ok and verdict.get("refused"):
+        raise UploadRejected(
+            422,
+            "unsafe_file",
+            f"The PDF carries {verdict.get('why')}, which a certificate does not need. Print "
+            "it to a new PDF (or scan the paper form) and upload that file.",
+        )
     if not ok:
         why = str(verdict.get("why", "damaged"))
         detail = why if " " in why else "it is damaged"

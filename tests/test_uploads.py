@@ -319,3 +319,29 @@ async def test_the_async_check_refuses_exactly_as_the_blocking_one(content: byte
     with pytest.raises(UploadRejected) as awaited:
         await check_upload_async(content, filename="c.pdf", declared_type="application/pdf")
     assert repr(awaited.value) == repr(blocking.value)
+
+
+def test_a_multi_picture_jpeg_is_accepted_with_its_further_pictures() -> None:
+    # Phones append a gain map (or a second view) as further JPEGs declared in an MPF index.
+    out = io.BytesIO()
+    first, second = Image.new("RGB", (64, 48), "white"), Image.new("L", (32, 24), 128)
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    doc = check_upload(out.getvalue(), filename="photo.jpg", declared_type="image/jpeg")
+    assert doc.media_type == "image/jpeg"
+
+
+def test_a_few_bytes_of_padding_after_an_image_are_tolerated_more_are_not() -> None:
+    padded = _image("JPEG") + b"\x00" * 64
+    assert check_upload(padded, filename="scan.jpg", declared_type=None).content is padded
+    rejected = _rejected(_image("JPEG") + b"\x00" * 5000, filename="scan.jpg")
+    assert rejected.status == 422
+    assert "5000 bytes that are not part of it" in rejected.message
+
+
+def test_a_png_whose_pixels_do_not_decode_is_a_422() -> None:
+    content = _image("PNG", (300, 200))
+    at = content.index(b"IDAT") + 4
+    broken = content[:at] + b"\x00garbage" * 4 + content[at + 32 :]
+    rejected = _rejected(broken, filename="scan.png")
+    assert (rejected.status, rejected.code) == (422, "unreadable_file")
+    assert "could not be decoded" in rejected.message
