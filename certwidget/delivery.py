@@ -6,9 +6,13 @@ the outbox row before the next step runs, and certificates are created with an i
 derived from the submission, so a retry (after an outage or a crash) resumes without making a
 second certificate.
 
-Provider outages (:class:`ProviderUnavailable`) are retried with exponential backoff and jitter
-for as long as it takes; a refusal (:class:`ProviderError`, a 4xx) is kept as ``failed`` with
-the provider's message and is never dropped.
+Provider outages (:class:`ProviderUnavailable`: a 5xx, a timeout, a connection error) are
+retried with exponential backoff and jitter for as long as it takes; a refusal
+(:class:`ProviderError`, a 4xx) is kept as ``failed`` with the provider's message and is never
+dropped. Any other exception (a bug, an encoding error, an answer the client does not expect) is
+retried with backoff too, in case it was passing, but at most ``max_unexpected_errors`` times:
+then the row is kept as ``failed`` with a message saying what happened and what to do, instead
+of being tried for ever. Its traceback is logged once, at the first such error.
 
 An attempt works under the lease its claim took. If it outlives that lease (a stalled provider
 call, a paused VM) and another process claims the row, the outbox refuses this attempt's
@@ -48,6 +52,10 @@ T = TypeVar("T")
 # often. (Half a second let deliveries to the in-process sandbox, a PDF render each for
 # filled-in certificates, double intake's p99 over a 1,000-submission burst.)
 YIELD_TO_BUYERS_SECONDS = 2.0
+# Attempts that end in an unexpected error before the row is given up as failed. A passing
+# fault (a file briefly locked, a provider answer garbled once) gets a few retries with backoff
+# (1, 2, 4, 8 s and more); one that five attempts all hit is a bug no retry will cure.
+MAX_UNEXPECTED_ERRORS = 5
 logger = logging.getLogger("certwidget.delivery")
 
 
@@ -66,6 +74,15 @@ def profile_for(submission: Submission) -> CustomerProfile:
         country=str(source.get("country") or "US"),
         email=str(source.get("email") or known.get("email") or ""),
     )
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters, any lone surrogate escaped: an error's message may
+    quote the very text that could not be encoded, and a log handler or the outbox would then
+    fail on it in turn."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _date(value: Any) -> dt.date | None:
@@ -105,12 +122,14 @@ class Deliverer:
         lease_seconds: float = 60.0,
         on_delivered: Callable[[Submission], None] | None = None,
         traffic: BuyerTraffic | None = None,
+        max_unexpected_errors: int = MAX_UNEXPECTED_ERRORS,
     ) -> None:
         self._outbox = outbox
         self._provider = provider
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._lease = lease_seconds
+        self._max_unexpected = max(1, max_unexpected_errors)
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._wake = asyncio.Event()
@@ -357,16 +376,48 @@ class Deliverer:
                 )
                 await self._give_up(submission, exc.message)
         except Exception as exc:
-            # Our own bug or an unexpected answer: keep the row and retry later rather than
-            # lose an acknowledged certificate.
-            logger.exception("certwidget: unexpected error delivering %s", submission.id)
-            await self._retry_later(
-                submission, f"{type(exc).__name__}: {exc}", self._backoff(submission.attempts)
-            )
+            await self._unexpected(submission, exc)
         else:
             await self._record_delivery(submission, progress)
         # Not reached when the attempt is cancelled: stop() then releases the row.
         self._settled(submission, claimed)
+
+    async def _unexpected(self, submission: Submission, exc: Exception) -> None:
+        """An error that is neither an outage nor a refusal: our own bug, an encoding error, an
+        answer the client does not expect. Retried a few times with backoff, in case it was
+        passing; then the row is failed with a message a person can act on. The traceback is
+        logged once per row (at its first such error), not once per attempt."""
+        errors = submission.unexpected_errors + 1
+        what = _printable(f"{type(exc).__name__}: {exc}")
+        if errors == 1:
+            logger.error(
+                "certwidget: unexpected error delivering %s: %s",
+                submission.id,
+                what,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        if errors < self._max_unexpected:
+            delay = self._backoff(submission.attempts)
+            logger.warning(
+                "certwidget: delivering %s failed unexpectedly (%d of %d before it is given up); "
+                "retry in %.1fs: %s",
+                submission.id,
+                errors,
+                self._max_unexpected,
+                delay,
+                what,
+            )
+            await self._retry_later(submission, what, delay, unexpected=True)
+            return
+        # The error first (the outbox keeps 500 characters), then what to do about it.
+        message = (
+            f"{_printable(what, 200)} (failed {errors} times: an unexpected error, most likely "
+            "a bug or an answer from the provider certwidget does not expect, which retrying "
+            "will not cure; fix its cause, see the traceback logged at its first attempt, then "
+            "send it again with Outbox.requeue)"
+        )
+        logger.error("certwidget: gave up delivering %s: %s", submission.id, message)
+        await self._give_up(submission, message, unexpected=True)
 
     def _settled(self, submission: Submission, claimed: _Claimed | None) -> None:
         """The attempt is over: whoever waits on it hears so, and the row is no longer ours."""
@@ -424,23 +475,31 @@ class Deliverer:
             raise LeaseLost("keeping its rendered PDF")
         submission.media_type, submission.filename = PDF_MEDIA_TYPE, PDF_FILENAME
 
-    async def _retry_later(self, submission: Submission, error: str, delay: float) -> None:
+    async def _retry_later(
+        self, submission: Submission, error: str, delay: float, *, unexpected: bool = False
+    ) -> None:
         retried = await to_thread.run_sync(
             lambda: self._outbox.mark_retry(
-                submission.id, owner=submission.lease_owner, error=error, delay=delay
+                submission.id,
+                owner=submission.lease_owner,
+                error=error,
+                delay=delay,
+                unexpected=unexpected,
             )
         )
         if not retried:
             self._lost(submission, "scheduling its retry")
 
-    async def _give_up(self, submission: Submission, error: str) -> None:
+    async def _give_up(
+        self, submission: Submission, error: str, *, unexpected: bool = False
+    ) -> None:
         failed = await to_thread.run_sync(
             lambda: self._outbox.mark_failed(
-                submission.id, owner=submission.lease_owner, error=error
+                submission.id, owner=submission.lease_owner, error=error, unexpected=unexpected
             )
         )
         if not failed:
-            self._lost(submission, "recording the provider's refusal")
+            self._lost(submission, "recording that it failed")
 
     async def _deliver(self, submission: Submission) -> dict[str, Any]:
         progress: dict[str, Any] = dict(submission.progress)

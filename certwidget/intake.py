@@ -208,6 +208,15 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
             "for a new certificate.",
         )
     if not created and submission.state == "failed":
+        if submission.unexpected_errors:
+            # Not the buyer's doing (certwidget.delivery gave it up after unexpected errors),
+            # and the details, for the shop, are in its log and the outbox.
+            raise HTTPProblem(
+                422,
+                "certificate_undeliverable",
+                "This certificate could not be delivered to the tax service because of an "
+                "error on the shop's side. Please contact the shop, or fill in a new one.",
+            )
         raise HTTPProblem(
             422,
             "certificate_refused",

@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     filename TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
+    unexpected_errors INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     lease_until REAL NOT NULL DEFAULT 0,
     lease_owner TEXT NOT NULL DEFAULT '',
@@ -133,6 +134,9 @@ class Submission:
     delivered_at: float | None
     #: Delivery progress: {"customer_id": ..., "certificates": {zone: id}, "attached": [zone, ...]}
     progress: dict[str, Any] = field(default_factory=dict)
+    #: Attempts that ended in an error no retry is known to cure (a bug, an encoding error):
+    #: delivery gives the row up as failed after a few (outages and refusals do not count).
+    unexpected_errors: int = 0
     #: The token of the lease :meth:`Outbox.claim` or :meth:`Outbox.claim_due` took on the row,
     #: which the updates that extend or settle it must show; empty for rows read otherwise.
     lease_owner: str = field(default="", compare=False)
@@ -144,7 +148,7 @@ class Submission:
 
 _COLUMNS = (
     "id, customer, guest, idempotency_key, body_hash, kind, payload, media_type, filename, "
-    "state, attempts, last_error, created_at, delivered_at, progress"
+    "state, attempts, last_error, created_at, delivered_at, progress, unexpected_errors"
 )
 
 
@@ -165,6 +169,7 @@ def _row(row: sqlite3.Row, lease_owner: str = "") -> Submission:
         created_at=row["created_at"],
         delivered_at=row["delivered_at"],
         progress=json.loads(row["progress"]),
+        unexpected_errors=row["unexpected_errors"],
         lease_owner=lease_owner,
     )
 
@@ -188,6 +193,10 @@ _DROP_DELIVERED_INLINE_DOCUMENTS = (
 # Files from before leases had owners. Rows get '' (no claim holds them): a lease an older
 # process took keeps running out by its time as before, and the next claim stamps its token.
 _ADD_LEASE_OWNER = "ALTER TABLE submissions ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''"
+# Files from before unexpected errors were counted: every row starts with none.
+_ADD_UNEXPECTED_ERRORS = (
+    "ALTER TABLE submissions ADD COLUMN unexpected_errors INTEGER NOT NULL DEFAULT 0"
+)
 
 # Whether the caller still holds the lease it claimed: the row is pending and no claim has
 # taken it since (a claim writes its own token; settling or releasing writes ''). A lease that
@@ -268,7 +277,8 @@ class Outbox:
         copy, so an older certwidget process still sharing this file (during an upgrade one
         process at a time) reads its documents as before. A file made before leases had owners
         gets the column; an older process still on it claims and settles without looking at it,
-        as it always did, until it is upgraded too.
+        as it always did, until it is upgraded too. So does a file made before unexpected
+        delivery errors were counted (an older process never counts them: its rows retry).
         """
         # The columns are read under the write lock: processes opening an older file at once
         # add the missing column once, the first to get the lock, and the others see it.
@@ -277,6 +287,8 @@ class Outbox:
             columns = {row["name"] for row in self._db.execute("PRAGMA table_info(submissions)")}
             self._legacy_document_column = "document" in columns
             statements = [] if "lease_owner" in columns else [_ADD_LEASE_OWNER]
+            if "unexpected_errors" not in columns:
+                statements.append(_ADD_UNEXPECTED_ERRORS)
             statements.append(_DROP_DELIVERED_DOCUMENTS)
             if self._legacy_document_column:
                 statements += [_COPY_INLINE_DOCUMENTS, _DROP_DELIVERED_INLINE_DOCUMENTS]
@@ -577,13 +589,23 @@ class Outbox:
 
         return self._write(op, durable=True)
 
-    def mark_retry(self, submission_id: str, *, owner: str, error: str, delay: float) -> bool:
+    def mark_retry(
+        self,
+        submission_id: str,
+        *,
+        owner: str,
+        error: str,
+        delay: float,
+        unexpected: bool = False,
+    ) -> bool:
         """An attempt that failed for now: another after ``delay`` seconds, if the caller still
-        holds the lease; answers whether it did (a row claimed since is the new owner's)."""
+        holds the lease; answers whether it did (a row claimed since is the new owner's).
+        ``unexpected`` counts the attempt in ``unexpected_errors``."""
         changed = self._execute(
-            "UPDATE submissions SET attempts = attempts + 1, last_error = ?,"
+            "UPDATE submissions SET attempts = attempts + 1,"
+            " unexpected_errors = unexpected_errors + ?, last_error = ?,"
             f" next_attempt_at = ?, lease_until = 0, lease_owner = '' WHERE {_HELD}",
-            (error[:500], time.time() + delay, submission_id, owner),
+            (int(unexpected), _storable(error), time.time() + delay, submission_id, owner),
             durable=False,
         )
         return changed == 1
@@ -610,19 +632,24 @@ class Outbox:
         """
         changed = self._execute(
             "UPDATE submissions SET state = 'pending', next_attempt_at = 0, lease_until = 0,"
-            " lease_owner = '' WHERE id = ? AND state = 'failed'",
+            " lease_owner = '', unexpected_errors = 0 WHERE id = ? AND state = 'failed'",
             (submission_id,),
             durable=True,
         )
         return changed == 1
 
-    def mark_failed(self, submission_id: str, *, owner: str, error: str) -> bool:
-        """A permanent refusal by the provider: kept, never retried, visible to the shop; if the
-        caller still holds the lease. Answers whether it did."""
+    def mark_failed(
+        self, submission_id: str, *, owner: str, error: str, unexpected: bool = False
+    ) -> bool:
+        """A delivery no retry can cure (the provider's refusal, or an unexpected error seen too
+        often): kept, never retried until :meth:`requeue`, visible to the shop; if the
+        caller still holds the lease. Answers whether it did. ``unexpected`` counts the attempt
+        in ``unexpected_errors``."""
         changed = self._execute(
             "UPDATE submissions SET state = 'failed', attempts = attempts + 1,"
+            " unexpected_errors = unexpected_errors + ?,"
             f" last_error = ?, lease_until = 0, lease_owner = '' WHERE {_HELD}",
-            (error[:500], submission_id, owner),
+            (int(unexpected), _storable(error), submission_id, owner),
             durable=True,
         )
         return changed == 1
@@ -791,6 +818,13 @@ def _new_row(new: NewSubmission) -> tuple[Submission, tuple[Any, ...]]:
         new.document or None,
     )
     return submission, values
+
+
+def _storable(error: str) -> str:
+    """``error`` cut to 500 characters, with any lone surrogate (an exception's message may
+    quote the very text that failed to encode) escaped: SQLite cannot bind one, and a retry
+    or a failure that could not be recorded would leave its row leased."""
+    return error[:500].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _new_owner() -> str:
