@@ -41,16 +41,25 @@ from .errors import (
     unauthorized,
 )
 from .routing import route
-from .store import CUSTOMER_FIELDS, CertificateFields, Idempotency, SandboxStore, iso_datetime
-from .uploads import read_upload
+from .store import (
+    CUSTOMER_FIELDS,
+    CertificateFields,
+    Idempotency,
+    SandboxStore,
+    iso_datetime,
+)
+from .uploads import attachment_response, read_upload
 from .validation import (
     CERTIFICATE_STATUSES,
     Page,
+    customer_code,
     optional_string,
     parse_attributes,
     parse_date,
     parse_optional_int,
     parse_percentage,
+    parse_reason,
+    parse_zone,
     read_json_object,
     required_string,
     status_filter,
@@ -184,8 +193,8 @@ class _SandboxApi:
     async def _certificate_fields(
         self, caller: Principal, body: dict[str, Any], *, update: bool
     ) -> CertificateFields:
-        reason = required_string(body, "exemptionReason")
-        zone = required_string(body, "exposureZone")
+        reason = parse_reason(body, "exemptionReason")
+        zone = parse_zone(body, "exposureZone")
         number = optional_string(body, "exemptionNumber")
         signed = parse_date(body, "signedDate")
         expires = parse_date(body, "expirationDate")
@@ -265,7 +274,7 @@ class _SandboxApi:
                 f"Certificate {ref!r} has no attachment; "
                 f"upload one with POST /v2/certificates/{ref}/attachment"
             )
-        return Response(attachment.content, media_type=attachment.media_type)
+        return attachment_response(attachment)
 
     async def upload_attachment(self, request: Request) -> Response:
         caller = await self._caller(request)
@@ -285,7 +294,7 @@ class _SandboxApi:
         fields = {name: optional_string(body, name) for name in CUSTOMER_FIELDS}
         optional_string(body, "id")  # read-only: type-checked like the rest, then ignored
         if create or "customerCode" in body:
-            fields["customerCode"] = required_string(body, "customerCode")
+            fields["customerCode"] = customer_code(body, "customerCode")
         return fields
 
     async def list_customers(self, request: Request) -> Response:

@@ -49,8 +49,8 @@ from .auth import Principal
 from .errors import ApiError
 from .routing import route
 from .store import CertificateFields, Idempotency, SandboxStore
-from .uploads import read_upload
-from .validation import read_json_object
+from .uploads import attachment_response, read_upload
+from .validation import read_json_object, strict_date
 
 T = TypeVar("T")
 
@@ -116,14 +116,10 @@ def _date(body: Mapping[str, Any], field: str, *, required: bool) -> dt.date | N
     value = _string(body, field, required=required)
     if value is None:
         return None
-    try:
-        if len(value) != 10:
-            raise ValueError(value)
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise _invalid(
-            f"{field} must be an ISO 8601 date (YYYY-MM-DD), got {value[:40]!r}"
-        ) from None
+    date = strict_date(value)
+    if date is None:
+        raise _invalid(f"{field} must be an ISO 8601 date (YYYY-MM-DD), got {value[:40]!r}")
+    return date
 
 
 def _choice(body: Mapping[str, Any], field: str, allowed: tuple[str, ...]) -> str | None:
@@ -304,7 +300,7 @@ class _CommendaApi:
         stored = await self._db(self.store.get_file, ref)
         if stored is None:
             raise ApiError(404, "not_found", f"There is no file with id {ref!r}")
-        return Response(stored.content, media_type=stored.media_type)
+        return attachment_response(stored)
 
     # -- exemption certificates ----------------------------------------------------------------
 

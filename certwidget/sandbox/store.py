@@ -455,10 +455,30 @@ class SandboxStore:
         with self._write() as db:
             replayed = self._replay(db, "createCertificate", idempotency)
             if replayed is not None:
+                self._check_not_deleted(db, replayed, idempotency)
                 return replayed
             certificate = self._insert_certificate(db, fields)
             self._remember(db, "createCertificate", idempotency, certificate)
             return certificate
+
+    def _check_not_deleted(
+        self, db: sqlite3.Connection, replayed: dict[str, Any], idem: Idempotency | None
+    ) -> None:
+        """A replay must not answer 201 with the id of a certificate deleted since.
+
+        Refused (409) rather than created anew: the certificate was deleted on purpose (by
+        the merchant, or a reviewer), and a client's retry must not bring it back unseen.
+        """
+        exists = db.execute(
+            "SELECT 1 FROM certificates WHERE id = ?", (int(replayed["id"]),)
+        ).fetchone()
+        if exists is None and idem is not None:
+            raise ApiError(
+                409,
+                "idempotency_key_spent",
+                f"Idempotency-Key {idem.key!r} created certificate {replayed['id']}, which has "
+                "since been deleted; send a new Idempotency-Key to create another certificate",
+            )
 
     def _insert_certificate(
         self, db: sqlite3.Connection, fields: CertificateFields
@@ -640,7 +660,10 @@ class SandboxStore:
         with self._write() as db:
             replayed = self._replay(db, operation, idempotency)
             if replayed is not None:
-                return self._certificate_by_id(db, str(replayed["id"])) or replayed
+                self._check_not_deleted(db, replayed, idempotency)
+                current = self._certificate_by_id(db, str(replayed["id"]))
+                assert current is not None
+                return current
             certificate = self._insert_certificate(db, fields)
             if file_id is not None:
                 self._link_file(db, int(certificate["id"]), file_id)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
+from starlette.responses import Response
 
 from .errors import ApiError, bad_request
 from .store import Attachment
@@ -45,6 +46,23 @@ def sniff_media_type(content: bytes) -> str | None:
         if content.startswith(signature):
             return media_type
     return None
+
+
+def _show_boundary(boundary: str) -> str:
+    return boundary if len(boundary) <= 72 else boundary[:69] + "..."
+
+
+def attachment_response(attachment: Attachment) -> Response:
+    """A stored document as a download.
+
+    ``nosniff``: the media type was judged from the content at upload, and a browser must not
+    guess another one (an upload that sniffs as HTML would otherwise run as a page here).
+    """
+    return Response(
+        attachment.content,
+        media_type=attachment.media_type,
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
@@ -107,23 +125,39 @@ async def read_upload(request: Request) -> Attachment:
         part.name = options.get(b"name", b"").decode("utf-8", "replace")
         part.filename = options.get(b"filename", b"").decode("utf-8", "replace")
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-        },
-    )
+    ended = False
+
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
     try:
+        # Inside the try: the constructor refuses a boundary over 256 characters (a 500 once).
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_part_data": on_part_data,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
+                "on_end": on_end,
+            },
+        )
         async for chunk in _capped(request, MAX_BODY_BYTES):
             parser.write(chunk)
         parser.finalize()
     except FormParserError as exc:
         raise bad_request(f"The multipart/form-data body is malformed: {exc}") from None
+    # python-multipart's finalize() does not check that the body was complete (its own TODO):
+    # a body cut short would store a truncated document as if it were whole.
+    if not ended:
+        closing = boundary.decode("latin-1")
+        raise bad_request(
+            "The multipart/form-data body ends before its closing boundary "
+            f"'--{_show_boundary(closing)}--'; send the whole body"
+        )
 
     document = next((part for part in parts if part.name == "file"), None)
     if document is None:

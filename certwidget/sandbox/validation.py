@@ -3,6 +3,10 @@
 Each reader names the field and shows what was received, so a message such as
 ``expirationDate must be a date in YYYY-MM-DD form, got '2024-13-40'`` is enough to fix a request.
 
+A careful provider stores only what it can vouch for: zones and reasons come from the package's
+catalog (``certwidget/data``), customer codes are bounded printable text, and numbers and dates
+have exactly one accepted form.
+
     >>> parse_date({"signedDate": "2024-05-01"}, "signedDate")
     datetime.date(2024, 5, 1)
 """
@@ -10,14 +14,16 @@ Each reader names the field and shows what was received, so a message such as
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
 
+from .. import catalog
 from .errors import ApiError, bad_request
 
 #: JSON bodies are small records; anything larger is a mistake or an attack.
@@ -26,7 +32,10 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 CERTIFICATE_STATUSES = ("Active", "Expired", "Revoked", "Pending")
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# ASCII digits only: \d also matches other scripts' digits, and the API has one date form.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+#: The longest customer code the sandbox stores (the middleware's own limit, see buyers.py).
+MAX_CUSTOMER_CODE = 100
 _DIGITS = re.compile(r"[+-]?[0-9]{1,18}")
 _UNSIGNED = re.compile(r"[0-9]{1,30}")
 # SQLite stores 64-bit integers; an offset beyond this can only be past the last row.
@@ -125,16 +134,102 @@ def required_string(body: Mapping[str, Any], field: str) -> str:
     return value
 
 
-def parse_date(body: Mapping[str, Any], field: str) -> dt.date | None:
-    value = optional_string(body, field)
-    if value is None:
-        return None
+def _control_characters(value: str) -> bool:
+    # Category Cc: C0 controls (NUL, tab, newline...), DEL and the C1 controls.
+    return any(unicodedata.category(ch) == "Cc" for ch in value)
+
+
+def customer_code(body: Mapping[str, Any], field: str) -> str:
+    """A customer code: 1 to 100 characters, none of them a control character."""
+    value = required_string(body, field)
+    if len(value) > MAX_CUSTOMER_CODE:
+        raise bad_request(
+            f"{field} must be at most {MAX_CUSTOMER_CODE} characters, got {len(value)}"
+        )
+    if _control_characters(value):
+        raise bad_request(
+            f"{field} must not contain control characters (NUL, newline, tab, DEL...), "
+            f"got {_show(value)}"
+        )
+    return value
+
+
+@functools.cache
+def _zones_by_name() -> dict[str, str]:
+    return {zone.name.casefold(): zone.code for zone in catalog.zones()}
+
+
+def parse_zone(body: Mapping[str, Any], field: str) -> str:
+    """An exposure zone of the catalog, by code (``"WA"``) or name (``"Washington"``).
+
+    Answers the zone's code, whichever spelling was sent, so the stored zone is always the key
+    the middleware matches on (``"wa"`` and ``"Washington"`` are both stored as ``"WA"``). The
+    multistate jurisdictions ``SST`` and ``MTC`` are zones too: the Commenda dialect stores
+    them in the same column, and a certificate read here must be writable back.
+    """
+    value = required_string(body, field)
+    key = value.strip()
+    known = _zones_by_name().get(key.casefold())
+    if known is not None:
+        return known
+    if key.upper() in (catalog.SST, catalog.MTC):
+        return key.upper()
+    try:
+        return catalog.zone(key).code
+    except catalog.UnknownZone:
+        raise bad_request(
+            f"{field} must be a US state or DC, as its two-letter code (e.g. 'WA') or its "
+            f"name (e.g. 'Washington'), or SST or MTC; got {_show(value)}"
+        ) from None
+
+
+@functools.cache
+def _reason_spellings() -> frozenset[str]:
+    spellings: set[str] = set()
+    for reason in catalog.reasons():
+        spellings.update(
+            text.casefold() for text in (reason.code, reason.name, reason.form_label) if text
+        )
+    return frozenset(spellings)
+
+
+def parse_reason(body: Mapping[str, Any], field: str) -> str:
+    """An exemption reason of the catalog: its letter (``"G"``), name or form label (``"Resale"``).
+
+    Answers the reason as sent (without surrounding spaces): clients read back the spelling they
+    chose, and CertCapture names reasons rather than lettering them.
+    """
+    value = required_string(body, field).strip()
+    if value.casefold() not in _reason_spellings():
+        examples = ", ".join(f"{r.code} ({r.name})" for r in catalog.reasons())
+        raise bad_request(
+            f"{field} must be an exemption reason, by letter or name: {examples}; "
+            f"got {_show(value)}"
+        )
+    return value
+
+
+def strict_date(value: str) -> dt.date | None:
+    """The date ``value`` spells in exactly ``YYYY-MM-DD`` form, else None.
+
+    ``date.fromisoformat`` alone is not strict: it also reads ``20240501`` and ``2024-W18-3``.
+    """
     if _DATE.fullmatch(value):
         try:
             return dt.date.fromisoformat(value)
         except ValueError:
-            pass
-    raise bad_request(f"{field} must be a date in YYYY-MM-DD form, got {_show(value)}")
+            return None
+    return None
+
+
+def parse_date(body: Mapping[str, Any], field: str) -> dt.date | None:
+    value = optional_string(body, field)
+    if value is None:
+        return None
+    date = strict_date(value)
+    if date is None:
+        raise bad_request(f"{field} must be a date in YYYY-MM-DD form, got {_show(value)}")
+    return date
 
 
 def parse_percentage(body: Mapping[str, Any], field: str) -> float | None:
@@ -143,9 +238,12 @@ def parse_percentage(body: Mapping[str, Any], field: str) -> float | None:
     value = body[field]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request(f"{field} must be a number from 0 to 100, got {type_name(value)}")
-    if not math.isfinite(value) or not 0 <= value <= 100:
+    # Compared before any float conversion: a 400-digit integer overflows float() (a 500 once).
+    # NaN fails both comparisons, and infinities are outside the range.
+    if not 0 <= value <= 100:
         raise bad_request(f"{field} must be a number from 0 to 100, got {_show(value)}")
-    return float(value)
+    # + 0.0 turns -0.0 into 0.0, so the answer never shows a negative zero.
+    return float(value) + 0.0
 
 
 def parse_optional_int(body: Mapping[str, Any], field: str) -> int | None:
