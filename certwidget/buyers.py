@@ -26,8 +26,10 @@ CustomerCallable: TypeAlias = Callable[[HTTPConnection], CustomerLike | Awaitabl
 GUEST_COOKIE = "certwidget_guest"
 GUEST_COOKIE_MAX_AGE = 60 * 60 * 24 * 90
 # Any printable, space-free text up to 100 characters: shops use numbers, e-mail addresses
-# (o'brien@...), UUIDs. The provider clients percent-encode it wherever it reaches a URL.
-_CODE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,100}$")
+# (o'brien@...), UUIDs, "ACME/EU". The provider clients percent-encode it as one path segment
+# wherever it reaches a URL. Control characters (C0, DEL, C1) and lone surrogates are not
+# printable and cannot be encoded as UTF-8 for that URL: refused at the first request.
+_CODE = re.compile(r"^[^\s\x00-\x1f\x7f-\x9f\ud800-\udfff]{1,100}$")
 
 
 class CustomerError(ValueError):

@@ -287,6 +287,7 @@ class Runtime:
             # we last knew (possibly nothing, which taxes the order: the safe side).
             logger.warning("certwidget: certificates for %s unavailable: %s", customer, exc)
             return cached.certificates if cached is not None else []
+        certificates = _own(certificates, customer)
         self._on_file[customer] = _OnFile(certificates, time.monotonic())
         self._on_file.move_to_end(customer)
         while len(self._on_file) > MAX_ON_FILE_ENTRIES:
@@ -355,6 +356,26 @@ class Runtime:
                     await result
             except Exception:
                 logger.exception("certwidget: on_certificate hook failed for %s", exemption)
+
+
+def _own(certificates: list[ProviderCertificate], customer: str) -> list[ProviderCertificate]:
+    """Only the buyer's own certificates, whatever the provider answered.
+
+    Defence in depth: every certificate the widget lists, ``use`` applies and ``exemption_for``
+    exempts with passes here, so a provider (or a provider API) that mistakes one customer for
+    another cannot hand a buyer someone else's exemption.
+    """
+    own = [c for c in certificates if c.customer_code == customer]
+    if len(own) < len(certificates):
+        strangers = sorted({c.customer_code for c in certificates} - {customer})
+        logger.error(
+            "certwidget: the provider answered %d certificate(s) of other customers (%s) for "
+            "customer %s; they were dropped",
+            len(certificates) - len(own),
+            ", ".join(repr(code) for code in strangers),
+            customer,
+        )
+    return own
 
 
 def reason_name(code: str) -> str:

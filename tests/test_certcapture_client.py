@@ -903,11 +903,11 @@ async def test_every_operation_round_trips_through_the_sandbox(sandbox: Sandbox)
         again = await client.create_customer(wanted, idempotency_key="cust-C-100")
         assert again.id == created.id
         assert await client.get_customer(created.id) == created
-        assert await client.get_customer("C-100") == created
+        assert await client.get_customer("C-100", by_code=True) == created
 
         # updateCustomer
         moved = Customer(customer_code="C-100", name="Acme", city="Tacoma", region="WA")
-        updated = await client.update_customer("C-100", moved)
+        updated = await client.update_customer("C-100", moved, by_code=True)
         assert updated.id == created.id and updated.city == "Tacoma"
         assert (await client.get_customer(created.id)).city == "Tacoma"
 
@@ -972,7 +972,7 @@ async def test_every_operation_round_trips_through_the_sandbox(sandbox: Sandbox)
         assert await client.get_certificate_attachment(second.id) == Attachment(PNG, "image/png")
 
         # getCustomerCertificates, by code and by id
-        by_code = await client.get_customer_certificates("C-100")
+        by_code = await client.get_customer_certificates("C-100", by_code=True)
         assert [c.id for c in by_code] == [cert.id]
         assert [c.id for c in await client.get_customer_certificates(created.id)] == [cert.id]
 
@@ -980,12 +980,14 @@ async def test_every_operation_round_trips_through_the_sandbox(sandbox: Sandbox)
         buyer_token = await client.generate_ecommerce_token("C-100")
         assert buyer_token.expires_at > dt.datetime.now(dt.UTC)
         buyer = client.with_token(buyer_token.token)
-        assert (await buyer.get_customer("C-100")).id == created.id
-        assert [c.id for c in await buyer.get_customer_certificates("C-100")] == [cert.id]
+        assert (await buyer.get_customer("C-100", by_code=True)).id == created.id
+        assert [c.id for c in await buyer.get_customer_certificates("C-100", by_code=True)] == [
+            cert.id
+        ]
         with pytest.raises(Forbidden):
             await buyer.get_customer(other.id or "")
         with pytest.raises(Forbidden):
-            await buyer.get_customer_certificates("C-200")
+            await buyer.get_customer_certificates("C-200", by_code=True)
 
         # deleteCertificate
         await client.delete_certificate(second.id)
@@ -1001,7 +1003,7 @@ async def test_sandbox_errors_arrive_typed(sandbox: Sandbox) -> None:
             await client.get_certificate("999999")
         assert caught.value.code and caught.value.message
         with pytest.raises(NotFound):
-            await client.get_customer("no-such-customer")
+            await client.get_customer("no-such-customer", by_code=True)
         with pytest.raises(Unauthorized):
             await client.get_auth_token("sandbox", "wrong")
         with pytest.raises(BadRequest):
@@ -1046,7 +1048,7 @@ async def test_ecommerce_token_cannot_act_beyond_its_customer(sandbox: Sandbox) 
         )
         assert (await buyer.get_certificate(own.id)).id == own.id
         with pytest.raises(Forbidden):
-            await buyer.get_customer("OTHER")
+            await buyer.get_customer("OTHER", by_code=True)
         with pytest.raises(Forbidden):
             await buyer.create_certificate(
                 CertificateCreate(
@@ -1066,7 +1068,7 @@ async def test_provider_flow_against_the_sandbox(sandbox: Sandbox) -> None:
         assert await provider.ensure_customer(profile) == customer_id
         moved = CustomerProfile(code="SHOP-7", name="Acme", city="Tacoma", region="WA")
         assert await provider.ensure_customer(moved) == customer_id
-        assert (await provider.client.get_customer("SHOP-7")).city == "Tacoma"
+        assert (await provider.client.get_customer("SHOP-7", by_code=True)).city == "Tacoma"
 
         assert await provider.certificates_for("SHOP-7") == []
         assert await provider.certificates_for("NOBODY") == []

@@ -467,15 +467,20 @@ async def test_exhausted_retries_raise_the_typed_outage(sleeps: list[float]) -> 
         ("VALID", "VERIFICATION_COMPLETED", None, "Active"),
         ("VALID", "PENDING_VERIFICATION", None, "Pending"),
         ("INVALID", "VERIFICATION_COMPLETED", None, "Revoked"),
-        ("INVALID", "PENDING_VERIFICATION", None, "Revoked"),
+        # The seed's own example: a certificate awaiting Commenda's review.
+        ("INVALID", "PENDING_VERIFICATION", None, "Pending"),
+        ("INVALID", "PENDING_VERIFICATION", "2020-01-01", "Expired"),
         ("VALID", "VERIFICATION_COMPLETED", "2020-01-01", "Expired"),
         ("INVALID", "VERIFICATION_COMPLETED", "2020-01-01", "Revoked"),
         ("VALID", "SOMETHING_NEW", None, "Pending"),
+        ("INVALID", "SOMETHING_NEW", None, "Revoked"),
         ("SUSPENDED", "VERIFICATION_COMPLETED", None, "Revoked"),
+        ("SUSPENDED", "PENDING_VERIFICATION", None, "Revoked"),
+        (None, None, None, "Revoked"),
     ],
 )
 def test_statuses_map_into_the_provider_neutral_model(
-    status: str, verification: str, expires: str | None, expected: str
+    status: str | None, verification: str | None, expires: str | None, expected: str
 ) -> None:
     cert = ExemptionCertificate.from_json(
         cert_json(status=status, verification_status=verification, expiring_at=expires)

@@ -106,7 +106,8 @@ async def test_get_customer_answers_the_seed_shape_in_the_envelope(http: httpx.A
         "WA",
         "PURPOSE_WHOLESALE",
     )
-    assert (cert["status"], cert["verification_status"]) == ("VALID", "PENDING_VERIFICATION")
+    # New certificates await Commenda's review, exactly as the seed's own example shows one.
+    assert (cert["status"], cert["verification_status"]) == ("INVALID", "PENDING_VERIFICATION")
     assert (cert["customer_id"], cert["file_id"]) == ("cust-1", file_id)
     assert abs(cert["created_at"] - dt.datetime.now(dt.UTC).timestamp()) < 60
 
@@ -311,13 +312,23 @@ async def test_get_and_patch_a_certificate(http: httpx.AsyncClient) -> None:
     file_id = await upload(http)
     linked = await http.patch(path, json={"file_id": file_id}, headers=AUTH)
     assert linked.status_code == 200 and linked.json()["data"]["file_id"] == file_id
-    verified = await http.patch(
-        path, json={"verification_status": "VERIFICATION_COMPLETED"}, headers=AUTH
-    )
+    # A certificate awaiting verification cannot be VALID: approving sets both fields.
+    half = await http.patch(path, json={"status": "VALID"}, headers=AUTH)
+    assert half.status_code == 422
+    assert "status VALID needs verification_status VERIFICATION_COMPLETED" in half.text
+    approve = {"status": "VALID", "verification_status": "VERIFICATION_COMPLETED"}
+    verified = await http.patch(path, json=approve, headers=AUTH)
     assert verified.json()["data"]["status"] == "VALID"
     assert verified.json()["data"]["verification_status"] == "VERIFICATION_COMPLETED"
     invalid = await http.patch(path, json={"status": "INVALID"}, headers=AUTH)
-    assert invalid.json()["data"]["status"] == "INVALID"
+    assert (invalid.json()["data"]["status"], invalid.json()["data"]["verification_status"]) == (
+        "INVALID",
+        "VERIFICATION_COMPLETED",
+    )
+    again = await http.patch(
+        path, json={"verification_status": "PENDING_VERIFICATION"}, headers=AUTH
+    )
+    assert again.json()["data"]["status"] == "INVALID"  # back to review
     cleared = await http.patch(path, json={"expiring_at": None}, headers=AUTH)
     assert cleared.json()["data"]["expiring_at"] is None
 
@@ -369,7 +380,12 @@ async def test_a_certcapture_certificate_is_visible_in_commenda_terms(
     )
     assert wa["issued_at"] == made.json()["createdDate"][:10]  # no signedDate: the day made
     assert wa["file_id"] is None  # a CertCapture attachment is not a Commenda file
-    assert (tx["status"], tx["expiring_at"]) == ("VALID", "2020-01-01")  # lapsed by date
+    # Never reviewed, lapsed by date: still awaiting review; expiring_at says it lapsed.
+    assert (tx["status"], tx["verification_status"], tx["expiring_at"]) == (
+        "INVALID",
+        "PENDING_VERIFICATION",
+        "2020-01-01",
+    )
     hidden = await http.get("/api/v1/exemption-certificates/3", headers=AUTH)
     assert hidden.status_code == 404 and "no Commenda type" in hidden.json()["message"]
 
@@ -382,9 +398,10 @@ async def test_a_commenda_certificate_and_its_file_are_visible_through_v2(
     file_id = await upload(http, document)
     made = await create(http, customer_id="cust-9", file_id=file_id, type="ENTITY_TYPE_NONPROFIT")
     path = f"/api/v1/exemption-certificates/{made['id']}"
-    await http.patch(path, json={"status": "INVALID"}, headers=AUTH)
+    rejected = {"status": "INVALID", "verification_status": "VERIFICATION_COMPLETED"}
+    await http.patch(path, json=rejected, headers=AUTH)
 
-    v2 = (await http.get("/v2/customers/cust-9/certificates", auth=BASIC)).json()
+    v2 = (await http.get("/v2/customers/cust-9/certificates?by=customerCode", auth=BASIC)).json()
     [cert] = v2["value"]
     assert (cert["exposureZone"], cert["exemptionReason"], cert["status"]) == ("WA", "E", "Revoked")
     assert cert["signedDate"] == "2024-05-01" and cert["customer"]["customerCode"] == "cust-9"

@@ -92,13 +92,12 @@ def _commenda(url: str, **options: Any) -> CommendaProvider:
 
 
 async def _commenda_review(provider: CommendaProvider, cert_id: str, verdict: str) -> None:
-    # Commenda's reviewers verify (Active) or invalidate (Revoked); the sandbox lets us.
-    if verdict == "Active":
-        await provider.client.update_exemption_certificate(
-            cert_id, verification_status="VERIFICATION_COMPLETED"
-        )
-    else:
-        await provider.client.update_exemption_certificate(cert_id, status="INVALID")
+    # Commenda's reviewers complete verification as VALID (Active) or INVALID (Revoked).
+    await provider.client.update_exemption_certificate(
+        cert_id,
+        status="VALID" if verdict == "Active" else "INVALID",
+        verification_status="VERIFICATION_COMPLETED",
+    )
 
 
 async def _commenda_document(provider: CommendaProvider, cert_id: str) -> bytes:
@@ -352,9 +351,13 @@ async def test_a_shop_on_commenda_mints_its_own_token_delivers_and_exempts(
 ) -> None:
     admin = CommendaClient(f"{sandbox_url}/api/v1", token=COMMENDA_TOKEN)
     sst_zones = sorted(catalog.covered_zones("SST"))
-    verified: dict[str, Any] = {"verification_status": "VERIFICATION_COMPLETED"}
+    verified: dict[str, Any] = {"status": "VALID", "verification_status": "VERIFICATION_COMPLETED"}
+    rejected: dict[str, Any] = {
+        "status": "INVALID",
+        "verification_status": "VERIFICATION_COMPLETED",
+    }
     await _commenda_certificate(admin, "C-SST", "SST", "ENTITY_TYPE_NONPROFIT", verified)
-    await _commenda_certificate(admin, "C-BAD", "WA", "PURPOSE_WHOLESALE", {"status": "INVALID"})
+    await _commenda_certificate(admin, "C-BAD", "WA", "PURPOSE_WHOLESALE", rejected)
 
     provider = CommendaProvider(f"{sandbox_url}/api/v1", token=COMMENDA_TOKEN)
     shop = build(tmp_path, provider=provider)
@@ -416,7 +419,9 @@ async def test_a_pending_commenda_certificate_exempts_only_with_accept_pending(
     tmp_path: Path, sandbox_url: str
 ) -> None:
     admin = CommendaClient(f"{sandbox_url}/api/v1", token=COMMENDA_TOKEN)
-    await _commenda_certificate(admin, "C-P", "WA", "PURPOSE_WHOLESALE", {"status": "VALID"})
+    # As the seed shows it: INVALID + PENDING_VERIFICATION, awaiting Commenda's review.
+    awaiting = {"status": "INVALID", "verification_status": "PENDING_VERIFICATION"}
+    await _commenda_certificate(admin, "C-P", "WA", "PURPOSE_WHOLESALE", awaiting)
     await admin.aclose()
     answers = []
     for accept_pending in (False, True):

@@ -273,11 +273,11 @@ async def test_ecommerce_token_reads_its_own_customer_and_certificates(app: Any)
         token = await ecommerce_token(admin, "BUYER-1")
     async with client_for(app, auth=Bearer(token)) as widget:
         assert (await widget.get(f"/customers/{mine['id']}")).json() == mine
-        assert (await widget.get("/customers/BUYER-1")).json() == mine
-        listed = (await widget.get("/customers/BUYER-1/certificates")).json()
+        assert (await widget.get("/customers/BUYER-1?by=customerCode")).json() == mine
+        listed = (await widget.get("/customers/BUYER-1/certificates?by=customerCode")).json()
         assert [c["id"] for c in listed["value"]] == [cert["id"]]
         assert (await widget.get(f"/certificates/{cert['id']}")).json() == cert
-        filtered = (await widget.get("/certificates", params={"customerId": "BUYER-1"})).json()
+        filtered = (await widget.get("/certificates", params={"customerCode": "BUYER-1"})).json()
         assert filtered["totalCount"] == 1
 
 
@@ -324,13 +324,15 @@ async def test_ecommerce_token_is_forbidden_outside_its_customer(app: Any) -> No
         ("GET", "/customers", None),
         ("POST", "/customers", {"customerCode": "NEW"}),
         ("GET", f"/customers/{other['id']}", None),
-        ("GET", "/customers/BUYER-2", None),
+        ("GET", "/customers/BUYER-2?by=customerCode", None),
+        ("GET", "/customers/no-such-customer?by=customerCode", None),
         ("GET", "/customers/no-such-customer", None),
-        ("PUT", "/customers/BUYER-1", {"name": "Renamed"}),
-        ("GET", "/customers/BUYER-2/certificates", None),
+        ("PUT", "/customers/BUYER-1?by=customerCode", {"name": "Renamed"}),
+        ("GET", "/customers/BUYER-2/certificates?by=customerCode", None),
         ("GET", "/certificates", None),
-        ("GET", "/certificates?customerId=BUYER-2", None),
-        ("GET", "/certificates?customerId=no-such-customer", None),
+        ("GET", "/certificates?customerCode=BUYER-2", None),
+        ("GET", "/certificates?customerCode=no-such-customer", None),
+        ("GET", "/certificates?customerId=999", None),
         ("GET", f"/certificates/{theirs['id']}", None),
         ("GET", f"/certificates/{unlinked['id']}", None),
         ("PUT", f"/certificates/{mine['id']}", cert_body),
@@ -507,7 +509,9 @@ async def test_page_and_page_size_limits_are_400(
         assert response.status_code == 400
         assert message in error_of(response)["message"]
     await make_customer(client, "C-1")
-    response = await client.get("/customers/C-1/certificates", params=query)
+    response = await client.get(
+        "/customers/C-1/certificates", params={**query, "by": "customerCode"}
+    )
     assert response.status_code == 400
 
 
@@ -528,8 +532,10 @@ async def test_a_page_past_the_end_is_empty_not_an_error(client: httpx.AsyncClie
         ("GET", "/certificates/99999999999999999999999"),
         ("GET", "/certificates/999/attachment"),
         ("GET", "/customers/999"),
-        ("PUT", "/customers/nobody"),
-        ("GET", "/customers/nobody/certificates"),
+        ("GET", "/customers/nobody"),
+        ("PUT", "/customers/nobody?by=customerCode"),
+        ("GET", "/customers/nobody/certificates?by=customerCode"),
+        ("GET", "/customers/999/certificates"),
     ],
 )
 async def test_unknown_ids_are_404(client: httpx.AsyncClient, method: str, path: str) -> None:
@@ -671,11 +677,12 @@ async def test_status_and_customer_filters_combine(client: httpx.AsyncClient) ->
         return [c["id"] for c in body["value"]]
 
     assert len(await ids()) == 4
-    assert await ids(customerId="C-1") == [a["id"], b["id"]]
+    assert await ids(customerCode="C-1") == [a["id"], b["id"]]
     assert await ids(customerId=one["id"]) == [a["id"], b["id"]]
-    assert await ids(customerId="C-1", status="Active") == [b["id"]]
-    assert await ids(customerId="C-1", status="Pending") == [a["id"]]
-    assert await ids(customerId="nobody") == []
+    assert await ids(customerCode="C-1", status="Active") == [b["id"]]
+    assert await ids(customerCode="C-1", status="Pending") == [a["id"]]
+    assert await ids(customerCode="nobody") == []
+    assert await ids(customerId="C-1") == []  # an id filter never matches a code
     assert len(await ids(status="Pending")) == 3
 
 
@@ -695,7 +702,7 @@ async def test_page_size_defaults_to_50(client: httpx.AsyncClient) -> None:
     for _ in range(51):
         await make_certificate(client, customerCode="C-1")
     assert len((await client.get("/certificates")).json()["value"]) == 50
-    body = (await client.get("/customers/C-1/certificates")).json()
+    body = (await client.get("/customers/C-1/certificates?by=customerCode")).json()
     assert (body["totalCount"], len(body["value"])) == (51, 50)
 
 
@@ -896,10 +903,10 @@ async def test_customer_create_get_update_and_list(client: httpx.AsyncClient) ->
         "region": "WA",
     }
     assert (await client.get(f"/customers/{created['id']}")).json() == created
-    assert (await client.get("/customers/C-1")).json() == created
+    assert (await client.get("/customers/C-1?by=customerCode")).json() == created
 
     update = {"name": "Acme Inc", "emailAddress": "ap@acme.test", "id": "ignored"}
-    updated = (await client.put("/customers/C-1", json=update)).json()
+    updated = (await client.put("/customers/C-1?by=customerCode", json=update)).json()
     assert updated == {
         "id": created["id"],
         "customerCode": "C-1",
@@ -915,13 +922,24 @@ async def test_customer_create_get_update_and_list(client: httpx.AsyncClient) ->
     assert [c["customerCode"] for c in body["value"]] == ["C-2"]
 
 
-async def test_a_customer_code_names_a_customer_before_an_id_does(
+async def test_the_path_names_an_id_and_a_code_only_with_by_customer_code(
     client: httpx.AsyncClient,
 ) -> None:
     first = await make_customer(client, "C-1")
     numeric = await make_customer(client, first["id"])  # a shop customer number such as "1"
-    assert (await client.get(f"/customers/{first['id']}")).json() == numeric
-    assert (await client.get("/customers/C-1")).json() == first
+    by_code = {"by": "customerCode"}
+    assert (await client.get(f"/customers/{first['id']}")).json() == first
+    assert (await client.get(f"/customers/{first['id']}", params=by_code)).json() == numeric
+    assert (await client.get("/customers/C-1", params=by_code)).json() == first
+    missing = await client.get("/customers/C-1")
+    assert missing.status_code == 404
+    assert "add ?by=customerCode" in error_of(missing)["message"]
+    wrong = await client.get("/customers/C-1", params={"by": "name"})
+    assert wrong.status_code == 400
+    assert error_of(wrong)["message"] == "by must be id or customerCode, got 'name'"
+    both = await client.get("/certificates", params={"customerId": "1", "customerCode": "1"})
+    assert both.status_code == 400
+    assert "not both" in error_of(both)["message"]
 
 
 @pytest.mark.parametrize(
@@ -948,7 +966,7 @@ async def test_a_duplicate_customer_code_is_409(client: httpx.AsyncClient) -> No
     assert response.status_code == 409
     assert "already exists" in error_of(response)["message"]
     await make_customer(client, "C-2")
-    response = await client.put("/customers/C-2", json={"customerCode": "C-1"})
+    response = await client.put("/customers/C-2?by=customerCode", json={"customerCode": "C-1"})
     assert response.status_code == 409
     assert (await client.get("/customers")).json()["totalCount"] == 2
 
@@ -958,11 +976,16 @@ async def test_customer_certificates_list_only_that_customer(client: httpx.Async
     await make_customer(client, "C-2")
     mine = await make_certificate(client, customerCode="C-1", expirationDate="2020-01-01")
     await make_certificate(client, customerCode="C-2")
-    body = (await client.get("/customers/C-1/certificates")).json()
+    by_code = {"by": "customerCode"}
+    body = (await client.get("/customers/C-1/certificates", params=by_code)).json()
     assert body == {"totalCount": 1, "value": [mine]}
-    expired = await client.get("/customers/C-1/certificates", params={"status": "Expired"})
+    expired = await client.get(
+        "/customers/C-1/certificates", params={**by_code, "status": "Expired"}
+    )
     assert expired.json()["totalCount"] == 1
-    assert (await client.get("/customers/C-2/certificates")).json()["totalCount"] == 1
+    assert (await client.get("/customers/C-2/certificates", params=by_code)).json()[
+        "totalCount"
+    ] == 1
 
 
 async def test_attributes_are_seeded(client: httpx.AsyncClient) -> None:
@@ -1062,14 +1085,14 @@ async def test_data_and_tokens_survive_a_restart_on_the_same_file(db_path: Path)
 
     second = create_app(db_path=db_path)
     async with client_for(second) as client:
-        assert (await client.get("/customers/C-1")).json() == customer
+        assert (await client.get("/customers/C-1?by=customerCode")).json() == customer
         assert (await client.get(f"/certificates/{cert['id']}")).json() == cert
         assert (await client.get(f"/certificates/{cert['id']}/attachment")).content == PNG
         again = await client.post("/customers", json={"customerCode": "C-2"}, headers=replayed_key)
         assert again.status_code == 201
         assert (await make_certificate(client))["id"] != cert["id"]
     async with client_for(second, auth=Bearer(token)) as widget:
-        assert (await widget.get("/customers/C-1")).status_code == 200
+        assert (await widget.get("/customers/C-1?by=customerCode")).status_code == 200
 
 
 def test_the_database_is_in_wal_mode_and_stores_token_digests_only(db_path: Path) -> None:

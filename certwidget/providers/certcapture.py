@@ -44,7 +44,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -304,7 +304,7 @@ class CertCaptureClient(AsyncClosing):
 
             minted = await client.generate_ecommerce_token("C-1")
             buyer = client.with_token(minted.token)
-            await buyer.get_customer("C-1")
+            await buyer.get_customer("C-1", by_code=True)
         """
         derived = object.__new__(CertCaptureClient)
         derived._authorization = _authorization(None, None, token)
@@ -419,21 +419,60 @@ class CertCaptureClient(AsyncClosing):
         )
         return _parse(response, Customer.from_json)
 
-    async def get_customer(self, id_or_code: str) -> Customer:
-        """``GET /customers/{customerId}`` (getCustomer), by server id or customer code."""
-        path = f"/customers/{segment(id_or_code, 'id_or_code')}"
-        return _parse(await self._request("GET", path), Customer.from_json)
-
-    async def update_customer(self, id_or_code: str, customer: Customer) -> Customer:
-        """``PUT /customers/{customerId}`` (updateCustomer): replace the customer's details."""
-        path = f"/customers/{segment(id_or_code, 'id_or_code')}"
-        response = await self._request("PUT", path, json=_without_id(customer))
+    async def get_customer(self, customer_id: str, *, by_code: bool = False) -> Customer:
+        """``GET /customers/{customerId}`` (getCustomer): by the server's id, or with
+        ``by_code=True`` by the customer code (sent as ``?by=customerCode``, never guessed)."""
+        path = f"/customers/{segment(customer_id, 'customer_id')}"
+        response = await self._request("GET", path, params=_addressing(by_code))
         return _parse(response, Customer.from_json)
 
-    async def get_customer_certificates(self, id_or_code: str) -> CertificatePage:
-        """``GET /customers/{customerId}/certificates`` (getCustomerCertificates)."""
-        path = f"/customers/{segment(id_or_code, 'id_or_code')}/certificates"
-        return _parse(await self._request("GET", path), CertificatePage.from_json)
+    async def update_customer(
+        self, customer_id: str, customer: Customer, *, by_code: bool = False
+    ) -> Customer:
+        """``PUT /customers/{customerId}`` (updateCustomer): replace the customer's details.
+
+        ``customer_id`` is the server's id, or the customer code with ``by_code=True``.
+        """
+        path = f"/customers/{segment(customer_id, 'customer_id')}"
+        response = await self._request(
+            "PUT", path, params=_addressing(by_code), json=_without_id(customer)
+        )
+        return _parse(response, Customer.from_json)
+
+    async def get_customer_certificates(
+        self,
+        customer_id: str,
+        *,
+        by_code: bool = False,
+        page: int | None = None,
+        page_size: int | None = None,
+    ) -> CertificatePage:
+        """``GET /customers/{customerId}/certificates`` (getCustomerCertificates): one page.
+
+        ``customer_id`` is the server's id, or the customer code with ``by_code=True``;
+        :meth:`all_customer_certificates` reads every page.
+        """
+        path = f"/customers/{segment(customer_id, 'customer_id')}/certificates"
+        params = {**_addressing(by_code), **_params(page=page, pageSize=page_size)}
+        response = await self._request("GET", path, params=params)
+        return _parse(response, CertificatePage.from_json)
+
+    async def all_customer_certificates(
+        self, customer_id: str, *, by_code: bool = False
+    ) -> list[Certificate]:
+        """Every certificate of the customer: page after page until ``totalCount`` is read.
+
+        Bounded by :data:`MAX_PAGES` pages of :data:`PAGE_SIZE` (what is beyond is logged and
+        left unread), and stops at an empty page, so a server whose ``totalCount`` overstates
+        what it serves cannot keep the caller reading.
+        """
+
+        async def fetch(page: int) -> CertificatePage:
+            return await self.get_customer_certificates(
+                customer_id, by_code=by_code, page=page, page_size=PAGE_SIZE
+            )
+
+        return await _every_page(fetch, f"certificates of customer {customer_id!r}")
 
     # -- attributes, tokens ------------------------------------------------------------------
 
@@ -525,6 +564,37 @@ def _authorization(username: str | None, password: str | None, token: str | None
 
 def _params(**values: str | int | None) -> dict[str, str | int]:
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _addressing(by_code: bool) -> dict[str, str | int]:
+    # The path names the id unless it says otherwise: a customer code "1" must never reach the
+    # customer whose id is 1 (see the sandbox's openapi.yml, parameter CustomerKey).
+    return {"by": "customerCode"} if by_code else {}
+
+
+#: The page size asked for when reading every page: the API's documented default, which any
+#: CertCapture server accepts.
+PAGE_SIZE: Final = 50
+#: At most this many pages (10,000 certificates at PAGE_SIZE) are read for one list.
+MAX_PAGES: Final = 200
+
+
+async def _every_page(
+    fetch: Callable[[int], Awaitable[CertificatePage]], what: str
+) -> list[Certificate]:
+    items: list[Certificate] = []
+    for number in range(1, MAX_PAGES + 1):
+        page = await fetch(number)
+        items.extend(page)
+        if not page.value or len(items) >= page.total_count:
+            return items
+    logger.warning(
+        "CertCapture: read the first %d %s (%d pages); the rest is left unread",
+        len(items),
+        what,
+        MAX_PAGES,
+    )
+    return items
 
 
 def _without_id(customer: Customer) -> dict[str, Any]:
@@ -633,7 +703,7 @@ class CertCaptureProvider(AsyncClosing):
         and a concurrent creation (409) is resolved by reading the winner.
         """
         try:
-            existing = await self.client.get_customer(profile.code)
+            existing = await self.client.get_customer(profile.code, by_code=True)
         except NotFound:
             existing = None
         if existing is None:
@@ -643,8 +713,18 @@ class CertCaptureProvider(AsyncClosing):
                     wanted, idempotency_key=_customer_key(profile.code)
                 )
             except Conflict:
-                created = await self.client.get_customer(profile.code)
+                created = await self.client.get_customer(profile.code, by_code=True)
             return _customer_id(created)
+        if existing.customer_code != profile.code:
+            # A server that read the code as an id (or ignored ?by=customerCode) answered
+            # another customer: never write the buyer's details over theirs.
+            raise CertCaptureError(
+                None,
+                "customer_mismatch",
+                f"asked CertCapture for customerCode {profile.code!r} and got the customer "
+                f"with customerCode {existing.customer_code!r}; the server must support "
+                "GET /customers/{code}?by=customerCode",
+            )
         wanted = _merge(existing, profile)
         if wanted != existing:
             updated = await self.client.update_customer(_customer_id(existing), wanted)
@@ -678,10 +758,10 @@ class CertCaptureProvider(AsyncClosing):
     async def certificates_for(self, customer_code: str) -> list[ProviderCertificate]:
         """Every certificate of the buyer; an unknown buyer has none."""
         try:
-            page = await self.client.get_customer_certificates(customer_code)
+            certificates = await self.client.all_customer_certificates(customer_code, by_code=True)
         except NotFound:
             return []
-        return [_to_provider(cert, default_customer=customer_code) for cert in page]
+        return [_to_provider(cert, default_customer=customer_code) for cert in certificates]
 
     async def aclose(self) -> None:
         """Close the client, if this provider made it."""

@@ -95,27 +95,42 @@ logger = logging.getLogger(__name__)
 
 # -- mapping Commenda certificates into provider-neutral ones ---------------------------------
 
-#: (status, verification_status) -> provider-neutral status. Source: the seed page: "If the
-#: certificate is INVALID, the POST /calculate endpoint won't use it"; "Every exemption
-#: certificate needs to be validated by Commenda before they can be used". So only VALID and
-#: verified is Active; VALID awaiting verification is Pending, which exempts only with the
-#: middleware's ``accept_pending=True`` (the same option as CertCapture's Pending).
+#: (status, verification_status) -> provider-neutral status. Source: the seed page, whose own
+#: example certificate is ``INVALID`` + ``PENDING_VERIFICATION``: "Every exemption certificate
+#: needs to be validated by Commenda before they can be used for exempting transactions" and
+#: "If the certificate is INVALID, the POST /calculate endpoint won't use it". So ``status`` is
+#: the verdict only once ``verification_status`` says the review is done:
+#:
+#: - INVALID + PENDING_VERIFICATION: awaiting review (every new certificate) -> Pending;
+#: - VALID + VERIFICATION_COMPLETED: approved -> Active;
+#: - INVALID + VERIFICATION_COMPLETED: rejected or revoked -> Revoked;
+#: - VALID + PENDING_VERIFICATION: not verified yet, whatever ``status`` says -> Pending.
+#:
+#: Pending exempts only where pending certificates may: a checkout's own fresh submission, and
+#: certificates on file with the middleware's ``accept_pending=True`` (as CertCapture's Pending).
 STATUS_MAP: Final[Mapping[tuple[str, str], CertificateStatus]] = {
-    ("VALID", "VERIFICATION_COMPLETED"): "Active",
+    ("INVALID", "PENDING_VERIFICATION"): "Pending",
     ("VALID", "PENDING_VERIFICATION"): "Pending",
+    ("VALID", "VERIFICATION_COMPLETED"): "Active",
+    ("INVALID", "VERIFICATION_COMPLETED"): "Revoked",
 }
-#: Any other VALID certificate (a verification state we do not know) waits like Pending; any
-#: status other than VALID never exempts, so it reads as Revoked.
+#: A VALID certificate in a verification state we do not know waits like Pending; any other
+#: combination not in the map never exempts: it reads as Revoked, as CertCapture's unknown
+#: statuses do.
 _VALID_UNKNOWN: Final[CertificateStatus] = "Pending"
-_NOT_VALID: Final[CertificateStatus] = "Revoked"
+_UNKNOWN: Final[CertificateStatus] = "Revoked"
+#: The verification state a certificate is in until Commenda has reviewed it.
+_AWAITING_REVIEW: Final = "PENDING_VERIFICATION"
 
 
 def _neutral_status(cert: ExemptionCertificate, today: dt.date) -> CertificateStatus:
-    if cert.status != "VALID":
-        return _NOT_VALID
+    fallback = _VALID_UNKNOWN if cert.status == "VALID" else _UNKNOWN
+    status = STATUS_MAP.get((cert.status or "", cert.verification_status or ""), fallback)
+    if status == "Revoked":
+        return status
     if cert.expiring_at is not None and cert.expiring_at < today:
         return "Expired"
-    return STATUS_MAP.get((cert.status, cert.verification_status or ""), _VALID_UNKNOWN)
+    return status
 
 
 def _covered(cert: ExemptionCertificate, reason: str) -> list[str]:
@@ -307,10 +322,10 @@ class CommendaProvider(AsyncClosing):
         """Create one certificate (without its document, which :meth:`attach_document` links).
 
         Safe to repeat: before creating, the customer's certificates are read (the seed's GET)
-        and an unfinished twin (same jurisdiction, type, dates; VALID, awaiting verification, no
-        file yet) is answered instead, which is exactly what a delivery retried after a lost
-        answer finds. ``draft.idempotency_key`` is also sent as ``Idempotency-Key``, which the
-        sandbox honours.
+        and an unfinished twin (same jurisdiction, type, dates; awaiting verification, as every
+        new certificate is, and no file yet) is answered instead, which is exactly what a
+        delivery retried after a lost answer finds. ``draft.idempotency_key`` is also sent as
+        ``Idempotency-Key``, which the sandbox honours.
         """
         request = ExemptionCertificateCreate(
             issued_at=draft.signed_date or dt.datetime.now(dt.UTC).date(),
@@ -341,11 +356,13 @@ class CommendaProvider(AsyncClosing):
         except NotFound:
             return None  # creating will say what is wrong
         for cert in customer.exemption_certificates:
+            # Not reviewed yet (INVALID or VALID, see STATUS_MAP): a reviewer's verdict means the
+            # certificate is not the one a lost answer left behind.
             if (
                 request.matches(cert)
                 and cert.file_id is None
-                and cert.status == "VALID"
-                and cert.verification_status == "PENDING_VERIFICATION"
+                and cert.verification_status == _AWAITING_REVIEW
+                and cert.status in ("INVALID", "VALID")
             ):
                 return cert
         return None
@@ -375,14 +392,28 @@ class CommendaProvider(AsyncClosing):
 
     async def certificates_for(self, customer_code: str) -> list[ProviderCertificate]:
         """Every certificate of the buyer, one entry per covered zone; an unknown buyer has none."""
+        wanted = self._customer_id(customer_code)
         try:
-            customer = await self.client.get_customer(self._customer_id(customer_code))
+            customer = await self.client.get_customer(wanted)
         except NotFound:
             return []
         today = dt.date.today()
+        # Defence in depth: only certificates the answer says are this customer's.
+        own = [
+            cert
+            for cert in customer.exemption_certificates
+            if customer.id == wanted and cert.customer_id in (None, "", wanted)
+        ]
+        if len(own) < len(customer.exemption_certificates):
+            logger.error(
+                "Commenda answered %d certificate(s) of another customer for customer id %r; "
+                "they were dropped",
+                len(customer.exemption_certificates) - len(own),
+                wanted,
+            )
         return [
             entry
-            for cert in customer.exemption_certificates
+            for cert in own
             for entry in to_provider_certificates(cert, customer_code=customer_code, today=today)
         ]
 

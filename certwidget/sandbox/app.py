@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
@@ -40,10 +41,11 @@ from .errors import (
     not_found,
     unauthorized,
 )
-from .routing import route
+from .routing import EncodedSegments, path_param, route
 from .store import (
     CUSTOMER_FIELDS,
     CertificateFields,
+    CustomerKey,
     Idempotency,
     SandboxStore,
     iso_datetime,
@@ -79,6 +81,31 @@ def _listing(total: int, items: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse({"totalCount": total, "value": items})
 
 
+def _customer_key(request: Request) -> CustomerKey:
+    """What ``{customerId}`` in the path is: the id (the default) or, with
+    ``?by=customerCode``, the customer code. Never a guess between the two: a shop's customer
+    number "1" must not reach the customer whose id is 1."""
+    by = request.query_params.get("by", "id")
+    if by == "id":
+        return "id"
+    if by == "customerCode":
+        return "customerCode"
+    raise bad_request(f"by must be id or customerCode, got {by[:40]!r}")
+
+
+def _customer_ref(request: Request) -> tuple[str, CustomerKey]:
+    return path_param(request, "customerId"), _customer_key(request)
+
+
+def _no_customer(ref: str, by: CustomerKey) -> ApiError:
+    if by == "customerCode":
+        return not_found(f"There is no customer with customerCode {ref!r}")
+    return not_found(
+        f"There is no customer with id {ref!r}; to address a customer by its customerCode, "
+        "add ?by=customerCode"
+    )
+
+
 class _SandboxApi:
     """The endpoint functions, sharing the store, the credentials and the token lifetime."""
 
@@ -108,14 +135,16 @@ class _SandboxApi:
             )
         return Idempotency(scope=caller.scope, key=key, fingerprint=_fingerprint(body))
 
-    async def _own_customer(self, caller: Principal, ref: str) -> dict[str, Any]:
-        """The customer ``ref`` names (code or id), if the caller may see it."""
-        customer = await self._db(self.store.find_customer, ref)
+    async def _own_customer(self, caller: Principal, request: Request) -> dict[str, Any]:
+        """The customer the path names (by id, or by code with ``?by=customerCode``), if the
+        caller may see it."""
+        ref, by = _customer_ref(request)
+        customer = await self._db(self.store.find_customer, ref, by=by)
         if not caller.may_act_for(customer["id"] if customer else None):
             # An ecommerce token learns nothing about other customers, not even whether they exist.
             raise forbidden("An ecommerce token may only read its own customer")
         if customer is None:
-            raise not_found(f"There is no customer with customerCode or id {ref!r}")
+            raise _no_customer(ref, by)
         return customer
 
     async def _own_certificate(self, caller: Principal, ref: str) -> dict[str, Any]:
@@ -151,7 +180,7 @@ class _SandboxApi:
         body = await read_json_object(request)
         code = required_string(body, "customerCode")
         parse_optional_int(body, "companyId")  # accepted for compatibility; one company here
-        customer = await self._db(self.store.find_customer, code, code_only=True)
+        customer = await self._db(self.store.find_customer, code, by="customerCode")
         if customer is None:
             raise not_found(
                 f"There is no customer with customerCode {code!r}; "
@@ -167,14 +196,19 @@ class _SandboxApi:
     async def list_certificates(self, request: Request) -> Response:
         caller = await self._caller(request)
         page, status = Page(request), status_filter(request)
-        ref = request.query_params.get("customerId")
+        by_id = request.query_params.get("customerId")
+        by_code = request.query_params.get("customerCode")
+        if by_id is not None and by_code is not None:
+            raise bad_request("give customerId (the customer's id) or customerCode, not both")
+        ref = by_code if by_code is not None else by_id
+        by: CustomerKey = "customerCode" if by_code is not None else "id"
         customer_id: int | None = None
         if ref is None:
             caller.require_full(
-                "list all certificates; add customerId=<its customer code> to list its own"
+                "list all certificates; add customerCode=<its customer code> to list its own"
             )
         else:
-            customer = await self._db(self.store.find_customer, ref)
+            customer = await self._db(self.store.find_customer, ref, by=by)
             if not caller.may_act_for(customer["id"] if customer else None):
                 raise forbidden("An ecommerce token may only list its own customer's certificates")
             if customer is None:
@@ -207,7 +241,7 @@ class _SandboxApi:
         code = optional_string(body, "customerCode")
         customer_id: int | None = None
         if code is not None:
-            customer = await self._db(self.store.find_customer, code, code_only=True)
+            customer = await self._db(self.store.find_customer, code, by="customerCode")
             if not caller.may_act_for(customer["id"] if customer else None):
                 raise forbidden(
                     "An ecommerce token may only create certificates for its own customer"
@@ -242,7 +276,7 @@ class _SandboxApi:
 
     async def get_certificate(self, request: Request) -> Response:
         caller = await self._caller(request)
-        ref = request.path_params["certificateId"]
+        ref = path_param(request, "certificateId")
         return JSONResponse(await self._own_certificate(caller, ref))
 
     async def update_certificate(self, request: Request) -> Response:
@@ -250,7 +284,7 @@ class _SandboxApi:
         caller.require_full("update certificates")
         body = await read_json_object(request)
         fields = await self._certificate_fields(caller, body, update=True)
-        ref = request.path_params["certificateId"]
+        ref = path_param(request, "certificateId")
         certificate = await self._db(self.store.update_certificate, ref, fields)
         if certificate is None:
             raise not_found(f"There is no certificate with id {ref!r}")
@@ -259,14 +293,14 @@ class _SandboxApi:
     async def delete_certificate(self, request: Request) -> Response:
         caller = await self._caller(request)
         caller.require_full("delete certificates")
-        ref = request.path_params["certificateId"]
+        ref = path_param(request, "certificateId")
         if not await self._db(self.store.delete_certificate, ref):
             raise not_found(f"There is no certificate with id {ref!r}")
         return Response(status_code=204)
 
     async def get_attachment(self, request: Request) -> Response:
         caller = await self._caller(request)
-        ref = request.path_params["certificateId"]
+        ref = path_param(request, "certificateId")
         await self._own_certificate(caller, ref)
         attachment = await self._db(self.store.get_attachment, ref)
         if attachment is None:
@@ -278,7 +312,7 @@ class _SandboxApi:
 
     async def upload_attachment(self, request: Request) -> Response:
         caller = await self._caller(request)
-        ref = request.path_params["certificateId"]
+        ref = path_param(request, "certificateId")
         # Scope and existence first: a refused upload should not cost reading 10 MB.
         await self._own_certificate(caller, ref)
         attachment = await read_upload(request)
@@ -317,23 +351,23 @@ class _SandboxApi:
 
     async def get_customer(self, request: Request) -> Response:
         caller = await self._caller(request)
-        return JSONResponse(await self._own_customer(caller, request.path_params["customerId"]))
+        return JSONResponse(await self._own_customer(caller, request))
 
     async def update_customer(self, request: Request) -> Response:
         caller = await self._caller(request)
         caller.require_full("update customers")
         body = await read_json_object(request)
         fields = self._customer_fields(body, create=False)
-        ref = request.path_params["customerId"]
-        customer = await self._db(self.store.update_customer, ref, fields)
+        ref, by = _customer_ref(request)
+        customer = await self._db(self.store.update_customer, ref, fields, by=by)
         if customer is None:
-            raise not_found(f"There is no customer with customerCode or id {ref!r}")
+            raise _no_customer(ref, by)
         return JSONResponse(customer)
 
     async def customer_certificates(self, request: Request) -> Response:
         caller = await self._caller(request)
         page, status = Page(request), status_filter(request)
-        customer = await self._own_customer(caller, request.path_params["customerId"])
+        customer = await self._own_customer(caller, request)
         total, items = await self._db(
             self.store.list_certificates,
             status=status,
@@ -403,6 +437,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        # Before routing: a customer code with "/" (sent as %2F) stays one path segment.
+        middleware=[Middleware(EncodedSegments)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,

@@ -8,10 +8,15 @@ CertCapture dialect, so a certificate made through one is visible through the ot
   ``signedDate``/``expirationDate``; ``type`` maps to the SST reason by
   :data:`~certwidget.providers.commenda_models.TYPE_BY_REASON`. A CertCapture certificate whose
   reason has no Commenda type is not shown here.
-- ``status``/``verification_status``: Active is VALID + VERIFICATION_COMPLETED, Pending is
-  VALID + PENDING_VERIFICATION (where new certificates start, as in the other dialect), Revoked
-  is INVALID. A certificate past its date keeps the status its reviewer gave it; its
-  ``expiring_at`` says it lapsed (the store's date-derived ``Expired`` is not a verdict).
+- ``status``/``verification_status``, as the seed shows a certificate awaiting review: Pending
+  is INVALID + PENDING_VERIFICATION (where new certificates start, as in the seed's example:
+  "every exemption certificate needs to be validated by Commenda before they can be used"),
+  Active is VALID + VERIFICATION_COMPLETED (approved), Revoked is INVALID +
+  VERIFICATION_COMPLETED (rejected or revoked). A PATCH that would leave VALID +
+  PENDING_VERIFICATION is refused (422): the store has no such state, and a reviewer either
+  approves (both fields) or rejects. A certificate past its date keeps the status its reviewer
+  gave it; its ``expiring_at`` says it lapsed (the store's date-derived ``Expired`` is not a
+  verdict).
 - A file linked to a certificate is also its CertCapture attachment.
 
 Answers are the envelope ``{"data": ..., "message": "..."}``; errors are
@@ -47,7 +52,7 @@ from .. import catalog
 from ..providers.commenda_models import COUNTRY_US, REASON_BY_TYPE, TYPE_BY_REASON
 from .auth import Principal
 from .errors import ApiError
-from .routing import route
+from .routing import path_param, route
 from .store import CertificateFields, Idempotency, SandboxStore
 from .uploads import attachment_response, read_upload
 from .validation import read_json_object, strict_date
@@ -72,7 +77,7 @@ _PAGE: Final = 1000
 # The store's status <-> Commenda's (status, verification_status).
 _TO_COMMENDA: Final[Mapping[str, tuple[str, str]]] = {
     "Active": ("VALID", "VERIFICATION_COMPLETED"),
-    "Pending": ("VALID", "PENDING_VERIFICATION"),
+    "Pending": ("INVALID", "PENDING_VERIFICATION"),
     "Expired": ("VALID", "VERIFICATION_COMPLETED"),
     "Revoked": ("INVALID", "VERIFICATION_COMPLETED"),
 }
@@ -81,9 +86,15 @@ _VERIFICATION: Final = ("PENDING_VERIFICATION", "VERIFICATION_COMPLETED")
 
 
 def _store_status(status: str, verification: str) -> str:
-    if status == "INVALID":
-        return "Revoked"
-    return "Active" if verification == "VERIFICATION_COMPLETED" else "Pending"
+    if verification == "PENDING_VERIFICATION":
+        if status == "VALID":
+            raise _invalid(
+                "status VALID needs verification_status VERIFICATION_COMPLETED: Commenda "
+                "verifies a certificate before it may be used, so one awaiting verification is "
+                "INVALID here; send both VALID and VERIFICATION_COMPLETED to approve it"
+            )
+        return "Pending"
+    return "Active" if status == "VALID" else "Revoked"
 
 
 def _unix(timestamp: str) -> int:
@@ -224,7 +235,7 @@ class _CommendaApi:
         return shaped
 
     async def _customer(self, code: str) -> dict[str, Any] | None:
-        customer = await self._db(self.store.find_customer, code, code_only=True)
+        customer = await self._db(self.store.find_customer, code, by="customerCode")
         if customer is None:
             return None
         created = await self._db(self.store.customer_created, code)
@@ -261,7 +272,7 @@ class _CommendaApi:
 
     async def get_customer(self, request: Request) -> Response:
         await self._caller(request)
-        ref = request.path_params["id"]
+        ref = path_param(request, "id")
         customer = await self._customer(ref)
         if customer is None:
             raise ApiError(404, "not_found", f"There is no customer with id {ref!r}")
@@ -274,7 +285,7 @@ class _CommendaApi:
         code = _string(body, "id", required=False) or str(uuid.uuid4())
         if not _CUSTOMER_ID.fullmatch(code):
             raise _invalid("id must be 1 to 255 visible ASCII characters (a UUID is usual)")
-        if await self._db(self.store.find_customer, code, code_only=True) is not None:
+        if await self._db(self.store.find_customer, code, by="customerCode") is not None:
             raise ApiError(409, "conflict", f"A customer with id {code!r} already exists")
         await self._db(self.store.create_customer, {"customerCode": code, "name": name})
         customer = await self._customer(code)
@@ -296,7 +307,7 @@ class _CommendaApi:
 
     async def get_file(self, request: Request) -> Response:
         await self._caller(request)
-        ref = request.path_params["id"]
+        ref = path_param(request, "id")
         stored = await self._db(self.store.get_file, ref)
         if stored is None:
             raise ApiError(404, "not_found", f"There is no file with id {ref!r}")
@@ -321,7 +332,7 @@ class _CommendaApi:
             raise _invalid(f"type is required: one of {', '.join(REASON_BY_TYPE)}")
         code = _string(body, "customer_id", required=True)
         assert code is not None
-        customer = await self._db(self.store.find_customer, code, code_only=True)
+        customer = await self._db(self.store.find_customer, code, by="customerCode")
         if customer is None:
             raise _invalid(
                 f"customer_id {code!r} does not match any customer; "
@@ -360,7 +371,7 @@ class _CommendaApi:
 
     async def get_certificate(self, request: Request) -> Response:
         await self._caller(request)
-        cert = await self._existing_certificate(request.path_params["id"])
+        cert = await self._existing_certificate(path_param(request, "id"))
         return _envelope(await self._one_certificate(cert), "Successfully fetched certificate.")
 
     async def update_certificate(self, request: Request) -> Response:
@@ -374,7 +385,7 @@ class _CommendaApi:
             )
         if not body:
             raise _invalid(f"send at least one of {', '.join(sorted(known))}")
-        ref = request.path_params["id"]
+        ref = path_param(request, "id")
         current = await self._existing_certificate(ref)
         shown = await self._one_certificate(current)  # 404 if Commenda cannot show it
         changes: dict[str, str | None] = {}

@@ -145,6 +145,8 @@ _UPDATE_CUSTOMER = (
 )
 
 TokenKind = Literal["full", "ecommerce"]
+#: How a reference names a customer: its id (what the API assigned) or its customerCode.
+CustomerKey = Literal["id", "customerCode"]
 
 #: The certificate columns the Commenda dialect's PATCH may set.
 _PATCHABLE = frozenset({"status", "expirationDate"})
@@ -346,22 +348,28 @@ class SandboxStore:
         return customer
 
     def _find_customer_row(
-        self, db: sqlite3.Connection, ref: str, *, code_only: bool = False
+        self, db: sqlite3.Connection, ref: str, *, by: CustomerKey
     ) -> sqlite3.Row | None:
-        # The customer code first: it is how shops (and the middleware) know their buyers, and
-        # shop customer numbers are often digits that could collide with our ids.
-        row: sqlite3.Row | None = db.execute(
-            "SELECT * FROM customers WHERE customerCode = ?", (ref,)
-        ).fetchone()
+        # One lookup per form, never a fallback from one to the other: shop customer numbers
+        # are often digits, and a code "1" must never reach the customer whose id is 1.
+        if by == "customerCode":
+            row: sqlite3.Row | None = db.execute(
+                "SELECT * FROM customers WHERE customerCode = ?", (ref,)
+            ).fetchone()
+            return row
         row_id = _row_id(ref)
-        if row is None and row_id is not None and not code_only:
-            row = db.execute("SELECT * FROM customers WHERE id = ?", (row_id,)).fetchone()
-        return row
+        if row_id is None:
+            return None
+        found: sqlite3.Row | None = db.execute(
+            "SELECT * FROM customers WHERE id = ?", (row_id,)
+        ).fetchone()
+        return found
 
-    def find_customer(self, ref: str, *, code_only: bool = False) -> dict[str, Any] | None:
-        """The customer whose customerCode (or else, unless ``code_only``, id) is ``ref``."""
+    def find_customer(self, ref: str, *, by: CustomerKey = "id") -> dict[str, Any] | None:
+        """The customer whose id (``by="id"``) or customerCode (``by="customerCode"``) is
+        ``ref``; the two are never mixed."""
         with self._read() as db:
-            row = self._find_customer_row(db, ref, code_only=code_only)
+            row = self._find_customer_row(db, ref, by=by)
         return None if row is None else self._customer(row)
 
     def create_customer(
@@ -393,10 +401,15 @@ class SandboxStore:
                 "update it with PUT /customers/{id} instead",
             )
 
-    def update_customer(self, ref: str, fields: dict[str, str | None]) -> dict[str, Any] | None:
-        """Replace a customer's fields; a missing ``customerCode`` keeps the current one."""
+    def update_customer(
+        self, ref: str, fields: dict[str, str | None], *, by: CustomerKey = "id"
+    ) -> dict[str, Any] | None:
+        """Replace a customer's fields; a missing ``customerCode`` keeps the current one.
+
+        ``ref`` is the id, or with ``by="customerCode"`` the code (see :meth:`find_customer`).
+        """
         with self._write() as db:
-            row = self._find_customer_row(db, ref)
+            row = self._find_customer_row(db, ref, by=by)
             if row is None:
                 return None
             code = fields.get("customerCode") or row["customerCode"]
