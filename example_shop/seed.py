@@ -126,10 +126,10 @@ async def _seed_certificate(
         await provider.attach_document(
             cert.id, document, media_type="application/pdf", filename=f"{code}-{spec['zone']}.pdf"
         )
-        # The sandbox's Commenda dialect lets the demo play Commenda's reviewer: verified,
-        # the seed reads as Active.
+        # The sandbox's Commenda dialect lets the demo play Commenda's reviewer: verified and
+        # valid, the seed reads as Active (new certificates start INVALID + PENDING_VERIFICATION).
         await provider.client.update_exemption_certificate(
-            cert.id, verification_status="VERIFICATION_COMPLETED"
+            cert.id, status="VALID", verification_status="VERIFICATION_COMPLETED"
         )
         return
     logger.warning("example shop: cannot seed certificates into %s", provider.name)

@@ -59,7 +59,7 @@ async def test_a_filled_certificate_is_stored_delivered_linked_and_attached(tmp_
     assert all(c.customer_code in ("C-1", "") for c in on_file)
     provider = shop.runtime.provider
     assert isinstance(provider, EmbeddedSandbox)
-    customer = await provider.client.get_customer("C-1")
+    customer = await provider.client.get_customer("C-1", by_code=True)
     assert customer.name == "Ada Buyer"
     attachment = await provider.client.get_certificate_attachment(on_file[0].id)
     assert attachment.media_type == "application/pdf"
