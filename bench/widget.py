@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from certwidget import CertWidgetMiddleware
-from certwidget.assets import Assets
+from certwidget.web.assets import Assets
 
 from .common import SECRET, Results, heading, median, uvicorn_server
 

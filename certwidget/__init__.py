@@ -9,9 +9,9 @@ exemption = await exemption_for(request, "WA")
 
 from __future__ import annotations
 
-from .exemptions import Exemption, exemption_for
-from .middleware import CertWidgetMiddleware
-from .providers.base import CertificateProvider, CustomerProfile
+from certwidget.middleware import CertWidgetMiddleware
+from certwidget.providers.base import CertificateProvider, CustomerProfile
+from certwidget.web.exemptions import Exemption, exemption_for
 
 __version__ = "0.1.0"
 

@@ -32,7 +32,7 @@ def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _run_sandbox(args: argparse.Namespace) -> int:
     # Imported here so `certwidget --help` does not load uvicorn and the sandbox.
-    from .sandbox import serve
+    from certwidget.sandbox import serve
 
     try:
         serve(
@@ -50,7 +50,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
 
 
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .demo import PROVIDERS
+    from certwidget.demo import PROVIDERS
 
     demo = commands.add_parser(
         "demo",
@@ -69,7 +69,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from certwidget.demo import run_demo
 
     run_demo(host=args.host, port=args.port, provider=args.provider, data_dir=args.data_dir)
     return 0

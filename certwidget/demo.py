@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import uvicorn
 
 if TYPE_CHECKING:
-    from .providers.base import CertificateProvider
+    from certwidget.providers.base import CertificateProvider
 
 PROVIDERS = ("sandbox", "commenda")
 
@@ -47,7 +47,7 @@ def build_provider(name: str, data_dir: str | os.PathLike[str]) -> CertificatePr
     if name not in PROVIDERS:
         raise SystemExit(f"unknown provider {name!r}: choose one of {', '.join(PROVIDERS)}")
     if name == "commenda":
-        from .providers.sandbox import embedded_commenda
+        from certwidget.providers.sandbox import embedded_commenda
 
         return embedded_commenda(Path(data_dir) / "certwidget-sandbox.sqlite3")
     return None

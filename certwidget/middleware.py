@@ -29,16 +29,16 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .assets import Assets
-from .buyers import CustomerCallable
-from .coalescing import CoalescingSend
-from .endpoints import Endpoints
-from .exemptions import SCOPE_KEY
-from .injection import DEFAULT_MOUNT_HTML, HtmlInjector
-from .providers.base import CertificateProvider
-from .runtime import CertificateHook, Runtime, Settings, ShipZoneCallable
-from .snippet import SnippetRenderer
-from .tokens import normalize_keys
+from certwidget.providers.base import CertificateProvider
+from certwidget.web.assets import Assets
+from certwidget.web.buyers import CustomerCallable
+from certwidget.web.coalescing import CoalescingSend
+from certwidget.web.endpoints import Endpoints
+from certwidget.web.exemptions import SCOPE_KEY
+from certwidget.web.injection import DEFAULT_MOUNT_HTML, HtmlInjector
+from certwidget.web.runtime import CertificateHook, Runtime, Settings, ShipZoneCallable
+from certwidget.web.snippet import SnippetRenderer
+from certwidget.web.tokens import normalize_keys
 
 logger = logging.getLogger("certwidget")
 
@@ -206,7 +206,7 @@ class CertWidgetMiddleware:
             )
         database = Path(database)
         if provider is None:
-            from .providers.sandbox import embedded_sandbox
+            from certwidget.providers.sandbox import embedded_sandbox
 
             provider = embedded_sandbox(database.with_name(database.stem + "-sandbox.sqlite3"))
         settings = Settings(
@@ -310,7 +310,7 @@ class CertWidgetMiddleware:
             # the extension it streams the file through it.
             scope["extensions"] = {k: v for k, v in extensions.items() if k != _PATHSEND}
 
-        # A streamed page's chunks sent back to back leave as one write (certwidget.coalescing).
+        # A streamed page's chunks sent back to back leave as one write (certwidget.web.coalescing).
         injector = HtmlInjector(
             send,
             snippet=self._snippet_without_nonce,

@@ -22,7 +22,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 
 from certwidget import CertWidgetMiddleware, Exemption, exemption_for
-from certwidget.catalog import zones
+from certwidget.domain.catalog import zones
 from certwidget.providers.base import CertificateProvider
 from certwidget.providers.sandbox import embedded_sandbox
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from certwidget import CustomerProfile
-from certwidget.documents import FilledCertificate, Purchaser, render_certificate_pdf
+from certwidget.documents.certificate import FilledCertificate, Purchaser, render_certificate_pdf
 from certwidget.providers.base import CertificateDraft, CertificateProvider
-from certwidget.providers.certcapture import CertCaptureProvider
-from certwidget.providers.certcapture_models import CertificateCreate
-from certwidget.providers.commenda import CommendaProvider
+from certwidget.providers.certcapture.client import CertCaptureProvider
+from certwidget.providers.certcapture.models import CertificateCreate
+from certwidget.providers.commenda.provider import CommendaProvider
 
 logger = logging.getLogger("example_shop")
 DATA = Path(__file__).parent / "data"

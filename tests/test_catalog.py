@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from certwidget import catalog
+from certwidget.domain import catalog
 from certwidget.resources import data_dir
 
 NO_SALES_TAX = {"AK", "DE", "MT", "NH", "OR"}
@@ -216,6 +216,6 @@ def test_the_catalog_is_loaded_once() -> None:
 def test_the_examples_in_the_docstrings_hold() -> None:
     import doctest
 
-    import certwidget.catalog
+    import certwidget.domain.catalog
 
-    assert doctest.testmod(certwidget.catalog).failed == 0
+    assert doctest.testmod(certwidget.domain.catalog).failed == 0

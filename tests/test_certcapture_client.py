@@ -23,7 +23,7 @@ from certwidget.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from certwidget.providers.certcapture import (
+from certwidget.providers.certcapture.client import (
     Attachment,
     AuthToken,
     BadRequest,

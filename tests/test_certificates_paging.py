@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from certwidget.providers import certcapture
-from certwidget.providers.certcapture import CertCaptureClient, CertCaptureProvider
+from certwidget.providers.certcapture import client as certcapture
+from certwidget.providers.certcapture.client import CertCaptureClient, CertCaptureProvider
 from certwidget.sandbox import create_app
 
 from .support.shop import as_buyer, build, client

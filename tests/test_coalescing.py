@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from certwidget import CertWidgetMiddleware
-from certwidget.coalescing import CoalescingSend
+from certwidget.web.coalescing import CoalescingSend
 
 
 def chunk(body: bytes, more: bool = True) -> Message:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from certwidget import catalog
+from certwidget.domain import catalog
 from certwidget.providers import retrying
 from certwidget.providers.base import (
     CertificateDraft,
@@ -26,8 +26,9 @@ from certwidget.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from certwidget.providers.certcapture import CertCaptureProvider
-from certwidget.providers.commenda import (
+from certwidget.providers.certcapture.client import CertCaptureProvider
+from certwidget.providers.commenda.models import REASON_BY_TYPE, TYPE_BY_REASON, unwrap
+from certwidget.providers.commenda.provider import (
     STATUS_MAP,
     BadRequest,
     CommendaClient,
@@ -54,7 +55,6 @@ from certwidget.providers.commenda import (
     commenda_customer_id,
     to_provider_certificates,
 )
-from certwidget.providers.commenda_models import REASON_BY_TYPE, TYPE_BY_REASON, unwrap
 from certwidget.sandbox import create_app
 
 from .support.files import pdf

@@ -16,7 +16,11 @@ import httpx
 import pytest
 
 from certwidget.providers.base import CertificateDraft
-from certwidget.providers.commenda import CommendaClient, CommendaProvider, commenda_customer_id
+from certwidget.providers.commenda.provider import (
+    CommendaClient,
+    CommendaProvider,
+    commenda_customer_id,
+)
 from certwidget.sandbox import create_app
 
 from .support.shop import as_buyer, build, client, filled, mint

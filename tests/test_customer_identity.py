@@ -21,8 +21,8 @@ from certwidget.providers.base import (
     ProviderCertificate,
     ProviderToken,
 )
-from certwidget.providers.certcapture import CertCaptureProvider
-from certwidget.providers.commenda import CommendaProvider
+from certwidget.providers.certcapture.client import CertCaptureProvider
+from certwidget.providers.commenda.provider import CommendaProvider
 from certwidget.sandbox import create_app
 
 from .support.shop import as_buyer, build, client, filled

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from certwidget.delivery import MAX_UNEXPECTED_ERRORS
-from certwidget.outbox import Outbox, Submission
+from certwidget.outbox.delivery import MAX_UNEXPECTED_ERRORS
+from certwidget.outbox.sqlite import Outbox, Submission
 from certwidget.providers.base import (
     CertificateDraft,
     CustomerProfile,

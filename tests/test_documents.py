@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from pypdf import PdfReader
 
 import certwidget
-from certwidget.documents import (
+from certwidget.documents.certificate import (
     DocumentError,
     FilledCertificate,
     Purchaser,
@@ -211,9 +211,9 @@ def test_rendering_is_fast() -> None:
 def test_the_examples_in_the_docstrings_hold() -> None:
     import doctest
 
-    import certwidget.documents
+    import certwidget.documents.certificate
 
-    assert doctest.testmod(certwidget.documents).failed == 0
+    assert doctest.testmod(certwidget.documents.certificate).failed == 0
 
 
 def test_serving_imports_no_pdf_library_only_the_processes_that_draw_or_read_do() -> None:
@@ -225,9 +225,9 @@ def test_serving_imports_no_pdf_library_only_the_processes_that_draw_or_read_do(
     modules = [
         module.name
         for module in pkgutil.walk_packages(certwidget.__path__, "certwidget.")
-        if module.name != "certwidget.certificate_pdf"
+        if module.name != "certwidget.documents.drawing"
     ]
-    assert "certwidget.sandbox.app" in modules and "certwidget.intake" in modules
+    assert "certwidget.sandbox.app" in modules and "certwidget.web.intake" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"
@@ -241,7 +241,7 @@ def test_serving_imports_no_pdf_library_only_the_processes_that_draw_or_read_do(
 
 
 def test_a_signature_declaring_millions_of_pixels_is_refused_from_its_header() -> None:
-    from certwidget.documents import MAX_SIGNATURE_PIXELS, verify_signature_png
+    from certwidget.documents.certificate import MAX_SIGNATURE_PIXELS, verify_signature_png
 
     from .test_hostile_documents import hostile_signature
 
@@ -253,7 +253,7 @@ def test_a_signature_declaring_millions_of_pixels_is_refused_from_its_header() -
 
 
 def test_a_signature_is_decoded_from_its_pixel_chunks_only() -> None:
-    from certwidget.documents import verify_signature_png
+    from certwidget.documents.certificate import verify_signature_png
 
     png = _signature_png()
     end = png.rindex(b"IEND") - 4

@@ -136,7 +136,7 @@ async def test_using_a_certificate_on_file_answers_its_exemption(tmp_path: Path)
 async def test_a_provider_outage_taxes_unknown_buyers_and_keeps_known_answers(
     tmp_path: Path,
 ) -> None:
-    from certwidget.providers.certcapture import CertCaptureProvider
+    from certwidget.providers.certcapture.client import CertCaptureProvider
 
     down = CertCaptureProvider(
         "http://127.0.0.1:9/v2", username="u", password="p", retries=0, timeout=0.5
@@ -153,8 +153,8 @@ async def test_an_sst_certificate_exempts_each_member_state_and_is_used_for_the_
     tmp_path: Path,
 ) -> None:
     from certwidget.providers.base import CustomerProfile
-    from certwidget.providers.commenda import commenda_customer_id
-    from certwidget.providers.commenda_models import ExemptionCertificateCreate
+    from certwidget.providers.commenda.models import ExemptionCertificateCreate
+    from certwidget.providers.commenda.provider import commenda_customer_id
     from certwidget.providers.sandbox import embedded_commenda
 
     provider = embedded_commenda(tmp_path / "sandbox.sqlite3")
@@ -191,7 +191,7 @@ def test_a_hanging_provider_does_not_hold_up_the_checkout(
 
     import httpx
 
-    from certwidget.providers.certcapture import CertCaptureProvider
+    from certwidget.providers.certcapture.client import CertCaptureProvider
 
     async def hanging(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -229,7 +229,7 @@ async def test_a_buyer_named_dot_dot_cannot_read_other_buyers_certificates(
 
 @pytest.mark.anyio
 async def test_a_fresh_submission_the_provider_revokes_stops_exempting(tmp_path: Path) -> None:
-    from certwidget.providers.certcapture_models import CertificateCreate
+    from certwidget.providers.certcapture.models import CertificateCreate
 
     shop = build(tmp_path)
     async with client(shop) as http:

@@ -29,15 +29,15 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from certwidget import injection
-from certwidget.injection import (
+from certwidget.resources import static_dir
+from certwidget.web import injection
+from certwidget.web.injection import (
     BODY_CLOSE_WINDOW,
     DEFAULT_MOUNT_HTML,
     HtmlInjector,
     csp_nonce,
     is_html_response,
 )
-from certwidget.resources import static_dir
 
 from .support.asgi import empty_request, http_scope
 
@@ -568,10 +568,10 @@ async def test_gzip_encoded_html_passes_through_with_one_warning(
     plain = await raw_response(app, "/gzip")
     # GZipMiddleware *inside* the injector: the wrong order, which the warning explains.
     wrong_order = InjectEverything(GZipMiddleware(app, minimum_size=0))
-    with caplog.at_level(logging.WARNING, logger="certwidget.injection"):
+    with caplog.at_level(logging.WARNING, logger="certwidget.web.injection"):
         assert await raw_response(InjectEverything(app), "/gzip") == plain
         await raw_response(wrong_order, "/html", headers={"accept-encoding": "gzip"})
-    warnings = [r for r in caplog.records if r.name == "certwidget.injection"]
+    warnings = [r for r in caplog.records if r.name == "certwidget.web.injection"]
     assert len(warnings) == 1
     assert "inside GZipMiddleware" in warnings[0].getMessage()
 

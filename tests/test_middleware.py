@@ -438,7 +438,7 @@ async def test_the_runtime_rides_in_lifespan_state_and_plain_calls_carry_it_them
 ) -> None:
     from starlette.testclient import TestClient
 
-    from certwidget.exemptions import SCOPE_KEY, runtime_of
+    from certwidget.web.exemptions import SCOPE_KEY, runtime_of
 
     seen: list[tuple[bool, bool]] = []
 

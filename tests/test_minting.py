@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from certwidget.minting import UpstreamTokens
 from certwidget.providers.base import CustomerProfile, ProviderToken, ProviderUnavailable
+from certwidget.web.minting import UpstreamTokens
 
 from .support.shop import as_buyer, build, client
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from certwidget.multipart import (
+from certwidget.web.multipart import (
     MAX_BOUNDARY_LENGTH,
     MAX_FIELD_BYTES,
     MultipartError,
@@ -112,7 +112,7 @@ def test_an_endless_part_header_is_refused() -> None:
 
 
 def test_the_boundary_search_gives_what_bytes_find_gives() -> None:
-    from certwidget.multipart import _SimdSearchedBody
+    from certwidget.web.multipart import _SimdSearchedBody
 
     data = b"--b8\r\nxx\r\n--b8--\r\n" + b"x" * 3000 + b"\r\n--b8\r\n"
     body = _SimdSearchedBody(data)
@@ -144,7 +144,7 @@ def test_a_file_of_one_repeated_byte_is_read_whole_with_the_simd_search(
 ) -> None:
     # A long run of "x" with a boundary holding an "8" is what made bytes.find crawl (0x78 and
     # 0x38 share a slot in its skip filter); the parse must take the SIMD search, and be right.
-    import certwidget.multipart as multipart
+    import certwidget.web.multipart as multipart
 
     searched: list[bytes] = []
     simd_find = multipart._simd_find

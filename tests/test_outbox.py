@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from certwidget.delivery import Deliverer
-from certwidget.outbox import NewSubmission, Outbox, _Write
+from certwidget.outbox.delivery import Deliverer
+from certwidget.outbox.sqlite import NewSubmission, Outbox, _Write
 from certwidget.providers.base import (
     CertificateDraft,
     CustomerProfile,
@@ -153,7 +153,7 @@ def test_a_batch_where_nothing_fails_runs_without_savepoints(tmp_path: Path) -> 
 
 def adding(submission: NewSubmission) -> _Write:
     """The write Outbox.add queues for ``submission``."""
-    from certwidget.outbox import _add
+    from certwidget.outbox.sqlite import _add
 
     op = functools.partial(_add, submission)
     return _Write(op, durable=True, future=concurrent.futures.Future(), new=submission)
@@ -498,7 +498,7 @@ async def test_stopping_while_a_claim_runs_hands_the_claimed_row_back(
 ) -> None:
     import time
 
-    import certwidget.delivery as delivery
+    import certwidget.outbox.delivery as delivery
 
     monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
     outbox = Outbox(tmp_path / "outbox.sqlite3")

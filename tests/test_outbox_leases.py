@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from certwidget.delivery import Deliverer
-from certwidget.outbox import Outbox, Submission
+from certwidget.outbox.delivery import Deliverer
+from certwidget.outbox.sqlite import Outbox, Submission
 from certwidget.providers.base import (
     CertificateDraft,
     CustomerProfile,
@@ -55,7 +55,7 @@ def lost_lease_warnings(caplog: pytest.LogCaptureFixture, submission_id: str) ->
     return [
         record.getMessage()
         for record in caplog.records
-        if record.name == "certwidget.delivery"
+        if record.name == "certwidget.outbox.delivery"
         and record.levelno == logging.WARNING
         and submission_id in record.getMessage()
         and "lost the lease" in record.getMessage()
@@ -349,7 +349,7 @@ async def attempt_while_another_process_takes_over(
         provider = StallingProvider(other.take_over, then)
         deliverer = Deliverer(outbox, provider, lease_seconds=lease_seconds)
         try:
-            with caplog.at_level(logging.WARNING, logger="certwidget.delivery"):
+            with caplog.at_level(logging.WARNING, logger="certwidget.outbox.delivery"):
                 async with asyncio.timeout(10):
                     final = await deliverer.spawn(row.id)
             assert not deliverer._claimed  # settled: nothing for stop() to release

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from certwidget import uploads
-from certwidget.pdfcheck import CheckTimedOut, CheckUnavailable, PdfChecker
+from certwidget.documents import uploads
+from certwidget.documents.pdfcheck import CheckTimedOut, CheckUnavailable, PdfChecker
 
 from .support import pdfworkers
 from .support.files import pdf
@@ -76,7 +76,7 @@ def test_a_shop_script_without_a_main_guard_is_not_run_again_by_the_workers(
         "import pathlib, sys\n"
         f"pathlib.Path({str(marker)!r}).open('a').write('x')\n"
         f"sys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
-        "from certwidget.pdfcheck import PdfChecker\n"
+        "from certwidget.documents.pdfcheck import PdfChecker\n"
         "from tests.support.files import pdf\n"
         "checker = PdfChecker(workers=1)\n"
         "print(checker.check(pdf()))\n"
@@ -176,7 +176,7 @@ async def test_a_cancelled_check_replaces_its_worker_and_the_next_one_is_read() 
 
 @pytest.mark.anyio
 async def test_a_caller_cancelled_while_its_worker_starts_leaves_the_worker_to_the_pool() -> None:
-    from certwidget.workers import WorkerPool
+    from certwidget.documents.workers import WorkerPool
 
     slow_start = (
         "import time\ntime.sleep(0.5)\nsend(b'ready')\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from certwidget.providers.commenda_client import CommendaClient
+from certwidget.providers.commenda.client import CommendaClient
 from certwidget.providers.pool import ReopeningPool
 
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from certwidget import catalog
+from certwidget.domain import catalog
 from certwidget.providers import retrying
 from certwidget.providers.base import (
     CertificateDraft,
@@ -28,8 +28,8 @@ from certwidget.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from certwidget.providers.certcapture import CertCaptureProvider, CertificateCreate
-from certwidget.providers.commenda import (
+from certwidget.providers.certcapture.client import CertCaptureProvider, CertificateCreate
+from certwidget.providers.commenda.provider import (
     CommendaClient,
     CommendaProvider,
     ExemptionCertificateCreate,

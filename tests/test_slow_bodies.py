@@ -21,9 +21,9 @@ import httpx
 import pytest
 from starlette.requests import ClientDisconnect, Request
 
-from certwidget import http
-from certwidget.http import HTTPProblem, read_body
-from certwidget.intake import MAX_MULTIPART_BYTES
+from certwidget.web import http
+from certwidget.web.http import HTTPProblem, read_body
+from certwidget.web.intake import MAX_MULTIPART_BYTES
 
 from .support.files import pdf
 from .support.shop import build

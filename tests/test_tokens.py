@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from certwidget.tokens import (
+from certwidget.web.tokens import (
     GUEST_COOKIE_SALT,
     TokenRejected,
     WidgetClaims,

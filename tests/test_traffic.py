@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import certwidget.delivery as delivery
-from certwidget.delivery import Deliverer
-from certwidget.outbox import Outbox
-from certwidget.traffic import BuyerTraffic
+import certwidget.outbox.delivery as delivery
+from certwidget.outbox.delivery import Deliverer
+from certwidget.outbox.sqlite import Outbox
+from certwidget.web.traffic import BuyerTraffic
 from tests.test_outbox import SlowProvider, new
 
 

@@ -12,7 +12,7 @@ from fpdf import FPDF
 from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
-from certwidget.uploads import (
+from certwidget.documents.uploads import (
     MAX_UPLOAD_BYTES,
     UploadRejected,
     check_upload,
@@ -279,8 +279,8 @@ async def test_every_accepted_upload_carries_the_sha256_of_its_bytes(kind: str) 
 async def test_without_a_pdf_reader_the_digest_is_made_by_the_caller(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from certwidget import uploads
-    from certwidget.pdfcheck import PdfChecker
+    from certwidget.documents import uploads
+    from certwidget.documents.pdfcheck import PdfChecker
 
     from .support import pdfworkers
 
@@ -297,9 +297,9 @@ async def test_without_a_pdf_reader_the_digest_is_made_by_the_caller(
 def test_the_examples_in_the_docstrings_hold() -> None:
     import doctest
 
-    import certwidget.uploads
+    import certwidget.documents.uploads
 
-    assert doctest.testmod(certwidget.uploads).failed == 0
+    assert doctest.testmod(certwidget.documents.uploads).failed == 0
 
 
 @pytest.mark.anyio

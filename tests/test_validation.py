@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from certwidget.validation import InvalidSubmission, validate_filled, validate_upload_fields
+from certwidget.domain.validation import InvalidSubmission, validate_filled, validate_upload_fields
 
 from .support.shop import filled
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from certwidget import workers
-from certwidget.workers import SHARED_REQUEST_BYTES, WorkerPool
+from certwidget.documents import workers
+from certwidget.documents.workers import SHARED_REQUEST_BYTES, WorkerPool
 
 # Answers the request's length and digest, and whether it has the server's shared memory.
 ECHO_DIGEST = """

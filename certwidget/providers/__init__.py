@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import (
+from certwidget.providers.base import (
     CertificateDraft,
     CertificateProvider,
     CustomerProfile,
@@ -11,8 +11,12 @@ from .base import (
     ProviderToken,
     ProviderUnavailable,
 )
-from .certcapture import CertCaptureClient, CertCaptureError, CertCaptureProvider
-from .commenda import CommendaClient, CommendaError, CommendaProvider
+from certwidget.providers.certcapture.client import (
+    CertCaptureClient,
+    CertCaptureError,
+    CertCaptureProvider,
+)
+from certwidget.providers.commenda.provider import CommendaClient, CommendaError, CommendaProvider
 
 __all__ = [
     "CertCaptureClient",

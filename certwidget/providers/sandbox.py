@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 from starlette.applications import Starlette
 
-from .certcapture import CertCaptureProvider
-from .commenda import CommendaProvider
+from certwidget.providers.certcapture.client import CertCaptureProvider
+from certwidget.providers.commenda.provider import CommendaProvider
 
 SANDBOX_BASE_URL = "http://certwidget-sandbox.invalid/v2"
 #: The same sandbox's Commenda dialect; the host is never resolved (ASGI transport).
@@ -44,7 +44,7 @@ def embedded_sandbox(
     db_path: str | os.PathLike[str], *, username: str = "sandbox", password: str | None = None
 ) -> EmbeddedSandbox:
     """A CertCapture provider backed by an in-process sandbox on the SQLite file ``db_path``."""
-    from ..sandbox import create_app
+    from certwidget.sandbox import create_app
 
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     # The in-process sandbox is reachable only through this object, so a random password
@@ -59,7 +59,7 @@ def embedded_commenda(db_path: str | os.PathLike[str]) -> CommendaProvider:
 
     The sandbox is reachable only through this object, so its credentials are random.
     """
-    from ..sandbox import create_app
+    from certwidget.sandbox import create_app
 
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)

@@ -10,8 +10,8 @@ client. Run it with ``certwidget sandbox``, or mount it in-process:
 
 from __future__ import annotations
 
-from .app import create_app
-from .server import serve
-from .store import SandboxStore
+from certwidget.sandbox.app import create_app
+from certwidget.sandbox.server import serve
+from certwidget.sandbox.store import SandboxStore
 
 __all__ = ["SandboxStore", "create_app", "serve"]

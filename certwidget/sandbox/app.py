@@ -28,10 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 
-from .auth import Credentials, Principal, authenticate
-from .commenda import PREFIX as COMMENDA_PREFIX
-from .commenda import create_commenda_app
-from .errors import (
+from certwidget.sandbox.auth import Credentials, Principal, authenticate
+from certwidget.sandbox.commenda import PREFIX as COMMENDA_PREFIX
+from certwidget.sandbox.commenda import create_commenda_app
+from certwidget.sandbox.errors import (
     ApiError,
     bad_request,
     forbidden,
@@ -41,8 +41,8 @@ from .errors import (
     not_found,
     unauthorized,
 )
-from .routing import EncodedSegments, path_param, route
-from .store import (
+from certwidget.sandbox.routing import EncodedSegments, path_param, route
+from certwidget.sandbox.store import (
     CUSTOMER_FIELDS,
     CertificateFields,
     CustomerKey,
@@ -50,8 +50,8 @@ from .store import (
     SandboxStore,
     iso_datetime,
 )
-from .uploads import attachment_response, read_upload
-from .validation import (
+from certwidget.sandbox.uploads import attachment_response, read_upload
+from certwidget.sandbox.validation import (
     CERTIFICATE_STATUSES,
     Page,
     customer_code,

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from anyio import to_thread
 from starlette.requests import Request
 
-from .errors import ApiError, forbidden, unauthorized
-from .store import SandboxStore, TokenKind
+from certwidget.sandbox.errors import ApiError, forbidden, unauthorized
+from certwidget.sandbox.store import SandboxStore, TokenKind
 
 _HOW_TO_AUTHENTICATE = "send HTTP Basic credentials, or a Bearer token from POST /v2/auth/token"
 

@@ -6,7 +6,7 @@ CertCapture dialect, so a certificate made through one is visible through the ot
 - A Commenda customer ``id`` is the sandbox customer's ``customerCode``.
 - A certificate's ``jurisdiction`` is its ``exposureZone``, ``issued_at``/``expiring_at`` its
   ``signedDate``/``expirationDate``; ``type`` maps to the SST reason by
-  :data:`~certwidget.providers.commenda_models.TYPE_BY_REASON`. A CertCapture certificate whose
+  :data:`~certwidget.providers.commenda.models.TYPE_BY_REASON`. A CertCapture certificate whose
   reason has no Commenda type is not shown here.
 - ``status``/``verification_status``, as the seed shows a certificate awaiting review: Pending
   is INVALID + PENDING_VERIFICATION (where new certificates start, as in the seed's example:
@@ -48,14 +48,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import catalog
-from ..providers.commenda_models import COUNTRY_US, REASON_BY_TYPE, TYPE_BY_REASON
-from .auth import Principal
-from .errors import ApiError
-from .routing import path_param, route
-from .store import CertificateFields, Idempotency, SandboxStore
-from .uploads import attachment_response, read_upload
-from .validation import read_json_object, strict_date
+from certwidget.domain import catalog
+from certwidget.providers.commenda.models import COUNTRY_US, REASON_BY_TYPE, TYPE_BY_REASON
+from certwidget.sandbox.auth import Principal
+from certwidget.sandbox.errors import ApiError
+from certwidget.sandbox.routing import path_param, route
+from certwidget.sandbox.store import CertificateFields, Idempotency, SandboxStore
+from certwidget.sandbox.uploads import attachment_response, read_upload
+from certwidget.sandbox.validation import read_json_object, strict_date
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from typing import TextIO
 
 import uvicorn
 
-from .app import create_app
+from certwidget.sandbox.app import create_app
 
 
 def describe(

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import ApiError
+from certwidget.sandbox.errors import ApiError
 
 #: The customer fields besides ``customerCode``, named as the API names them.
 CUSTOMER_FIELDS = (

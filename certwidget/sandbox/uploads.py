@@ -20,9 +20,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import ApiError, bad_request
-from .store import Attachment
-from .validation import too_large
+from certwidget.sandbox.errors import ApiError, bad_request
+from certwidget.sandbox.store import Attachment
+from certwidget.sandbox.validation import too_large
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 # Room for the part headers and boundaries around a file of exactly MAX_FILE_BYTES.

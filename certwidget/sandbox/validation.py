@@ -23,8 +23,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from .. import catalog
-from .errors import ApiError, bad_request
+from certwidget.domain import catalog
+from certwidget.sandbox.errors import ApiError, bad_request
 
 #: JSON bodies are small records; anything larger is a mistake or an attack.
 MAX_JSON_BYTES = 1024 * 1024

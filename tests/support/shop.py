@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from certwidget import CertWidgetMiddleware, exemption_for
-from certwidget.providers.certcapture_models import CertificateCreate
+from certwidget.providers.certcapture.models import CertificateCreate
 from certwidget.providers.sandbox import EmbeddedSandbox
 
 from .files import png_data_url

@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from certwidget import CertWidgetMiddleware, exemption_for
-from certwidget.providers.certcapture import CertCaptureProvider
+from certwidget.providers.certcapture.client import CertCaptureProvider
 
 DEFAULT_SECRET = "shop-app-test-secret-" + "x" * 32
 

@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Self
 
-from .json_fields import ModelError, required_str
-from .json_fields import as_object as _object
-from .json_fields import compact as _compact
-from .json_fields import optional_str as _str
+from certwidget.providers.json_fields import ModelError, required_str
+from certwidget.providers.json_fields import as_object as _object
+from certwidget.providers.json_fields import compact as _compact
+from certwidget.providers.json_fields import optional_str as _str
 
 
 def _required_str(d: Mapping[str, object], key: str) -> str:

@@ -4,7 +4,7 @@ Every rule about states and reasons lives in ``certwidget/data/zones.json`` and
 ``certwidget/data/reasons.json``, each fact group with its source; this module only loads them
 and answers questions, so a rule changes by editing data (and its citation), never an ``if``.
 
->>> from certwidget import catalog
+>>> from certwidget.domain import catalog
 >>> catalog.zone("wa").name
 'Washington'
 >>> catalog.reasons_for("OR")  # no state sales tax, nothing to claim
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .resources import data_dir
+from certwidget.resources import data_dir
 
 __all__ = [
     "Catalog",

@@ -21,8 +21,11 @@ from anyio import CapacityLimiter, to_thread
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from . import catalog
-from .buyers import (
+from certwidget.domain import catalog
+from certwidget.outbox.delivery import Deliverer
+from certwidget.outbox.sqlite import Outbox, Submission
+from certwidget.providers.base import CertificateProvider, ProviderCertificate, ProviderError
+from certwidget.web.buyers import (
     GUEST_COOKIE,
     GUEST_COOKIE_MAX_AGE,
     Buyer,
@@ -30,13 +33,10 @@ from .buyers import (
     CustomerCallable,
     CustomerError,
 )
-from .delivery import Deliverer
-from .exemptions import Exemption
-from .minting import UpstreamTokens
-from .outbox import Outbox, Submission
-from .providers.base import CertificateProvider, ProviderCertificate, ProviderError
-from .tokens import CHECKOUT_COOKIE_SALT, Signed, TokenRejected, WidgetTokens
-from .traffic import BuyerTraffic
+from certwidget.web.exemptions import Exemption
+from certwidget.web.minting import UpstreamTokens
+from certwidget.web.tokens import CHECKOUT_COOKIE_SALT, Signed, TokenRejected, WidgetTokens
+from certwidget.web.traffic import BuyerTraffic
 
 logger = logging.getLogger("certwidget")
 

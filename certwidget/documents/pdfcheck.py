@@ -2,7 +2,7 @@
 
 pypdf has no time limit of its own and a thread cannot be stopped, so a hostile PDF (a broken
 cross-reference table forcing a scan of the whole file, millions of objects) is parsed in a
-worker process (:mod:`certwidget.workers`) that is killed when its time is up. The workers
+worker process (:mod:`certwidget.documents.workers`) that is killed when its time is up. The workers
 import pypdf once and cap their own memory. They also refuse a PDF that carries JavaScript,
 launch actions or attached files, or whose compressed streams inflate past a limit, and decode
 uploaded images in full (Pillow, with an explicit pixel limit), so a decompression bomb costs a
@@ -19,7 +19,13 @@ import json
 import threading
 from typing import Any
 
-from .workers import WorkerBusy, WorkerDied, WorkerPool, WorkerTimedOut, WorkerUnavailable
+from certwidget.documents.workers import (
+    WorkerBusy,
+    WorkerDied,
+    WorkerPool,
+    WorkerTimedOut,
+    WorkerUnavailable,
+)
 
 #: A parser that needs more than this is refused (the worker dies with MemoryError).
 WORKER_MEMORY_BYTES = 1 << 30

@@ -27,15 +27,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
-from .json_fields import ModelError
-from .json_fields import as_object as _object
-from .json_fields import compact as _compact
-from .json_fields import optional_bool as _bool
-from .json_fields import optional_float as _float
-from .json_fields import optional_int as _int
-from .json_fields import optional_list as _list
-from .json_fields import optional_str as _str
-from .json_fields import required_str as _required_str
+from certwidget.providers.json_fields import ModelError
+from certwidget.providers.json_fields import as_object as _object
+from certwidget.providers.json_fields import compact as _compact
+from certwidget.providers.json_fields import optional_bool as _bool
+from certwidget.providers.json_fields import optional_float as _float
+from certwidget.providers.json_fields import optional_int as _int
+from certwidget.providers.json_fields import optional_list as _list
+from certwidget.providers.json_fields import optional_str as _str
+from certwidget.providers.json_fields import required_str as _required_str
 
 __all__ = [
     "Attachment",

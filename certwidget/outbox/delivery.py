@@ -34,16 +34,21 @@ from typing import Any, TypeVar
 
 from anyio import CapacityLimiter, to_thread
 
-from .filled_pdf import PDF_FILENAME, PDF_MEDIA_TYPE, render_in_worker, warm_renderer
-from .outbox import Outbox, Submission
-from .providers.base import (
+from certwidget.documents.rendering import (
+    PDF_FILENAME,
+    PDF_MEDIA_TYPE,
+    render_in_worker,
+    warm_renderer,
+)
+from certwidget.outbox.sqlite import Outbox, Submission
+from certwidget.providers.base import (
     CertificateDraft,
     CertificateProvider,
     CustomerProfile,
     ProviderError,
     ProviderUnavailable,
 )
-from .traffic import BuyerTraffic
+from certwidget.web.traffic import BuyerTraffic
 
 T = TypeVar("T")
 
@@ -56,7 +61,7 @@ YIELD_TO_BUYERS_SECONDS = 2.0
 # fault (a file briefly locked, a provider answer garbled once) gets a few retries with backoff
 # (1, 2, 4, 8 s and more); one that five attempts all hit is a bug no retry will cure.
 MAX_UNEXPECTED_ERRORS = 5
-logger = logging.getLogger("certwidget.delivery")
+logger = logging.getLogger("certwidget.outbox.delivery")
 
 
 def profile_for(submission: Submission) -> CustomerProfile:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from certwidget.web.runtime import Runtime
 
 SCOPE_KEY = "certwidget"
 

@@ -20,7 +20,7 @@ import datetime as dt
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from .providers.base import CertificateProvider, ProviderToken
+from certwidget.providers.base import CertificateProvider, ProviderToken
 
 
 class UpstreamTokens:

@@ -16,7 +16,7 @@ b'%PDF-'
 Every value is placed as plain text with fpdf's ``cell``/``multi_cell`` (markdown off, page-number
 alias off), so nothing a buyer types is interpreted. The built-in PDF fonts cover Windows-1252
 only; see :func:`pdf_text` for how other characters are shown. This module checks and describes
-the certificate; the drawing itself is in ``certificate_pdf``, imported only when one is drawn.
+the certificate; the drawing itself is in ``drawing``, imported only when one is drawn.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Literal
 
 from PIL import Image
 
-from . import catalog
-from .uploads import image_dimensions, png_chunks, sniff_media_type
+from certwidget.documents.uploads import image_dimensions, png_chunks, sniff_media_type
+from certwidget.domain import catalog
 
 __all__ = [
     "DocumentError",
@@ -61,7 +61,7 @@ _DECODES = threading.BoundedSemaphore(2)
 # the decode check: compressed text alone may inflate to 64 MB in Pillow.
 _PIXEL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"})
 
-# Every value is capped in characters (and wraps to at most two lines, see certificate_pdf),
+# Every value is capped in characters (and wraps to at most two lines, see drawing),
 # which keeps the certificate on one page whatever a buyer pastes.
 _MAX_FIELD_CHARS = 300
 
@@ -162,7 +162,7 @@ def render_certificate_pdf(cert: FilledCertificate) -> bytes:
 
     # fpdf2 (with fontTools) is imported here, not with this module: the serving process only
     # validates, and every full garbage collection there would walk its ~29,000 objects.
-    from .certificate_pdf import draw_certificate
+    from certwidget.documents.drawing import draw_certificate
 
     return draw_certificate(cert, zones, reason)
 

@@ -14,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from . import catalog
-from .assets import Assets
-from .buyers import Buyer, CustomerError
-from .http import (
+from certwidget.domain import catalog
+from certwidget.providers.base import ProviderError, ProviderToken
+from certwidget.web.assets import Assets
+from certwidget.web.buyers import Buyer, CustomerError
+from certwidget.web.http import (
     HTTPProblem,
     bearer_token,
     check_same_origin,
@@ -25,11 +26,10 @@ from .http import (
     page_request,
     read_body,
 )
-from .intake import receive_certificate
-from .providers.base import ProviderError, ProviderToken
-from .runtime import Runtime, reason_name
-from .snippet import buyer_config
-from .tokens import TokenRejected, WidgetClaims, fingerprint
+from certwidget.web.intake import receive_certificate
+from certwidget.web.runtime import Runtime, reason_name
+from certwidget.web.snippet import buyer_config
+from certwidget.web.tokens import TokenRejected, WidgetClaims, fingerprint
 
 logger = logging.getLogger("certwidget")
 

@@ -5,7 +5,7 @@ A buyer may upload a PDF, PNG, JPEG or TIFF of at most :data:`MAX_UPLOAD_BYTES`.
 claims). An image must have a sane size header, nothing past its end marker, and must decode in
 full; a PDF must open with pypdf and carry no JavaScript, launch actions or attached files, nor
 streams that inflate without bound. Both are read by worker processes with a hard time and
-memory budget (certwidget.pdfcheck), so a hostile file cannot tie up or swell the server.
+memory budget (certwidget.documents.pdfcheck), so a hostile file cannot tie up or swell the server.
 
 >>> sniff_media_type(b"%PDF-1.7 ...")
 'application/pdf'
@@ -48,7 +48,7 @@ __all__ = [
     "sniff_media_type",
 ]
 
-from .pdfcheck import (
+from certwidget.documents.pdfcheck import (
     MAX_IMAGE_PIXELS,
     CheckBusy,
     CheckTimedOut,
@@ -56,7 +56,7 @@ from .pdfcheck import (
     default_checker,
 )
 
-logger = logging.getLogger("certwidget.uploads")
+logger = logging.getLogger("certwidget.documents.uploads")
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
@@ -511,7 +511,7 @@ def _mpf_pictures(index: bytes) -> int:
 
 
 # The PDF check: a few structural facts read from the ends of the file (instant), then pypdf
-# counting pages in a worker process with a time and memory limit (certwidget.pdfcheck).
+# counting pages in a worker process with a time and memory limit (certwidget.documents.pdfcheck).
 _PDF_TAIL = 2048
 _STARTXREF = re.compile(rb"startxref\s+(\d+)")
 

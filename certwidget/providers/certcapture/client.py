@@ -50,8 +50,8 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import httpx
 
-from . import retrying
-from .base import (
+from certwidget.providers import retrying
+from certwidget.providers.base import (
     ApiError,
     AsyncClosing,
     CertificateDraft,
@@ -61,7 +61,7 @@ from .base import (
     ProviderToken,
     ProviderUnavailable,
 )
-from .certcapture_models import (
+from certwidget.providers.certcapture.models import (
     Attachment,
     AuthToken,
     CertAttribute,
@@ -72,8 +72,8 @@ from .certcapture_models import (
     CustomerPage,
     ModelError,
 )
-from .paths import segment
-from .pool import ReopeningPool
+from certwidget.providers.paths import segment
+from certwidget.providers.pool import ReopeningPool
 
 __all__ = [
     "Attachment",

@@ -14,14 +14,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .documents import (
+from certwidget.documents.certificate import (
     DocumentError,
     FilledCertificate,
     Purchaser,
     TaxIdType,
     render_certificate_pdf,
 )
-from .workers import WorkerDied, WorkerPool, WorkerTimedOut, WorkerUnavailable
+from certwidget.documents.workers import WorkerDied, WorkerPool, WorkerTimedOut, WorkerUnavailable
 
 PDF_MEDIA_TYPE = "application/pdf"
 PDF_FILENAME = "certificate.pdf"
@@ -33,8 +33,8 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 RENDER_SOURCE = f"""
 import json, sys
 sys.path.insert(0, {_PACKAGE_ROOT!r})
-from certwidget.filled_pdf import render_stored
-import certwidget.certificate_pdf  # fpdf2: imported while warming up, not at the first render
+from certwidget.documents.rendering import render_stored
+import certwidget.documents.drawing  # fpdf2: imported while warming up, not at the first render
 send(b"ready")
 while (data := receive()) is not None:
     size = int.from_bytes(data[:4], "big")
@@ -89,7 +89,7 @@ def render_stored(payload: dict[str, Any], signature_png: bytes, reference: str)
     )
 
 
-logger = logging.getLogger("certwidget.delivery")
+logger = logging.getLogger("certwidget.outbox.delivery")
 
 
 def _render_pool() -> WorkerPool:

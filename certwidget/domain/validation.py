@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import catalog
-from .documents import Purchaser, TaxIdType
-from .providers.base import CustomerProfile
+from certwidget.documents.certificate import Purchaser, TaxIdType
+from certwidget.domain import catalog
+from certwidget.providers.base import CustomerProfile
 
 MAX_TEXT = 200
 MAX_NUMBER = 64

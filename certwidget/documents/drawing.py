@@ -1,9 +1,10 @@
 """The filled-in certificate drawn with fpdf2: one letter-size page, laid out after the form.
 
-Only :func:`certwidget.documents.render_certificate_pdf` imports this module, when it draws, in
-the renderer's worker processes (see ``filled_pdf``) or where a caller renders directly. fpdf2
-brings fontTools, Pillow's plugins and more: some 29,000 objects that would otherwise sit in
-the serving process, where every full garbage collection walks them all while buyers wait.
+Only :func:`certwidget.documents.certificate.render_certificate_pdf` imports this module,
+when it draws, in the renderer's worker processes (see ``rendering``) or where a caller
+renders directly. fpdf2 brings fontTools, Pillow's plugins and more: some 29,000 objects that
+would otherwise sit in the serving process, where every full garbage collection walks them
+all while buyers wait.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import io
 from fpdf import FPDF
 from fpdf.enums import MethodReturnValue, XPos, YPos
 
-from .catalog import Reason, Zone
-from .documents import ENCODING, DocumentError, FilledCertificate, pdf_text
+from certwidget.documents.certificate import ENCODING, DocumentError, FilledCertificate, pdf_text
+from certwidget.domain.catalog import Reason, Zone
 
 __all__ = ["draw_certificate"]
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import jinja2
 
-from .providers.base import CustomerProfile
-from .resources import templates_dir
-from .validation import purchaser_json
+from certwidget.domain.validation import purchaser_json
+from certwidget.providers.base import CustomerProfile
+from certwidget.resources import templates_dir
 
 # A placeholder no template text contains; replaced exactly once per page that has a nonce.
 _NONCE = "\x00certwidget-nonce\x00"

@@ -2,9 +2,10 @@
 
 The order of events is the promise made to the buyer: nothing is acknowledged before the
 submission (and its document) is committed to the outbox on disk (concurrent submissions share
-one commit: see certwidget.outbox). With ``deliver_wait`` set, delivery to the provider is tried
-at once for that long, so most buyers get the provider's reference in the answer (201);
-otherwise (and by default) the answer is 202 and the background deliverer delivers it.
+one commit: see certwidget.outbox.sqlite). With ``deliver_wait`` set, delivery to the
+provider is tried at once for that long, so most buyers get the provider's reference in the
+answer (201); otherwise (and by default) the answer is 202 and the background deliverer
+delivers it.
 """
 
 from __future__ import annotations
@@ -20,20 +21,20 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from . import uploads
-from .buyers import Buyer
-from .documents import DocumentError, verify_signature_png
-from .http import HTTPProblem, json_response, read_body
-from .multipart import MultipartError, parse_form
-from .outbox import NewSubmission, Submission
-from .runtime import Runtime
-from .validation import (
+from certwidget.documents import uploads
+from certwidget.documents.certificate import DocumentError, verify_signature_png
+from certwidget.domain.validation import (
     CertificateRequest,
     InvalidSubmission,
     purchaser_json,
     validate_filled,
     validate_upload_fields,
 )
+from certwidget.outbox.sqlite import NewSubmission, Submission
+from certwidget.web.buyers import Buyer
+from certwidget.web.http import HTTPProblem, json_response, read_body
+from certwidget.web.multipart import MultipartError, parse_form
+from certwidget.web.runtime import Runtime
 
 logger = logging.getLogger("certwidget")
 
@@ -171,7 +172,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
     today = dt.date.today()
     payload = _payload(validated, buyer, today)
     if document is None:
-        # The PDF is rendered at delivery from what is stored here (certwidget.filled_pdf);
+        # The PDF is rendered at delivery from what is stored here (certwidget.documents.rendering);
         # the drawn signature is checked now, so that rendering cannot fail after "received".
         signature = validated.signature
         png = signature.png if signature is not None and signature.kind == "drawn" else b""
@@ -209,7 +210,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
         )
     if not created and submission.state == "failed":
         if submission.unexpected_errors:
-            # Not the buyer's doing (certwidget.delivery gave it up after unexpected errors),
+            # Not the buyer's doing (certwidget.outbox.delivery gave it up after unexpected errors),
             # and the details, for the shop, are in its log and the outbox.
             raise HTTPProblem(
                 422,

@@ -17,8 +17,8 @@ from typing import Any, TypeAlias
 
 from starlette.requests import HTTPConnection
 
-from .providers.base import CustomerProfile
-from .tokens import GUEST_COOKIE_SALT, Signed, TokenRejected
+from certwidget.providers.base import CustomerProfile
+from certwidget.web.tokens import GUEST_COOKIE_SALT, Signed, TokenRejected
 
 CustomerLike: TypeAlias = str | CustomerProfile | Mapping[str, Any] | None
 CustomerCallable: TypeAlias = Callable[[HTTPConnection], CustomerLike | Awaitable[CustomerLike]]

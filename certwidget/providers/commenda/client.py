@@ -1,8 +1,8 @@
 """An async client for Commenda's sales-tax API: customers, files, exemption certificates.
 
 It speaks the API of ``shared/specs/commenda-customers.txt`` (Bearer auth, the envelope
-``{"data": ..., "message": "..."}``); :mod:`certwidget.providers.commenda` builds the provider
-on it and re-exports everything here.
+``{"data": ..., "message": "..."}``); :mod:`certwidget.providers.commenda.provider`
+builds the provider on it and re-exports everything here.
 
 Usage::
 
@@ -35,7 +35,8 @@ Retries: GET, PUT, DELETE and PATCH (this client only ever PATCHes absolute valu
 repeat changes nothing) are retried with exponential backoff and jitter on connection errors,
 timeouts, 429 and 5xx answers. A POST is sent exactly once: the seed documents no idempotency
 keys, so a blind retry could make a second certificate. The provider instead makes creation
-safe to repeat (see :meth:`~certwidget.providers.commenda.CommendaProvider.create_certificate`).
+safe to repeat (see
+:meth:`~certwidget.providers.commenda.provider.CommendaProvider.create_certificate`).
 """
 
 from __future__ import annotations
@@ -47,18 +48,18 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import httpx
 
-from . import retrying
-from .base import ApiError, AsyncClosing, ProviderUnavailable
-from .certcapture_models import Attachment
-from .commenda_models import (
+from certwidget.providers import retrying
+from certwidget.providers.base import ApiError, AsyncClosing, ProviderUnavailable
+from certwidget.providers.certcapture.models import Attachment
+from certwidget.providers.commenda.models import (
     CommendaCustomer,
     CommendaFile,
     ExemptionCertificate,
     ExemptionCertificateCreate,
     unwrap,
 )
-from .paths import segment
-from .pool import ReopeningPool
+from certwidget.providers.paths import segment
+from certwidget.providers.pool import ReopeningPool
 
 __all__ = [
     "BadRequest",

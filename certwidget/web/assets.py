@@ -15,7 +15,7 @@ from pathlib import Path
 
 from starlette.responses import Response
 
-from .resources import static_dir
+from certwidget.resources import static_dir
 
 _MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -1,7 +1,7 @@
 """The Commenda certificate provider, behind the provider-neutral exemption model.
 
 :class:`CommendaProvider` implements :class:`~certwidget.providers.base.CertificateProvider` on
-:class:`~certwidget.providers.commenda_client.CommendaClient` (re-exported here with its errors
+:class:`~certwidget.providers.commenda.client.CommendaClient` (re-exported here with its errors
 and models), mapping Commenda's certificates into
 :class:`~certwidget.providers.base.ProviderCertificate`::
 
@@ -10,7 +10,7 @@ and models), mapping Commenda's certificates into
 
 The mapping (SST reason <-> Commenda ``type``, status <-> Active/Pending/Expired/Revoked, one
 entry per state an SST or MTC certificate covers) is data: :data:`STATUS_MAP` here and
-:data:`~certwidget.providers.commenda_models.TYPE_BY_REASON`, each with its source.
+:data:`~certwidget.providers.commenda.models.TYPE_BY_REASON`, each with its source.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Final
 
 import httpx
 
-from .. import catalog
-from .base import (
+from certwidget.domain import catalog
+from certwidget.providers.base import (
     AsyncClosing,
     CertificateDraft,
     CertificateStatus,
@@ -34,7 +34,7 @@ from .base import (
     ProviderCertificate,
     ProviderToken,
 )
-from .commenda_client import (
+from certwidget.providers.commenda.client import (
     BadRequest,
     CommendaClient,
     CommendaError,
@@ -52,7 +52,7 @@ from .commenda_client import (
     UnsupportedCertificate,
     UnsupportedMediaType,
 )
-from .commenda_models import (
+from certwidget.providers.commenda.models import (
     COUNTRY_US,
     REASON_BY_TYPE,
     TYPE_BY_REASON,
@@ -168,7 +168,7 @@ def to_provider_certificates(
 
     An SST certificate answers one entry per SST member state, so ``exemption_for`` works for
     any of them; a non-US or unknown jurisdiction answers none. A ``type`` outside
-    :data:`~certwidget.providers.commenda_models.REASON_BY_TYPE` is carried through as the
+    :data:`~certwidget.providers.commenda.models.REASON_BY_TYPE` is carried through as the
     reason (Commenda adds types on request), so the certificate still exempts its zones.
     """
     today = today or dt.date.today()

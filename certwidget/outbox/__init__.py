@@ -1,0 +1,1 @@
+"""The outbox: every acknowledged submission, stored durably, and its delivery to the provider."""

@@ -1,0 +1,1 @@
+"""The CertCapture API: its typed models, an async client, and the provider built on them."""
