@@ -28,8 +28,6 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from PIL import Image
-
 from certwidget.documents.uploads import image_dimensions, png_chunks, sniff_media_type
 from certwidget.domain import catalog
 
@@ -187,6 +185,9 @@ def verify_signature_png(data: bytes) -> None:
         )
     except ValueError as exc:
         raise DocumentError(f"the signature image could not be decoded as a PNG: {exc}") from None
+    # Imported at the first signature, not with the package: most processes never decode one.
+    from PIL import Image
+
     with _DECODES:
         try:
             with Image.open(io.BytesIO(data[:8] + pixels), formats=["PNG"]) as image:
