@@ -10,8 +10,6 @@ import os
 import sys
 from typing import TextIO
 
-import uvicorn
-
 from certwidget.sandbox.app import create_app
 
 
@@ -41,6 +39,15 @@ def serve(
     out: TextIO = sys.stdout,
 ) -> None:
     """Serve the sandbox until interrupted, after printing its URL and credentials."""
+    # uvicorn comes with the [sandbox] extra; the embedded sandbox (this package's create_app)
+    # runs in-process without it.
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise SystemExit(
+            "certwidget sandbox needs uvicorn: pip install 'certwidget[sandbox]'"
+        ) from exc
+
     app = create_app(db_path=db_path, username=username, password=password)
     out.write(describe(host=host, port=port, db_path=db_path, username=username, password=password))
     out.flush()
