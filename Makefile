@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo sandbox test lint typecheck pytest bench venv browser clean
+.PHONY: demo sandbox test lint typecheck pytest bench venv browser postgres clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,19 @@ browser:
 		exit 1; \
 	fi
 
+# The PostgreSQL tests start a throwaway cluster of their own (tests/support/postgres.py); they
+# need the server's binaries, never a running service.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "$$CERTWIDGET_POSTGRES_BIN" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's PostgreSQL for the PostgreSQL tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "The PostgreSQL tests need PostgreSQL's initdb (/usr/lib/postgresql/*/bin)."; \
+		echo "Install it with: sudo apt-get install postgresql  (or set CERTWIDGET_POSTGRES_BIN=/path/to/bin)"; \
+		exit 1; \
+	fi
+
 demo: venv
 	$(BIN)/certwidget demo
 
@@ -41,7 +54,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy --strict certwidget
 
-pytest: venv browser
+pytest: venv browser postgres
 	CERTWIDGET_CHROMIUM=$(CHROMIUM) $(BIN)/pytest
 
 test: lint typecheck pytest
