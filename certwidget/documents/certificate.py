@@ -26,10 +26,10 @@ import io
 import threading
 import unicodedata
 from dataclasses import dataclass
-from typing import Literal
 
 from certwidget.documents.uploads import image_dimensions, png_chunks, sniff_media_type
 from certwidget.domain import catalog
+from certwidget.domain.models import Purchaser, TaxIdType
 
 __all__ = [
     "DocumentError",
@@ -40,8 +40,6 @@ __all__ = [
     "render_certificate_pdf",
     "verify_signature_png",
 ]
-
-TaxIdType = Literal["state", "fein", "foreign"]
 
 # A drawn signature from the widget's canvas is a few tens of kilobytes; anything far larger is
 # not a signature, and decoding it would only cost time.
@@ -70,19 +68,6 @@ ENCODING = "windows-1252"
 
 class DocumentError(ValueError):
     """The certificate cannot be rendered from what was given (e.g. a corrupt signature image)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Purchaser:
-    """The buyer's name and address as entered (or as the shop knows them)."""
-
-    name: str
-    line1: str = ""
-    city: str = ""
-    region: str = ""
-    postal_code: str = ""
-    country: str = "US"
-    email: str = ""
 
 
 @dataclass(frozen=True, slots=True)

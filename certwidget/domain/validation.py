@@ -25,9 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from certwidget.documents.certificate import Purchaser, TaxIdType
 from certwidget.domain import catalog
-from certwidget.providers.base import CustomerProfile
+from certwidget.domain.models import CustomerProfile, Purchaser, TaxIdType
 
 MAX_TEXT = 200
 MAX_NUMBER = 64

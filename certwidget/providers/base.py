@@ -7,11 +7,31 @@ behind them (the CertCapture API, Commenda, the embedded sandbox) does not leak 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Protocol, Self, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
-CertificateStatus = Literal["Active", "Pending", "Expired", "Revoked"]
+from certwidget.domain.models import (
+    CertificateDraft,
+    CertificateStatus,
+    CustomerProfile,
+    ProviderCertificate,
+)
+
+# The domain's types a provider takes and answers are re-exported: providers are written
+# against this module.
+__all__ = [
+    "ApiError",
+    "AsyncClosing",
+    "CertificateDraft",
+    "CertificateProvider",
+    "CertificateStatus",
+    "CustomerProfile",
+    "ProviderCertificate",
+    "ProviderError",
+    "ProviderToken",
+    "ProviderUnavailable",
+]
 
 
 class ProviderError(Exception):
@@ -51,54 +71,6 @@ class ProviderToken:
 
     token: str
     expires_at: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerProfile:
-    """What the shop knows about the buyer; ``code`` is the shop's stable customer number."""
-
-    code: str
-    name: str = ""
-    line1: str = ""
-    city: str = ""
-    region: str = ""
-    postal_code: str = ""
-    country: str = "US"
-    email: str = ""
-    phone: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateDraft:
-    """One certificate to create at the provider: one exposure zone, one reason."""
-
-    customer_code: str
-    zone: str
-    reason: str
-    exemption_number: str = ""
-    signed_date: dt.date | None = None
-    expiration_date: dt.date | None = None
-    exempt_percentage: float = 100.0
-    # Sent as the provider's idempotency key where it has one, so a retried delivery
-    # never makes a second certificate.
-    idempotency_key: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderCertificate:
-    """A certificate on file at the provider, in provider-neutral terms."""
-
-    id: str
-    zone: str
-    reason: str
-    status: CertificateStatus
-    number: str = ""
-    exemption_number: str = ""
-    exempt_percentage: float = 100.0
-    signed_date: dt.date | None = None
-    expiration_date: dt.date | None = None
-    customer_code: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class AsyncClosing:

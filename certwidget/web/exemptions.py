@@ -14,51 +14,18 @@ file at the provider. A certificate for one state never exempts another.
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
+
+from certwidget.domain.models import Exemption
+
+__all__ = ["SCOPE_KEY", "Exemption", "exemption_for", "runtime_of"]
 
 if TYPE_CHECKING:
     from certwidget.web.runtime import Runtime
 
 SCOPE_KEY = "certwidget"
-
-
-@dataclass(frozen=True, slots=True)
-class Exemption:
-    """A certificate that exempts an order shipped to ``zone``."""
-
-    zone: str
-    reason: str
-    reason_name: str
-    exempt_percentage: float
-    #: "Received" (stored, not yet at the provider), "Pending" or "Active" at the provider.
-    status: str
-    #: What to print on the order: the provider's certificate number, or our submission id.
-    reference: str
-    expiration_date: dt.date | None = None
-    certificate_id: str | None = None
-    submission_id: str | None = None
-    source: Literal["submission", "on_file"] = "submission"
-
-    @property
-    def taxable_fraction(self) -> float:
-        """The share of the order that stays taxable (0.0 for a full exemption)."""
-        return max(0.0, 1.0 - self.exempt_percentage / 100.0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "zone": self.zone,
-            "reason": self.reason,
-            "reasonName": self.reason_name,
-            "exemptPercentage": self.exempt_percentage,
-            "status": self.status,
-            "reference": self.reference,
-            "expirationDate": self.expiration_date.isoformat() if self.expiration_date else None,
-            "source": self.source,
-        }
 
 
 def runtime_of(connection: HTTPConnection) -> Runtime:

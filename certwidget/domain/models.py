@@ -1,0 +1,114 @@
+"""The domain's typed models: who buys, what they certify, and what exempts an order.
+
+Every layer speaks these types. Intake parses the wire format into them once; the outbox stores
+them, delivery hands them to a provider, documents draw them, and ``exemption_for`` answers
+with an :class:`Exemption`. None of them knows HTTP, JSON field names or a provider's API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+#: How the buyer's identification number is issued: a state permit, a federal EIN, or foreign.
+TaxIdType = Literal["state", "fein", "foreign"]
+#: A certificate's status at the provider, in provider-neutral terms.
+CertificateStatus = Literal["Active", "Pending", "Expired", "Revoked"]
+
+
+@dataclass(frozen=True, slots=True)
+class Purchaser:
+    """The buyer's name and address as entered (or as the shop knows them)."""
+
+    name: str
+    line1: str = ""
+    city: str = ""
+    region: str = ""
+    postal_code: str = ""
+    country: str = "US"
+    email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerProfile:
+    """What the shop knows about the buyer; ``code`` is the shop's stable customer number."""
+
+    code: str
+    name: str = ""
+    line1: str = ""
+    city: str = ""
+    region: str = ""
+    postal_code: str = ""
+    country: str = "US"
+    email: str = ""
+    phone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateDraft:
+    """One certificate to create at the provider: one exposure zone, one reason."""
+
+    customer_code: str
+    zone: str
+    reason: str
+    exemption_number: str = ""
+    signed_date: dt.date | None = None
+    expiration_date: dt.date | None = None
+    exempt_percentage: float = 100.0
+    # Sent as the provider's idempotency key where it has one, so a retried delivery
+    # never makes a second certificate.
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCertificate:
+    """A certificate on file at the provider, in provider-neutral terms."""
+
+    id: str
+    zone: str
+    reason: str
+    status: CertificateStatus
+    number: str = ""
+    exemption_number: str = ""
+    exempt_percentage: float = 100.0
+    signed_date: dt.date | None = None
+    expiration_date: dt.date | None = None
+    customer_code: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Exemption:
+    """A certificate that exempts an order shipped to ``zone``."""
+
+    zone: str
+    reason: str
+    reason_name: str
+    exempt_percentage: float
+    #: "Received" (stored, not yet at the provider), "Pending" or "Active" at the provider.
+    status: str
+    #: What to print on the order: the provider's certificate number, or our submission id.
+    reference: str
+    expiration_date: dt.date | None = None
+    certificate_id: str | None = None
+    submission_id: str | None = None
+    source: Literal["submission", "on_file"] = "submission"
+
+    @property
+    def taxable_fraction(self) -> float:
+        """The share of the order that stays taxable (0.0 for a full exemption)."""
+        return max(0.0, 1.0 - self.exempt_percentage / 100.0)
+
+    def to_json(self) -> dict[str, Any]:
+        """The exemption as the widget protocol (and a shop's own JSON) spells it."""
+        return {
+            "zone": self.zone,
+            "reason": self.reason,
+            "reasonName": self.reason_name,
+            "exemptPercentage": self.exempt_percentage,
+            "status": self.status,
+            "reference": self.reference,
+            "expirationDate": self.expiration_date.isoformat() if self.expiration_date else None,
+            "source": self.source,
+        }
