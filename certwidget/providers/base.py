@@ -23,6 +23,7 @@ from certwidget.domain.models import (
 __all__ = [
     "ApiError",
     "AsyncClosing",
+    "Attachment",
     "CertificateDraft",
     "CertificateProvider",
     "CertificateStatus",
@@ -71,6 +72,20 @@ class ProviderToken:
 
     token: str
     expires_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A certificate's document: its bytes and media type (``application/pdf``, ``image/png``)."""
+
+    content: bytes
+    media_type: str
+
+    @classmethod
+    def from_body(cls, content: bytes, content_type: str) -> Attachment:
+        """A downloaded document, typed by its Content-Type header (parameters dropped)."""
+        media_type = content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
+        return cls(content=content, media_type=media_type)
 
 
 class AsyncClosing:

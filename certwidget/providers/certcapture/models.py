@@ -27,6 +27,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
+# A certificate's document is the same for every provider; re-exported where it was first defined.
+from certwidget.providers.base import Attachment as Attachment
 from certwidget.providers.json_fields import ModelError
 from certwidget.providers.json_fields import as_object as _object
 from certwidget.providers.json_fields import compact as _compact
@@ -382,17 +384,3 @@ class AuthToken:
 
     def to_json(self) -> dict[str, Any]:
         return {"token": self.token, "expiresAt": format_datetime(self.expires_at)}
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    """A certificate's document: its bytes and media type (``application/pdf``, ``image/png``)."""
-
-    content: bytes
-    media_type: str
-
-    @classmethod
-    def from_body(cls, content: bytes, content_type: str) -> Attachment:
-        """A downloaded document, typed by its Content-Type header (parameters dropped)."""
-        media_type = content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
-        return cls(content=content, media_type=media_type)

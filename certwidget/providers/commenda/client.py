@@ -49,8 +49,7 @@ from typing import Any, Final, NoReturn, TypeVar
 import httpx
 
 from certwidget.providers import retrying
-from certwidget.providers.base import ApiError, AsyncClosing, ProviderUnavailable
-from certwidget.providers.certcapture.models import Attachment
+from certwidget.providers.base import ApiError, AsyncClosing, Attachment, ProviderUnavailable
 from certwidget.providers.commenda.models import (
     CommendaCustomer,
     CommendaFile,
