@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import uvicorn
-
 if TYPE_CHECKING:
     from certwidget.providers.base import CertificateProvider
 
@@ -31,15 +29,28 @@ _DESCRIPTIONS = {
 }
 
 
+_DEMO_EXTRA = "pip install 'certwidget[demo]'"
+
+
 def _example_shop() -> Any:
-    # Imported by name: the shop ships beside the package (and in the wheel) but is an
-    # example, not part of certwidget's typed API.
-    try:
-        return importlib.import_module("example_shop")
-    except ImportError as exc:
-        raise SystemExit(
-            "certwidget demo needs the example shop and FastAPI: pip install 'certwidget[example]'"
-        ) from exc
+    """The example shop: inside the package in an installed wheel, at the top of a checkout.
+
+    Imported by name: it is an example to read and copy, not part of certwidget's typed API.
+    """
+    for name in ("certwidget._example_shop", "example_shop"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                # The shop is there but something it imports is not (FastAPI).
+                raise SystemExit(
+                    f"certwidget demo needs {exc.name}, which comes with the demo extra: "
+                    f"{_DEMO_EXTRA}"
+                ) from exc
+    raise SystemExit(
+        "certwidget demo cannot find the example shop: reinstall certwidget from its wheel "
+        f"({_DEMO_EXTRA}), or run it from a source checkout"
+    )
 
 
 def build_provider(name: str, data_dir: str | os.PathLike[str]) -> CertificateProvider | None:
@@ -73,8 +84,12 @@ def run_demo(
     data_dir: str = ".certwidget-demo",
     out: TextIO = sys.stdout,
 ) -> None:
-    chosen = build_provider(provider, data_dir)
     shop = _example_shop()
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise SystemExit(f"certwidget demo needs uvicorn: {_DEMO_EXTRA}") from exc
+    chosen = build_provider(provider, data_dir)
     secret = os.environ.get("CERTWIDGET_SECRET") or secrets.token_urlsafe(32)
     app = shop.create_app(data_dir=data_dir, secret_key=secret, provider=chosen)
     out.write(describe(host, port, provider, data_dir))

@@ -21,10 +21,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 
-from certwidget import CertWidgetMiddleware, Exemption, exemption_for
-from certwidget.domain.catalog import zones
-from certwidget.providers.base import CertificateProvider
-from certwidget.providers.sandbox import embedded_sandbox
+from certwidget import CertWidgetMiddleware, Exemption, exemption_for, zones
+from certwidget.providers import CertificateProvider, embedded_sandbox
 
 from .csp import ContentSecurityPolicy
 from .orders import Orders

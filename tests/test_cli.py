@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from certwidget.cli import build_parser
+from certwidget.demo import _example_shop
 
 
 def _free_port() -> int:
@@ -121,3 +122,16 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         build_parser().parse_args([])
     assert exit_info.value.code == 2
     assert "sandbox" in capsys.readouterr().err
+
+
+def test_demo_defaults_match_the_documented_ones() -> None:
+    args = build_parser().parse_args(["demo"])
+    assert (args.host, args.port, args.provider) == ("127.0.0.1", 8000, "sandbox")
+    assert args.data_dir == ".certwidget-demo"
+
+
+def test_demo_runs_the_example_shop_of_a_source_checkout() -> None:
+    # An installed wheel carries it as certwidget._example_shop (tests/test_packaging.py).
+    shop = _example_shop()
+    assert shop.__name__ == "example_shop"
+    assert callable(shop.create_app)
