@@ -100,7 +100,7 @@ def build_app(tmp: Path) -> CertWidgetMiddleware:
 def drain(app: CertWidgetMiddleware) -> float:
     """Wait until every stored submission is delivered; answers the seconds it took."""
     started = time.perf_counter()
-    while app.runtime.outbox.counts().get("pending", 0):
+    while asyncio.run(app.runtime.outbox.counts()).get("pending", 0):
         if time.perf_counter() - started > DRAIN_TIMEOUT:
             raise RuntimeError(f"deliveries still pending after {DRAIN_TIMEOUT:.0f} s")
         time.sleep(0.05)

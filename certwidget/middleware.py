@@ -29,6 +29,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from certwidget.outbox.base import Outbox
 from certwidget.providers.base import CertificateProvider
 from certwidget.web.assets import Assets
 from certwidget.web.buyers import CustomerCallable
@@ -116,6 +117,9 @@ class CertWidgetMiddleware:
     - ``on_certificate``: ``on_certificate(request, exemption)`` (sync or async), called for
       each zone once a submission is stored, and when a buyer uses a certificate on file.
     - ``database``: the outbox's SQLite file (default ``.certwidget/certwidget.sqlite3``).
+    - ``outbox``: where submissions are kept until delivered, an object implementing
+      :class:`certwidget.outbox.base.Outbox` (e.g. ``MemoryOutbox()`` in tests); default: the
+      SQLite outbox at ``database``.
     - ``accept_pending``: let on-file certificates still Pending review exempt orders.
     - ``token_max_age``: widget token lifetime in seconds (default 1800).
     - ``allowed_origins``: further origins the endpoints accept in ``Origin`` besides the
@@ -144,6 +148,7 @@ class CertWidgetMiddleware:
         prefix: str = "/certwidget",
         on_certificate: CertificateHook | None = None,
         database: str | os.PathLike[str] = ".certwidget/certwidget.sqlite3",
+        outbox: Outbox | None = None,
         accept_pending: bool = False,
         token_max_age: int = 1800,
         allowed_origins: Sequence[str] = (),
@@ -204,7 +209,16 @@ class CertWidgetMiddleware:
                 "provider must implement certwidget.providers.CertificateProvider "
                 "(e.g. CertCaptureProvider), or be None for the embedded sandbox"
             )
+        if outbox is not None and not isinstance(outbox, Outbox):
+            raise TypeError(
+                "outbox must implement certwidget.outbox.base.Outbox (e.g. MemoryOutbox()), "
+                "or be None for the SQLite outbox at database="
+            )
         database = Path(database)
+        if outbox is None:
+            from certwidget.outbox.sqlite import SQLiteOutbox
+
+            outbox = SQLiteOutbox(database)
         if provider is None:
             from certwidget.providers.sandbox import embedded_sandbox
 
@@ -228,6 +242,7 @@ class CertWidgetMiddleware:
             ship_zone=ship_zone,
             on_certificate=on_certificate,
             settings=settings,
+            outbox=outbox,
         )
         self._prefix = prefix
         self._prefix_slash = prefix + "/"
@@ -263,7 +278,8 @@ class CertWidgetMiddleware:
             # One C call settles the usual request: neither ours nor a page that gets the widget.
             if path.startswith(self._claimed_prefixes):
                 if path.startswith(self._prefix_slash) or path == self._prefix:
-                    self.runtime.ensure_started()
+                    if not self.runtime.started:
+                        return self._start_then_serve(scope, receive, send)
                     return self._endpoints(scope, receive, send)
                 if path in self._inject_exact or self._should_inject(scope, path):
                     return self._inject(scope, receive, send)
@@ -272,6 +288,12 @@ class CertWidgetMiddleware:
         elif scope_type == "websocket":
             scope[SCOPE_KEY] = self.runtime
         return self.app(scope, receive, send)
+
+    async def _start_then_serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Served without a lifespan (or again after one ended): the outbox opens (a coroutine:
+        # a backend may connect) before the first request to the endpoints uses it.
+        await self.runtime.start()
+        await self._endpoints(scope, receive, send)
 
     def _should_inject(self, scope: Scope, path: str) -> bool:
         # (Paths in self._inject_exact were let in by the caller, without a call.)
@@ -286,7 +308,7 @@ class CertWidgetMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 # Resume deliveries a previous process acknowledged but did not finish.
-                self.runtime.ensure_started()
+                await self.runtime.start()
                 state = scope.get("state")
                 if isinstance(state, dict):
                     state[SCOPE_KEY] = self.runtime

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from certwidget.outbox.base import Outbox, Submission
 from certwidget.outbox.delivery import MAX_UNEXPECTED_ERRORS
-from certwidget.outbox.sqlite import Outbox, Submission
 from certwidget.providers.base import (
     CertificateDraft,
     CustomerProfile,
@@ -29,7 +29,6 @@ from certwidget.providers.base import (
 )
 
 from .support.shop import as_buyer, build, client, filled, mint
-from .test_outbox import new
 
 
 def encoding_error() -> Exception:
@@ -95,7 +94,7 @@ async def wait_for_row(
 ) -> Submission:
     async with asyncio.timeout(60):
         while True:
-            row = outbox.get(row_id)
+            row = await outbox.get(row_id)
             assert row is not None
             if done(row):
                 return row
@@ -184,24 +183,3 @@ async def test_a_refusal_still_fails_at_once(tmp_path: Path) -> None:
         row = await wait_for_row(shop.runtime.outbox, row_id, lambda row: row.state != "pending")
     assert (row.state, row.attempts, row.unexpected_errors) == ("failed", 1, 0)
     assert row.last_error == "exposureZone is not valid"
-
-
-def test_requeue_gives_a_failed_row_its_unexpected_error_budget_again(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.sqlite3")
-    row, _ = outbox.add(new("k1"))
-    claimed = outbox.claim(row.id, lease_seconds=60)
-    assert claimed is not None
-    # An exception's message may hold the lone surrogate that failed: stored escaped.
-    assert outbox.mark_retry(
-        row.id, owner=claimed.lease_owner, error="bad \ud800", delay=0, unexpected=True
-    )
-    claimed = outbox.claim(row.id, lease_seconds=60)
-    assert claimed is not None and claimed.unexpected_errors == 1
-    assert claimed.last_error == "bad \\ud800"
-    assert outbox.mark_failed(row.id, owner=claimed.lease_owner, error="gave up", unexpected=True)
-    failed = outbox.get(row.id)
-    assert failed is not None and (failed.state, failed.unexpected_errors) == ("failed", 2)
-    assert outbox.requeue(row.id)
-    again = outbox.get(row.id)
-    assert again is not None and (again.state, again.unexpected_errors) == ("pending", 0)
-    outbox.close()

@@ -9,6 +9,7 @@ the same way."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ import httpx
 import pytest
 import uvicorn
 
+from certwidget.outbox.base import Outbox
 from certwidget.sandbox import create_app as create_sandbox
 from tests.support.shop_app import create_app as create_shop
 
@@ -109,19 +111,32 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str) -> An
 
 
 async def wait_until_async(
-    predicate: Callable[[], Any], *, within: float, what: str | Callable[[], str]
+    predicate: Callable[[], Any], *, within: float, what: str | Callable[[], Any]
 ) -> Any:
+    """``predicate()``'s value (awaited if it is a coroutine) once it is true."""
     deadline = time.monotonic() + within
     delay = 0.02
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
             described = what() if callable(what) else what
+            if inspect.isawaitable(described):
+                described = await described
             raise AssertionError(f"timed out after {within:.0f} s waiting for {described}")
         await anyio.sleep(delay)
         delay = min(delay * 1.5, 0.25)
+
+
+async def counted(outbox: Outbox, expected: dict[str, int]) -> bool:
+    return await outbox.counts() == expected
+
+
+async def described(outbox: Outbox, waiting_for: str) -> str:
+    return f"{waiting_for} (outbox now: {await outbox.counts()})"
 
 
 # -- the widget's requests --------------------------------------------------------------------
@@ -334,7 +349,7 @@ async def test_200_submissions_while_the_provider_is_down_are_all_acknowledged_t
         for answer in answers.values():
             assert answer.json()["submission"]["status"] == "received"
         # All on disk, none given up on while the provider was merely unreachable.
-        assert outbox.counts() == {"pending": 200}
+        assert await outbox.counts() == {"pending": 200}
 
         # The provider comes back: a new server, same port, same data.
         sandbox = await anyio.to_thread.run_sync(
@@ -342,9 +357,9 @@ async def test_200_submissions_while_the_provider_is_down_are_all_acknowledged_t
         )
         children.append(sandbox)
         await wait_until_async(
-            lambda: outbox.counts() == {"delivered": 200},
+            lambda: counted(outbox, {"delivered": 200}),
             within=60,
-            what=lambda: f"200 deliveries (outbox now: {outbox.counts()})",
+            what=lambda: described(outbox, "200 deliveries"),
         )
 
         rows = await anyio.to_thread.run_sync(outbox_rows, tmp_path / "cw.sqlite3")
@@ -394,7 +409,7 @@ async def test_200_submissions_while_the_provider_is_down_are_all_acknowledged_t
             assert again.status_code == 201, again.text
             assert again.json()["submission"]["id"] == ids[key]
             assert again.json()["submission"]["status"] == "delivered"
-        assert outbox.counts() == {"delivered": 200}
+        assert await outbox.counts() == {"delivered": 200}
         after = await anyio.to_thread.run_sync(sandbox_certificates, sandbox.url)
         assert len(after) == pairs
 
@@ -546,7 +561,7 @@ async def test_a_retry_with_the_same_idempotency_key_after_a_lost_response_makes
         assert submission["id"] == stored.id
         assert submission["status"] == ("delivered" if retried.status_code == 201 else "received")
         await wait_until_async(
-            lambda: outbox.counts() == {"delivered": 1}, within=10, what="the delivery"
+            lambda: counted(outbox, {"delivered": 1}), within=10, what="the delivery"
         )
         again = await client.post("/certwidget/certificates", json=body, headers=headers)
         assert again.status_code == 201, again.text
@@ -584,7 +599,7 @@ async def test_a_retry_with_the_same_idempotency_key_after_a_lost_response_makes
         assert {t.status_code for t in twins} <= {201, 202}, [t.text for t in twins]
         assert len({t.json()["submission"]["id"] for t in twins}) == 1
         await wait_until_async(
-            lambda: outbox.counts() == {"delivered": 2}, within=10, what="the twin's delivery"
+            lambda: counted(outbox, {"delivered": 2}), within=10, what="the twin's delivery"
         )
 
     certificates = await anyio.to_thread.run_sync(sandbox_certificates, sandbox.url)

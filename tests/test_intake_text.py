@@ -72,7 +72,7 @@ async def test_a_lone_surrogate_anywhere_is_a_422_naming_the_field_and_stores_no
         assert "surrogate" in error["fields"][field]
         # Nothing acknowledged: no row, and the checkout is not exempt (the cookie that would
         # tie this checkout to a submission was never set).
-        assert shop.runtime.outbox.counts() == {}
+        assert await shop.runtime.outbox.counts() == {}
         assert await exemption(http, "C-S") is None
 
 
@@ -113,7 +113,7 @@ async def test_an_upload_field_decoded_to_a_lone_surrogate_is_a_422(
         )
         assert response.status_code == 422, response.text
         assert "surrogate" in response.json()["error"]["fields"]["exemptionNumber"]
-        assert shop.runtime.outbox.counts() == {}
+        assert await shop.runtime.outbox.counts() == {}
         assert await exemption(http, "C-U") is None
 
 
@@ -131,7 +131,7 @@ async def test_control_characters_in_names_are_a_422_naming_the_field(
     assert "U+007F" in fields["purchaser.name"]
     assert "U+0085" in fields["purchaser.line1"]
     assert "line breaks" in fields["purchaser.city"]
-    assert shop.runtime.outbox.counts() == {}
+    assert await shop.runtime.outbox.counts() == {}
 
 
 @pytest.mark.anyio
@@ -150,8 +150,8 @@ async def test_text_is_stored_and_delivered_in_nfc(
     async with httpx.AsyncClient(base_url=server.url) as http:
         response = await post_json(http, "C-N", body)
         assert response.status_code in (201, 202), response.text
-    [row_id] = shop.runtime.outbox.ids()
-    row = shop.runtime.outbox.get(row_id)
+    [row_id] = await shop.runtime.outbox.ids()
+    row = await shop.runtime.outbox.get(row_id)
     assert row is not None
     assert row.payload["purchaser"]["name"] == composed
     assert row.payload["purchaser"]["city"] == "M\u00fcnchen"

@@ -13,14 +13,15 @@ import concurrent.futures
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from certwidget.outbox.base import Submission
 from certwidget.outbox.delivery import Deliverer
-from certwidget.outbox.sqlite import Outbox, Submission
+from certwidget.outbox.sqlite import SQLiteOutbox as Outbox
 from certwidget.providers.base import (
     CertificateDraft,
     CustomerProfile,
@@ -28,7 +29,7 @@ from certwidget.providers.base import (
     ProviderToken,
     ProviderUnavailable,
 )
-from tests.test_outbox import new
+from tests.support.outbox import new
 
 
 def stored(database: Path, submission_id: str) -> dict[str, Any]:
@@ -65,42 +66,45 @@ def lost_lease_warnings(caplog: pytest.LogCaptureFixture, submission_id: str) ->
 # -- the outbox -------------------------------------------------------------------------------
 
 
-def test_a_late_owner_changes_nothing_once_another_process_claimed_the_row(
+@pytest.mark.anyio
+async def test_a_late_owner_changes_nothing_once_another_process_claimed_the_row(
     tmp_path: Path,
 ) -> None:
     database = tmp_path / "outbox.sqlite3"
     a, b = Outbox(database), Outbox(database)  # two processes on one file
-    row, _ = a.add(new("k1"))
-    mine = a.claim(row.id, lease_seconds=0.05)
+    row, _ = await a.add(new("k1"))
+    mine = await a.claim(row.id, lease_seconds=0.05)
     assert mine is not None and mine.lease_owner
-    assert a.save_progress(row.id, {"customer_id": "cust-a"}, owner=mine.lease_owner)
-    time.sleep(0.1)  # A stalls past its lease
-    theirs = b.claim(row.id, lease_seconds=60)
+    assert await a.save_progress(row.id, {"customer_id": "cust-a"}, owner=mine.lease_owner)
+    await asyncio.sleep(0.1)  # A stalls past its lease
+    theirs = await b.claim(row.id, lease_seconds=60)
     assert theirs is not None and theirs.lease_owner not in ("", mine.lease_owner)
     assert theirs.progress == {"customer_id": "cust-a"}  # B resumes where A got
-    assert b.save_progress(row.id, {"customer_id": "cust-b"}, owner=theirs.lease_owner)
+    assert await b.save_progress(row.id, {"customer_id": "cust-b"}, owner=theirs.lease_owner)
     before = stored(database, row.id)
 
     # A wakes up: every update of its lease is refused, and says so.
-    assert a.renew(row.id, owner=mine.lease_owner, lease_seconds=60) is False
-    assert a.save_progress(row.id, {"customer_id": "cust-late"}, owner=mine.lease_owner) is False
+    assert await a.renew(row.id, owner=mine.lease_owner, lease_seconds=60) is False
     assert (
-        a.set_document(
+        await a.save_progress(row.id, {"customer_id": "cust-late"}, owner=mine.lease_owner) is False
+    )
+    assert (
+        await a.set_document(
             row.id, b"%PDF-late", owner=mine.lease_owner, media_type="image/png", filename="x"
         )
         is False
     )
-    assert a.mark_retry(row.id, owner=mine.lease_owner, error="timed out", delay=30) is False
-    assert a.mark_failed(row.id, owner=mine.lease_owner, error="refused") is False
-    assert a.release({row.id: mine.lease_owner}) == 0
+    assert await a.mark_retry(row.id, owner=mine.lease_owner, error="timed out", delay=30) is False
+    assert await a.mark_failed(row.id, owner=mine.lease_owner, error="refused") is False
+    assert await a.release({row.id: mine.lease_owner}) == 0
     assert stored(database, row.id) == before
     assert before["lease_owner"] == theirs.lease_owner and before["lease_until"] > time.time()
-    assert a.document(row.id) == b"%PDF-1.4 doc"
-    assert a.claim(row.id, lease_seconds=60) is None  # still B's
+    assert await a.document(row.id) == b"%PDF-1.4 doc"
+    assert await a.claim(row.id, lease_seconds=60) is None  # still B's
 
     # B carries on and settles it.
-    assert b.renew(row.id, owner=theirs.lease_owner, lease_seconds=60)
-    assert b.mark_delivered(row.id, {"customer_id": "cust-b", "certificates": {"WA": "7"}})
+    assert await b.renew(row.id, owner=theirs.lease_owner, lease_seconds=60)
+    assert await b.mark_delivered(row.id, {"customer_id": "cust-b", "certificates": {"WA": "7"}})
     delivered = stored(database, row.id)
     assert (delivered["state"], delivered["attempts"], delivered["lease_owner"]) == (
         "delivered",
@@ -108,46 +112,49 @@ def test_a_late_owner_changes_nothing_once_another_process_claimed_the_row(
         "",
     )
     # Settled: neither of them can reopen or recount it.
-    assert a.mark_retry(row.id, owner=mine.lease_owner, error="late", delay=0) is False
-    assert b.mark_retry(row.id, owner=theirs.lease_owner, error="late", delay=0) is False
-    assert b.save_progress(row.id, {}, owner=theirs.lease_owner) is False
+    assert await a.mark_retry(row.id, owner=mine.lease_owner, error="late", delay=0) is False
+    assert await b.mark_retry(row.id, owner=theirs.lease_owner, error="late", delay=0) is False
+    assert await b.save_progress(row.id, {}, owner=theirs.lease_owner) is False
     assert stored(database, row.id) == delivered
-    a.close()
-    b.close()
+    await a.close()
+    await b.close()
 
 
-def test_updates_need_the_token_of_a_claim(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_updates_need_the_token_of_a_claim(tmp_path: Path) -> None:
     # A row nobody claimed is held by nobody, and an empty token holds nothing.
     outbox = Outbox(tmp_path / "outbox.sqlite3")
-    row, _ = outbox.add(new("k1"))
-    assert outbox.renew(row.id, owner="", lease_seconds=60) is False
-    assert outbox.mark_retry(row.id, owner="", error="x", delay=0) is False
-    assert outbox.mark_failed(row.id, owner="guess", error="x") is False
-    fetched = outbox.get(row.id)
+    row, _ = await outbox.add(new("k1"))
+    assert await outbox.renew(row.id, owner="", lease_seconds=60) is False
+    assert await outbox.mark_retry(row.id, owner="", error="x", delay=0) is False
+    assert await outbox.mark_failed(row.id, owner="guess", error="x") is False
+    fetched = await outbox.get(row.id)
     assert fetched == row and fetched is not None and fetched.lease_owner == ""  # not handed out
-    outbox.close()
+    await outbox.close()
 
 
-def test_release_hands_back_only_the_leases_still_held(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_release_hands_back_only_the_leases_still_held(tmp_path: Path) -> None:
     # A shutdown releases what this process claimed: never a lease another process took since.
     database = tmp_path / "outbox.sqlite3"
     a, b = Outbox(database), Outbox(database)
-    first, _ = a.add(new("k1"))
-    second, _ = a.add(new("k2"))
-    claimed = {row.id: row.lease_owner for row in a.claim_due(limit=5, lease_seconds=60)}
+    first, _ = await a.add(new("k1"))
+    second, _ = await a.add(new("k2"))
+    claimed = {row.id: row.lease_owner for row in await a.claim_due(limit=5, lease_seconds=60)}
     assert set(claimed) == {first.id, second.id} and len(set(claimed.values())) == 2
     lapse(database, second.id)
-    theirs = b.claim(second.id, lease_seconds=60)
+    theirs = await b.claim(second.id, lease_seconds=60)
     assert theirs is not None
-    assert a.release(claimed) == 1
+    assert await a.release(claimed) == 1
     assert stored(database, first.id)["lease_until"] == 0
     assert stored(database, second.id)["lease_owner"] == theirs.lease_owner
-    assert [row.id for row in b.claim_due(limit=5, lease_seconds=60)] == [first.id]
-    a.close()
-    b.close()
+    assert [row.id for row in await b.claim_due(limit=5, lease_seconds=60)] == [first.id]
+    await a.close()
+    await b.close()
 
 
-def test_a_finished_delivery_is_recorded_while_pending_but_never_over_a_settled_row(
+@pytest.mark.anyio
+async def test_a_finished_delivery_is_recorded_while_pending_but_never_over_a_settled_row(
     tmp_path: Path,
 ) -> None:
     database = tmp_path / "outbox.sqlite3"
@@ -155,37 +162,37 @@ def test_a_finished_delivery_is_recorded_while_pending_but_never_over_a_settled_
 
     # Pending, B delivering it again: A's delivery is complete at the provider, so it is
     # recorded, and B's next update is refused (B stops there).
-    row, _ = a.add(new("k1"))
-    assert a.claim(row.id, lease_seconds=60) is not None
+    row, _ = await a.add(new("k1"))
+    assert await a.claim(row.id, lease_seconds=60) is not None
     lapse(database, row.id)
-    theirs = b.claim(row.id, lease_seconds=60)
+    theirs = await b.claim(row.id, lease_seconds=60)
     assert theirs is not None
-    assert a.mark_delivered(row.id, {"certificates": {"WA": "from-a"}}) is True
-    assert b.save_progress(row.id, {}, owner=theirs.lease_owner) is False
-    assert b.mark_retry(row.id, owner=theirs.lease_owner, error="x", delay=0) is False
-    assert (stored(database, row.id)["state"], a.document(row.id)) == ("delivered", b"")
+    assert await a.mark_delivered(row.id, {"certificates": {"WA": "from-a"}}) is True
+    assert await b.save_progress(row.id, {}, owner=theirs.lease_owner) is False
+    assert await b.mark_retry(row.id, owner=theirs.lease_owner, error="x", delay=0) is False
+    assert (stored(database, row.id)["state"], await a.document(row.id)) == ("delivered", b"")
 
     # B settled it as refused meanwhile: A's late delivery leaves B's record, and the document
     # the shop needs to send it again.
-    refused, _ = a.add(new("k2", document=b"%PDF-refused"))
-    mine = a.claim(refused.id, lease_seconds=60)
+    refused, _ = await a.add(new("k2", document=b"%PDF-refused"))
+    mine = await a.claim(refused.id, lease_seconds=60)
     assert mine is not None
     lapse(database, refused.id)
-    theirs = b.claim(refused.id, lease_seconds=60)
+    theirs = await b.claim(refused.id, lease_seconds=60)
     assert theirs is not None
-    assert b.mark_failed(refused.id, owner=theirs.lease_owner, error="invalid number")
+    assert await b.mark_failed(refused.id, owner=theirs.lease_owner, error="invalid number")
     failed = stored(database, refused.id)
-    assert a.mark_delivered(refused.id, {"certificates": {"WA": "from-a"}}) is False
+    assert await a.mark_delivered(refused.id, {"certificates": {"WA": "from-a"}}) is False
     assert stored(database, refused.id) == failed
-    assert a.document(refused.id) == b"%PDF-refused"
+    assert await a.document(refused.id) == b"%PDF-refused"
 
     # The shop sends it again: no lease needed, and the next claim is a new owner.
-    assert a.requeue(refused.id) is True
-    again = a.claim(refused.id, lease_seconds=60)
+    assert await a.requeue(refused.id) is True
+    again = await a.claim(refused.id, lease_seconds=60)
     assert again is not None and again.lease_owner not in (mine.lease_owner, theirs.lease_owner)
-    assert b.mark_delivered(refused.id, {}) is True
-    a.close()
-    b.close()
+    assert await b.mark_delivered(refused.id, {}) is True
+    await a.close()
+    await b.close()
 
 
 _OLD_SCHEMA = """
@@ -210,7 +217,10 @@ INSERT INTO documents VALUES ('old-1', X'255044462D6F6C64');
 """
 
 
-def test_a_file_from_before_lease_owners_gets_the_column_once_and_works(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_a_file_from_before_lease_owners_gets_the_column_once_and_works(
+    tmp_path: Path,
+) -> None:
     database = tmp_path / "old.sqlite3"
     db = sqlite3.connect(database, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -229,16 +239,16 @@ def test_a_file_from_before_lease_owners_gets_the_column_once_and_works(tmp_path
         outboxes = list(pool.map(Outbox, [database] * 4))
     a, b = outboxes[0], outboxes[1]
     assert stored(database, "old-1")["lease_owner"] == ""
-    [mine] = a.claim_due(limit=5, lease_seconds=60)  # old-2's lease still runs
-    assert mine.id == "old-1" and mine.lease_owner and a.document("old-1") == b"%PDF-old"
-    assert a.save_progress("old-1", {"customer_id": "c"}, owner=mine.lease_owner)
-    assert b.renew("old-1", owner="", lease_seconds=60) is False
-    assert a.mark_delivered("old-1", {"customer_id": "c"})
+    [mine] = await a.claim_due(limit=5, lease_seconds=60)  # old-2's lease still runs
+    assert mine.id == "old-1" and mine.lease_owner and await a.document("old-1") == b"%PDF-old"
+    assert await a.save_progress("old-1", {"customer_id": "c"}, owner=mine.lease_owner)
+    assert await b.renew("old-1", owner="", lease_seconds=60) is False
+    assert await a.mark_delivered("old-1", {"customer_id": "c"})
     # The old process's lease runs out by its time; the next claim takes the row as its own.
     lapse(database, "old-2")
-    taken = b.claim("old-2", lease_seconds=60)
+    taken = await b.claim("old-2", lease_seconds=60)
     assert taken is not None and taken.lease_owner
-    assert b.mark_retry("old-2", owner=taken.lease_owner, error="x", delay=0)
+    assert await b.mark_retry("old-2", owner=taken.lease_owner, error="x", delay=0)
     # An older process still on the file adds rows without knowing the column.
     old = sqlite3.connect(database, isolation_level=None)
     old.execute(
@@ -246,14 +256,14 @@ def test_a_file_from_before_lease_owners_gets_the_column_once_and_works(tmp_path
         " created_at) VALUES ('old-3', 'C-1', 0, 'k3', 'h', 'upload', '{}', 3)"
     )
     old.close()
-    row, created = a.add(new("k4"))
-    assert created and a.counts() == {"delivered": 1, "pending": 3}
+    row, created = await a.add(new("k4"))
+    assert created and await a.counts() == {"delivered": 1, "pending": 3}
     for outbox in outboxes:
-        outbox.close()
+        await outbox.close()
     # Opened again: nothing to add, nothing lost.
     outbox = Outbox(database)
-    assert outbox.get(row.id) is not None and outbox.counts()["pending"] == 3
-    outbox.close()
+    assert await outbox.get(row.id) is not None and (await outbox.counts())["pending"] == 3
+    await outbox.close()
 
 
 # -- the deliverer ----------------------------------------------------------------------------
@@ -266,7 +276,7 @@ class StallingProvider:
     name = "stalling"
     can_mint_tokens = False
 
-    def __init__(self, stall: Callable[[], None], then: str) -> None:
+    def __init__(self, stall: Callable[[], Awaitable[None]], then: str) -> None:
         self.stall = stall
         self.then = then
         self.created: list[str] = []
@@ -280,7 +290,7 @@ class StallingProvider:
         return "cust-" + profile.code
 
     async def create_certificate(self, draft: CertificateDraft) -> ProviderCertificate:
-        self.stall()
+        await self.stall()
         if self.then == "unavailable":
             raise ProviderUnavailable("the provider timed out")
         if self.then == "hang":  # a provider call that never answers
@@ -316,19 +326,19 @@ class OtherProcess:
         self.row_after_claim: dict[str, Any] = {}
         self.submission_id = ""
 
-    def take_over(self) -> None:
+    async def take_over(self) -> None:
         lapse(self.database, self.submission_id)
-        self.claimed = self.outbox.claim(self.submission_id, lease_seconds=60)
+        self.claimed = await self.outbox.claim(self.submission_id, lease_seconds=60)
         assert self.claimed is not None
         self.row_after_claim = stored(self.database, self.submission_id)
 
 
 @pytest.fixture
-def other(tmp_path: Path) -> Iterator[OtherProcess]:
+async def other(tmp_path: Path) -> AsyncIterator[OtherProcess]:
     """Process B, on the outbox file the attempt under test (process A) uses."""
     process = OtherProcess(tmp_path / "outbox.sqlite3")
     yield process
-    process.outbox.close()
+    await process.outbox.close()
 
 
 async def attempt_while_another_process_takes_over(
@@ -344,7 +354,7 @@ async def attempt_while_another_process_takes_over(
     returned, and A's warnings."""
     outbox = Outbox(other.database)
     try:
-        row, _ = await outbox.add_async(new("k1"))
+        row, _ = await outbox.add(new("k1"))
         other.submission_id = row.id
         provider = StallingProvider(other.take_over, then)
         deliverer = Deliverer(outbox, provider, lease_seconds=lease_seconds)
@@ -356,7 +366,7 @@ async def attempt_while_another_process_takes_over(
         finally:
             await deliverer.stop()
     finally:
-        outbox.close()
+        await outbox.close()
     assert stored(other.database, row.id) == other.row_after_claim
     assert final is not None and final.state == "pending"
     warnings = lost_lease_warnings(caplog, row.id)
@@ -386,7 +396,9 @@ async def test_an_attempt_that_lost_its_lease_stops_before_its_next_step(
     assert provider.attached == []
     # B goes on from where it stands and settles the row.
     assert other.claimed is not None
-    assert other.outbox.mark_delivered(other.submission_id, {"certificates": {"WA": "cert-WA"}})
+    assert await other.outbox.mark_delivered(
+        other.submission_id, {"certificates": {"WA": "cert-WA"}}
+    )
 
 
 @pytest.mark.anyio
@@ -410,7 +422,7 @@ async def test_stopping_releases_no_lease_another_process_took(tmp_path: Path) -
     database = tmp_path / "outbox.sqlite3"
     outbox = Outbox(database)
     other = OtherProcess(database)
-    row, _ = await outbox.add_async(new("k1"))
+    row, _ = await outbox.add(new("k1"))
     other.submission_id = row.id
     provider = StallingProvider(other.take_over, "hang")
     deliverer = Deliverer(outbox, provider, lease_seconds=60)
@@ -423,6 +435,6 @@ async def test_stopping_releases_no_lease_another_process_took(tmp_path: Path) -
     await deliverer.stop()
     assert attempt.cancelled() and provider.cancelled
     assert stored(database, row.id) == other.row_after_claim
-    assert outbox.claim(row.id, lease_seconds=60) is None
-    outbox.close()
-    other.outbox.close()
+    assert await outbox.claim(row.id, lease_seconds=60) is None
+    await outbox.close()
+    await other.outbox.close()

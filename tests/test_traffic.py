@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 import certwidget.outbox.delivery as delivery
+from certwidget.outbox.base import Outbox
 from certwidget.outbox.delivery import Deliverer
-from certwidget.outbox.sqlite import Outbox
+from certwidget.outbox.sqlite import SQLiteOutbox
 from certwidget.web.traffic import BuyerTraffic
-from tests.test_outbox import SlowProvider, new
+from tests.support.outbox import SlowProvider, new
 
 
-async def _within(seconds: float, happened: Callable[[], bool]) -> float | None:
-    """Seconds until ``happened()``, or None if not within ``seconds``."""
+async def _within(seconds: float, happened: Callable[[], bool | Awaitable[bool]]) -> float | None:
+    """Seconds until ``happened()`` (awaited if a coroutine), or None if not within ``seconds``."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        if happened():
+        value = happened()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
             return time.monotonic() - started
         await asyncio.sleep(0.01)
     return None
@@ -29,7 +34,11 @@ async def _within(seconds: float, happened: Callable[[], bool]) -> float | None:
 
 async def _delivered_within(outbox: Outbox, seconds: float) -> float | None:
     """Seconds until every row is delivered, or None if not within ``seconds``."""
-    return await _within(seconds, lambda: outbox.counts() == {"delivered": 1})
+    return await _within(seconds, lambda: _counted(outbox, {"delivered": 1}))
+
+
+async def _counted(outbox: Outbox, expected: dict[str, int]) -> bool:
+    return await outbox.counts() == expected
 
 
 @contextlib.asynccontextmanager
@@ -44,17 +53,17 @@ async def _delivering(
     """``rows`` submissions stored and a deliverer (not started) that yields to ``traffic``."""
     monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", longest_yield)
     monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
-    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    outbox = SQLiteOutbox(tmp_path / "outbox.sqlite3")
     provider = SlowProvider(seconds=provider_seconds)
     traffic = BuyerTraffic()
     for index in range(rows):
-        await outbox.add_async(new(f"key-{index}", customer=f"C-{index}"))
+        await outbox.add(new(f"key-{index}", customer=f"C-{index}"))
     deliverer = Deliverer(outbox, provider, traffic=traffic)
     try:
         yield outbox, provider, traffic, deliverer
     finally:
         await deliverer.stop()
-        outbox.close()
+        await outbox.close()
 
 
 @pytest.mark.anyio
@@ -137,7 +146,7 @@ async def test_while_submissions_go_on_deliveries_start_one_at_a_time(
             assert two_delivered is not None, "delivery starved"
             assert provider.most_active == 1, "a batch of deliveries ran during intake"
         # The burst is over: the rest is delivered.
-        assert await _within(5.0, lambda: outbox.counts() == {"delivered": 4}) is not None
+        assert await _within(5.0, lambda: _counted(outbox, {"delivered": 4})) is not None
 
 
 @pytest.mark.anyio

@@ -25,10 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -40,7 +39,7 @@ from certwidget.documents.rendering import (
     render_in_worker,
     warm_renderer,
 )
-from certwidget.outbox.sqlite import Outbox, Submission
+from certwidget.outbox.base import Outbox, Submission
 from certwidget.providers.base import (
     CertificateDraft,
     CertificateProvider,
@@ -185,24 +184,23 @@ class Deliverer:
         if self._claimed:
             claimed, self._claimed = self._claimed, {}
             leases = {submission_id: row.owner for submission_id, row in claimed.items()}
-            await to_thread.run_sync(self._outbox.release, leases)
+            await self._outbox.release(leases)
 
-    async def _claim(
-        self, claim: Callable[[], T], leased: Callable[[T], Sequence[Submission]]
-    ) -> T:
-        """Run a claim in a thread; if cancelled meanwhile, hand back what it leased, then stop.
+    async def _claim(self, claim: Awaitable[T], leased: Callable[[T], Sequence[Submission]]) -> T:
+        """Run a claim to its end; if cancelled meanwhile, hand back what it leased, then stop.
 
-        Cancelling the wait does not stop the thread, which may still lease rows: without this
-        they would stay leased, unseen by anyone, until the lease ran out.
+        A claim the store has begun (a write queued, a statement sent) may still lease rows
+        after its caller is cancelled: without this they would stay leased, unseen by anyone,
+        until the lease ran out.
         """
-        claiming = asyncio.ensure_future(to_thread.run_sync(claim))
+        claiming = asyncio.ensure_future(claim)
         try:
             return await asyncio.shield(claiming)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 rows = leased(await claiming)
                 if rows:
-                    self._outbox.release(_leases(rows))  # one quick write, on the way out
+                    await self._outbox.release(_leases(rows))  # one quick write, on the way out
             raise
 
     def spawn(self, submission_id: str) -> asyncio.Task[Submission | None]:
@@ -222,7 +220,7 @@ class Deliverer:
         async with self._slots:
             try:
                 submission = await self._claim(
-                    lambda: self._outbox.claim(submission_id, lease_seconds=self._lease),
+                    self._outbox.claim(submission_id, lease_seconds=self._lease),
                     lambda row: [row] if row is not None else [],
                 )
                 if submission is not None:
@@ -232,7 +230,7 @@ class Deliverer:
                 self.wake()  # a slot is free again
         if submission is None and (running := self._claimed.get(submission_id)) is not None:
             await running.settled.wait()  # the background loop got there first
-        return await to_thread.run_sync(self._outbox.get, submission_id)
+        return await self._outbox.get(submission_id)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -256,9 +254,7 @@ class Deliverer:
                 try:
                     if free:
                         batch = await self._claim(
-                            functools.partial(
-                                self._outbox.claim_due, limit=free, lease_seconds=self._lease
-                            ),
+                            self._outbox.claim_due(limit=free, lease_seconds=self._lease),
                             lambda rows: rows,
                         )
                 finally:
@@ -268,7 +264,7 @@ class Deliverer:
                     # Stopped meanwhile: hand the rows back instead of starting on them.
                     for _ in batch:
                         self._slots.release()
-                    await to_thread.run_sync(self._outbox.release, _leases(batch))
+                    await self._outbox.release(_leases(batch))
                     return
                 for row in batch:
                     self._claimed[row.id] = _Claimed(row.lease_owner)
@@ -278,7 +274,7 @@ class Deliverer:
                 if batch:
                     continue  # more may be due, and more slots may be free
                 if free:
-                    due_in = await to_thread.run_sync(self._outbox.next_due_in)
+                    due_in = await self._outbox.next_due_in()
                 # else: every slot is busy (or, while buyers wait, the one attempt allowed is
                 # running), and the attempt that ends wakes us.
             except asyncio.CancelledError:
@@ -315,10 +311,8 @@ class Deliverer:
         while True:
             await asyncio.sleep(self._lease / 3)
             try:
-                held = await to_thread.run_sync(
-                    lambda: self._outbox.renew(
-                        submission.id, owner=submission.lease_owner, lease_seconds=self._lease
-                    )
+                held = await self._outbox.renew(
+                    submission.id, owner=submission.lease_owner, lease_seconds=self._lease
                 )
             except Exception:
                 # A renewal that failed (the file busy past its timeout) is tried again at the
@@ -443,9 +437,7 @@ class Deliverer:
         )
 
     async def _record_delivery(self, submission: Submission, progress: dict[str, Any]) -> None:
-        recorded = await to_thread.run_sync(
-            lambda: self._outbox.mark_delivered(submission.id, progress)
-        )
+        recorded = await self._outbox.mark_delivered(submission.id, progress)
         if not recorded:
             # Settled by another process while this attempt outlived its lease: what that one
             # recorded (its own delivery, or the provider's refusal) stands.
@@ -462,19 +454,17 @@ class Deliverer:
 
     async def _render(self, submission: Submission) -> None:
         """Make the filled certificate's PDF from the stored fields and keep it in the row."""
-        signature = await to_thread.run_sync(self._outbox.document, submission.id)
+        signature = await self._outbox.document(submission.id)
         pdf = await to_thread.run_sync(
             lambda: render_in_worker(submission.payload, signature, submission.id),
             limiter=self._renders,
         )
-        held = await to_thread.run_sync(
-            lambda: self._outbox.set_document(
-                submission.id,
-                pdf,
-                owner=submission.lease_owner,
-                media_type=PDF_MEDIA_TYPE,
-                filename=PDF_FILENAME,
-            )
+        held = await self._outbox.set_document(
+            submission.id,
+            pdf,
+            owner=submission.lease_owner,
+            media_type=PDF_MEDIA_TYPE,
+            filename=PDF_FILENAME,
         )
         if not held:
             raise LeaseLost("keeping its rendered PDF")
@@ -483,14 +473,12 @@ class Deliverer:
     async def _retry_later(
         self, submission: Submission, error: str, delay: float, *, unexpected: bool = False
     ) -> None:
-        retried = await to_thread.run_sync(
-            lambda: self._outbox.mark_retry(
-                submission.id,
-                owner=submission.lease_owner,
-                error=error,
-                delay=delay,
-                unexpected=unexpected,
-            )
+        retried = await self._outbox.mark_retry(
+            submission.id,
+            owner=submission.lease_owner,
+            error=error,
+            delay=delay,
+            unexpected=unexpected,
         )
         if not retried:
             self._lost(submission, "scheduling its retry")
@@ -498,10 +486,8 @@ class Deliverer:
     async def _give_up(
         self, submission: Submission, error: str, *, unexpected: bool = False
     ) -> None:
-        failed = await to_thread.run_sync(
-            lambda: self._outbox.mark_failed(
-                submission.id, owner=submission.lease_owner, error=error, unexpected=unexpected
-            )
+        failed = await self._outbox.mark_failed(
+            submission.id, owner=submission.lease_owner, error=error, unexpected=unexpected
         )
         if not failed:
             self._lost(submission, "recording that it failed")
@@ -517,10 +503,8 @@ class Deliverer:
             progress["numbers"] = dict(numbers)
             progress["attached"] = list(attached)
             snapshot = dict(progress)
-            held = await to_thread.run_sync(
-                lambda: self._outbox.save_progress(
-                    submission.id, snapshot, owner=submission.lease_owner
-                )
+            held = await self._outbox.save_progress(
+                submission.id, snapshot, owner=submission.lease_owner
             )
             if not held:
                 raise LeaseLost("saving its progress")
@@ -557,7 +541,7 @@ class Deliverer:
             if zone in attached:
                 continue
             if document is None:
-                document = await to_thread.run_sync(self._outbox.document, submission.id)
+                document = await self._outbox.document(submission.id)
             if document:
                 await self._provider.attach_document(
                     certificates[zone],

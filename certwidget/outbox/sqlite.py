@@ -1,28 +1,32 @@
-"""The durable outbox: every acknowledged submission is on disk before the buyer hears "received".
+"""The default outbox: one SQLite file, durable before the buyer hears "received".
 
-One SQLite file (WAL). Each row keeps what the buyer sent and how far delivery to the provider
-has got, so a retry after a crash resumes where it stopped instead of starting over; the document
-to attach is kept beside it, in its own table (SQLite rewrites a whole row on every update, and
+One file (WAL). Each row keeps what the buyer sent and how far delivery to the provider has got,
+so a retry after a crash resumes where it stopped instead of starting over; the document to
+attach is kept beside it, in its own table (SQLite rewrites a whole row on every update, and
 delivery updates its row several times). Several processes may share the file: a delivery lease
 stops two of them from working on one row at once, and each claim takes it under a token of its
 own, so an attempt that outlived its lease cannot settle a row someone else has claimed since.
 
 Writes go through one writer thread that commits what is waiting in one transaction (group
 commit): twenty buyers submitting at once cost one ``fsync``, not twenty, and nobody hears back
-before the transaction holding their row is committed. Each write runs in its own savepoint, so
-one that fails (a bug, a constraint) fails alone. Commits that hold a new submission or a final
-state (delivered, failed, sent again) are durable (``synchronous=FULL``: on disk, surviving a
-power cut, before anyone is answered); delivery bookkeeping (leases, progress, the rendered PDF,
-the next retry) is committed without its own ``fsync``: a process crash keeps it, and a power cut
-can only lose the latest of it, which delivery redoes (every step at the provider is idempotent).
-Reads use their own connection, so they never wait for a commit's ``fsync``.
+before the transaction holding their row is committed. A write that fails (a bug, a constraint)
+fails alone: the rest of its batch is committed without it. Commits that hold a new submission
+or a final state (delivered, failed, sent again) are durable (``synchronous=FULL``: on disk,
+surviving a power cut, before anyone is answered); delivery bookkeeping (leases, progress, the
+rendered PDF, the next retry) is committed without its own ``fsync``: a process crash keeps it,
+and a power cut can only lose the latest of it, which delivery redoes (every step at the
+provider is idempotent).
+Reads use their own connection, in a worker thread, so they never wait for a commit's ``fsync``.
 
-    outbox = Outbox("certwidget.sqlite3")
-    row, created = outbox.add(new_submission)          # blocking (run it in a thread), or
-    row, created = await outbox.add_async(new_submission)
-    for row in outbox.claim_due(limit=10, lease_seconds=60):
+The schema is the numbered SQL files in ``migrations/sqlite/``, applied in order at open and
+recorded in the file's ``PRAGMA user_version``, under the write lock, so processes opening one
+file at once apply each once.
+
+    outbox = SQLiteOutbox("certwidget.sqlite3")
+    row, created = await outbox.add(new_submission)
+    for row in await outbox.claim_due(limit=10, lease_seconds=60):
         ...
-        outbox.mark_retry(row.id, owner=row.lease_owner, error="...", delay=30)
+        await outbox.mark_retry(row.id, owner=row.lease_owner, error="...", delay=30)
 """
 
 from __future__ import annotations
@@ -35,116 +39,88 @@ import queue
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
+
+from anyio import to_thread
+
+from certwidget.outbox.base import (
+    ALL_STATES,
+    NewSubmission,
+    Submission,
+    SubmissionState,
+    new_lease_owner,
+    new_submission_id,
+    storable_error,
+)
 
 T = TypeVar("T")
 
-SubmissionState = Literal["pending", "delivered", "failed"]
 
-# Documents live in their own table: SQLite rewrites every column of a row when one changes, so
-# a 200 KB upload in the submissions row would be written again at each lease and progress note.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS submissions (
-    id TEXT PRIMARY KEY,
-    customer TEXT NOT NULL,
-    guest INTEGER NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    body_hash TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    media_type TEXT NOT NULL DEFAULT '',
-    filename TEXT NOT NULL DEFAULT '',
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    unexpected_errors INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    lease_until REAL NOT NULL DEFAULT 0,
-    lease_owner TEXT NOT NULL DEFAULT '',
-    last_error TEXT NOT NULL DEFAULT '',
-    progress TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    delivered_at REAL,
-    UNIQUE (customer, idempotency_key)
-);
-CREATE TABLE IF NOT EXISTS documents (
-    submission_id TEXT PRIMARY KEY,
-    content BLOB NOT NULL
-);
--- What is due, in order, with its lease, from the index alone: finding the next rows to
--- deliver never reads the rows of a backlog.
-DROP INDEX IF EXISTS submissions_due;
-CREATE INDEX IF NOT EXISTS submissions_due_in_order
-    ON submissions (state, next_attempt_at, created_at, lease_until);
-CREATE INDEX IF NOT EXISTS submissions_customer ON submissions (customer, created_at);
--- A new submission and its document in one statement: each statement the writer thread runs
--- hands the GIL back, and winning it again from a busy event loop can take a switch interval
--- (5 ms), so two statements per submission made a batch of twenty wait 200 ms. The trigger
--- stores the document only when the row is new (a reused key inserts nothing).
-CREATE VIEW IF NOT EXISTS new_submission_v1 AS
-    SELECT id, customer, guest, idempotency_key, body_hash, kind, payload, media_type, filename,
-        created_at, NULL AS document
-    FROM submissions;
-CREATE TRIGGER IF NOT EXISTS new_submission_v1_insert INSTEAD OF INSERT ON new_submission_v1
-BEGIN
-    INSERT INTO submissions (id, customer, guest, idempotency_key, body_hash, kind, payload,
-        media_type, filename, created_at)
-    VALUES (NEW.id, NEW.customer, NEW.guest, NEW.idempotency_key, NEW.body_hash, NEW.kind,
-        NEW.payload, NEW.media_type, NEW.filename, NEW.created_at)
-    ON CONFLICT (customer, idempotency_key) DO NOTHING;
-    INSERT INTO documents (submission_id, content)
-    SELECT NEW.id, NEW.document WHERE changes() > 0 AND length(NEW.document) > 0;
-END;
-"""
+class OutboxSchemaError(RuntimeError):
+    """The file's schema is newer than this certwidget knows."""
 
 
 @dataclass(frozen=True, slots=True)
-class NewSubmission:
-    customer: str
-    guest: bool
-    idempotency_key: str
-    body_hash: str
-    kind: Literal["filled", "upload"]
-    payload: dict[str, Any]
-    document: bytes
-    media_type: str
-    filename: str
+class Migration:
+    number: int
+    name: str
+    statements: tuple[str, ...]
 
 
-@dataclass(slots=True)
-class Submission:
-    """A stored submission and its delivery progress."""
+def _statements(script: str) -> tuple[str, ...]:
+    """``script`` split into statements (a trigger's body keeps its own semicolons), so each
+    runs inside the caller's transaction: ``executescript`` would commit it first."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return tuple(statements)
 
-    id: str
-    customer: str
-    guest: bool
-    idempotency_key: str
-    body_hash: str
-    kind: str
-    payload: dict[str, Any]
-    media_type: str
-    filename: str
-    state: SubmissionState
-    attempts: int
-    last_error: str
-    created_at: float
-    delivered_at: float | None
-    #: Delivery progress: {"customer_id": ..., "certificates": {zone: id}, "attached": [zone, ...]}
-    progress: dict[str, Any] = field(default_factory=dict)
-    #: Attempts that ended in an error no retry is known to cure (a bug, an encoding error):
-    #: delivery gives the row up as failed after a few (outages and refusals do not count).
-    unexpected_errors: int = 0
-    #: The token of the lease :meth:`Outbox.claim` or :meth:`Outbox.claim_due` took on the row,
-    #: which the updates that extend or settle it must show; empty for rows read otherwise.
-    lease_owner: str = field(default="", compare=False)
 
-    @property
-    def zones(self) -> list[str]:
-        return list(self.payload.get("zones", []))
+@functools.cache
+def migrations() -> tuple[Migration, ...]:
+    """The numbered migrations in ``migrations/sqlite/``, in order."""
+    folder = resources.files("certwidget.outbox").joinpath("migrations", "sqlite")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, name = entry.name.removesuffix(".sql").partition("_")
+            found.append(Migration(int(number), name, _statements(entry.read_text("utf-8"))))
+    found.sort(key=lambda migration: migration.number)
+    if [migration.number for migration in found] != list(range(1, len(found) + 1)):
+        raise OutboxSchemaError(f"the outbox migrations are not numbered 1, 2, 3...: {found}")
+    return tuple(found)
 
+
+# Files from before migrations were numbered (user_version 0) got their columns added at open;
+# the last of these each has tells how far it got: (column, the migration that adds it).
+_LEGACY_COLUMNS = (("lease_owner", 2), ("unexpected_errors", 3))
+
+# What a delivered submission no longer needs: its document. Driven from the documents table,
+# which holds only what is not delivered yet: cheap at every open however many submissions the
+# file has seen. Not a migration: an older process still on the file may leave some behind.
+_DROP_DELIVERED_DOCUMENTS = (
+    "DELETE FROM documents"
+    " WHERE (SELECT state FROM submissions WHERE id = documents.submission_id) = 'delivered'"
+)
+# Files from before documents had their own table keep them inline in `submissions.document`
+# (and an older process still on the file goes on writing them there).
+_COPY_INLINE_DOCUMENTS = (
+    "INSERT OR IGNORE INTO documents (submission_id, content)"
+    " SELECT id, document FROM submissions"
+    " WHERE document IS NOT NULL AND length(document) > 0 AND state != 'delivered'"
+)
+_DROP_DELIVERED_INLINE_DOCUMENTS = (
+    "UPDATE submissions SET document = NULL WHERE state = 'delivered' AND document IS NOT NULL"
+)
 
 _COLUMNS = (
     "id, customer, guest, idempotency_key, body_hash, kind, payload, media_type, filename, "
@@ -174,30 +150,6 @@ def _row(row: sqlite3.Row, lease_owner: str = "") -> Submission:
     )
 
 
-# What a delivered submission no longer needs: its document. Driven from the documents table,
-# which holds only what is not delivered yet: cheap at every start however many submissions the
-# file has seen.
-_DROP_DELIVERED_DOCUMENTS = (
-    "DELETE FROM documents"
-    " WHERE (SELECT state FROM submissions WHERE id = documents.submission_id) = 'delivered'"
-)
-# Files from before documents had their own table keep them inline in `submissions.document`.
-_COPY_INLINE_DOCUMENTS = (
-    "INSERT OR IGNORE INTO documents (submission_id, content)"
-    " SELECT id, document FROM submissions"
-    " WHERE document IS NOT NULL AND length(document) > 0 AND state != 'delivered'"
-)
-_DROP_DELIVERED_INLINE_DOCUMENTS = (
-    "UPDATE submissions SET document = NULL WHERE state = 'delivered' AND document IS NOT NULL"
-)
-# Files from before leases had owners. Rows get '' (no claim holds them): a lease an older
-# process took keeps running out by its time as before, and the next claim stamps its token.
-_ADD_LEASE_OWNER = "ALTER TABLE submissions ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''"
-# Files from before unexpected errors were counted: every row starts with none.
-_ADD_UNEXPECTED_ERRORS = (
-    "ALTER TABLE submissions ADD COLUMN unexpected_errors INTEGER NOT NULL DEFAULT 0"
-)
-
 # Whether the caller still holds the lease it claimed: the row is pending and no claim has
 # taken it since (a claim writes its own token; settling or releasing writes ''). A lease that
 # ran out unclaimed is still the caller's: nobody else is working on the row. The bound token
@@ -221,12 +173,12 @@ class _Write:
     new: NewSubmission | None = None
 
 
-class Outbox:
-    """SQLite-backed store of submissions.
+class SQLiteOutbox:
+    """The :class:`~certwidget.outbox.base.Outbox` on one SQLite file (made if missing).
 
-    The methods block (run them in a thread), except the ``*_async`` ones. Writes are committed
-    by the outbox's writer thread, grouped with whatever else is waiting; a method returns once
-    the transaction holding its write is committed.
+    The file is opened (and its schema brought up to date) when the outbox is made. Writes are
+    committed by the outbox's writer thread, grouped with whatever else is waiting; a method
+    returns once the transaction holding its write is committed. Reads run in a worker thread.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -234,6 +186,9 @@ class Outbox:
         self._read_lock = threading.Lock()
         self._writer_lock = threading.Lock()
         self._open()
+
+    def __repr__(self) -> str:
+        return f"SQLiteOutbox({str(self.path)!r})"
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +208,6 @@ class Outbox:
         # FULL: a commit is on disk before we answer the buyer; WAL keeps that cheap.
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous_full = True
-        self._db.executescript(_SCHEMA)
         self._upgrade()
         self._reader = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30
@@ -264,40 +218,89 @@ class Outbox:
         self._writer: threading.Thread | None = None
         self._closed = False
 
-    def reopen(self) -> None:
-        """Open the file again after :meth:`close`: the app is being served again."""
+    def _upgrade(self) -> None:
+        """At open, in one transaction under the write lock (processes opening the file at once
+        wait for each other, and the later ones find nothing left to do): the migrations the
+        file lacks, then the documents' housekeeping.
+
+        Documents of delivered submissions (which earlier versions kept) are dropped; a file
+        made before documents had their own table gets the inline documents of its undelivered
+        submissions copied there. The old column keeps its copy, so an older certwidget process
+        still sharing this file (during an upgrade one process at a time) reads its documents
+        as before. Columns added since (lease owners, unexpected errors) are ignored by such a
+        process, as they always were, until it is upgraded too.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            stored = version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            known = migrations()
+            latest = known[-1].number
+            if version > latest:
+                raise OutboxSchemaError(
+                    f"{self.path} was made by a newer certwidget (outbox schema {version}; "
+                    f"this one knows up to {latest}): upgrade certwidget, or point database= "
+                    "at another file"
+                )
+            if version == 0 and _columns(db):
+                version = self._baseline(db)
+            for migration in known[version:]:
+                for statement in migration.statements:
+                    db.execute(statement)
+            if stored != latest:
+                db.execute(f"PRAGMA user_version = {latest}")
+            self._legacy_document_column = "document" in _columns(db)
+            db.execute(_DROP_DELIVERED_DOCUMENTS)
+            if self._legacy_document_column:
+                db.execute(_COPY_INLINE_DOCUMENTS)
+                db.execute(_DROP_DELIVERED_INLINE_DOCUMENTS)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _baseline(db: sqlite3.Connection) -> int:
+        """A file from before migrations were numbered: the first (all ``IF NOT EXISTS``) adds
+        what it lacks; the columns it has tell which of the later ones it has had already."""
+        for statement in migrations()[0].statements:
+            db.execute(statement)
+        columns = _columns(db)
+        version = 1
+        for column, number in _LEGACY_COLUMNS:
+            if column not in columns:
+                break
+            version = number
+        return version
+
+    async def open(self) -> None:
+        """Open the file again after :meth:`close` (the app is served again); else nothing."""
+        if self._closed:
+            await to_thread.run_sync(self._reopen)
+
+    def _reopen(self) -> None:
         with self._writer_lock:
             if self._closed:
                 self._open()
 
-    def _upgrade(self) -> None:
-        """At open, in one transaction: documents of delivered submissions (which earlier
-        versions kept) are dropped; a file made before documents had their own table gets the
-        inline documents of its undelivered submissions copied there. The old column keeps its
-        copy, so an older certwidget process still sharing this file (during an upgrade one
-        process at a time) reads its documents as before. A file made before leases had owners
-        gets the column; an older process still on it claims and settles without looking at it,
-        as it always did, until it is upgraded too. So does a file made before unexpected
-        delivery errors were counted (an older process never counts them: its rows retry).
-        """
-        # The columns are read under the write lock: processes opening an older file at once
-        # add the missing column once, the first to get the lock, and the others see it.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(submissions)")}
-            self._legacy_document_column = "document" in columns
-            statements = [] if "lease_owner" in columns else [_ADD_LEASE_OWNER]
-            if "unexpected_errors" not in columns:
-                statements.append(_ADD_UNEXPECTED_ERRORS)
-            statements.append(_DROP_DELIVERED_DOCUMENTS)
-            if self._legacy_document_column:
-                statements += [_COPY_INLINE_DOCUMENTS, _DROP_DELIVERED_INLINE_DOCUMENTS]
-            for statement in statements:
-                self._db.execute(statement)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    async def close(self) -> None:
+        """Commit what was already accepted, stop the writer and close the file."""
+        await to_thread.run_sync(self._close)
+
+    def _close(self) -> None:
+        with self._writer_lock:
+            if self._closed:
+                return
+            self._closed = True
+            writer = self._writer
+            if writer is not None:
+                self._queue.put(None)
+        if writer is not None:
+            writer.join()
+        self._db.close()
+        with self._read_lock:
+            self._reader.close()
 
     # -- the writer ------------------------------------------------------------------------
 
@@ -323,23 +326,24 @@ class Outbox:
             self._queue.put(write)
         return write.future
 
-    def _write(
+    async def _write(
         self,
         op: Callable[[sqlite3.Connection], T],
         *,
         durable: bool,
         new: NewSubmission | None = None,
     ) -> T:
-        return self._submit(op, durable=durable, new=new).result()
-
-    async def _write_async(
-        self,
-        op: Callable[[sqlite3.Connection], T],
-        *,
-        durable: bool,
-        new: NewSubmission | None = None,
-    ) -> T:
+        # The writer thread answers through the future: no worker thread waits on it. A caller
+        # cancelled before its write's turn writes nothing (see _commit).
         return await asyncio.wrap_future(self._submit(op, durable=durable, new=new))
+
+    async def _execute(self, sql: str, params: Sequence[Any], *, durable: bool) -> int:
+        """One statement in the writer; answers the number of rows it changed."""
+
+        def op(db: sqlite3.Connection) -> int:
+            return db.execute(sql, params).rowcount
+
+        return await self._write(op, durable=durable)
 
     def _write_loop(self) -> None:
         stop = False
@@ -368,15 +372,19 @@ class Outbox:
         db = self._db
         try:
             durable = any(write.durable for write in live)
+            # Bookkeeping alone (leases, progress) skips the fsync: a power cut loses at most
+            # the latest of it, which delivery redoes. The switch is one cheap PRAGMA, made only
+            # when a batch differs from the last.
             if durable != self._synchronous_full:
                 db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._synchronous_full = durable
-            # New submissions alone, the usual batch under load, are stored by one statement.
+            # Three ways to commit, cheapest first: new submissions alone (the usual batch
+            # under load) in one statement; any batch between BEGIN and COMMIT; and, only when
+            # one write of that batch failed, each write again in a savepoint of its own, so
+            # only the failing one fails.
             adds = [write.new for write in live if write.new is not None]
             outcomes = _add_all(db, adds) if len(adds) == len(live) else _run_together(db, live)
             if outcomes is None:
-                # One of them failed and all were undone: again, each in a savepoint of its
-                # own, so only the failing one fails.
                 outcomes = _run_isolated(db, live)
         except BaseException as exc:
             # Nothing of the batch is stored: every caller hears so, nobody is acknowledged.
@@ -391,63 +399,56 @@ class Outbox:
             else:
                 write.future.set_exception(value)
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    # -- reads -----------------------------------------------------------------------------
+
+    def _read_now(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._read_lock:
             return self._reader.execute(sql, params).fetchall()
 
-    def close(self) -> None:
-        """Commit what was already accepted, stop the writer and close the file."""
-        with self._writer_lock:
-            if self._closed:
-                return
-            self._closed = True
-            writer = self._writer
-            if writer is not None:
-                self._queue.put(None)
-        if writer is not None:
-            writer.join()
-        self._db.close()
-        with self._read_lock:
-            self._reader.close()
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return await to_thread.run_sync(self._read_now, sql, params)
 
     # -- submissions -----------------------------------------------------------------------
 
-    def add(self, new: NewSubmission) -> tuple[Submission, bool]:
+    async def add(self, new: NewSubmission) -> tuple[Submission, bool]:
         """Store a submission; answers (row, True), or (the earlier row, False) for a reused key.
 
         Returns once the row is durably on disk.
         """
-        return self._write(functools.partial(_add, new), durable=True, new=new)
+        return await self._write(functools.partial(_add, new), durable=True, new=new)
 
-    async def add_async(self, new: NewSubmission) -> tuple[Submission, bool]:
-        """:meth:`add` without blocking the event loop (nor taking a thread of its pool)."""
-        return await self._write_async(functools.partial(_add, new), durable=True, new=new)
-
-    def get(self, submission_id: str) -> Submission | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM submissions WHERE id = ?", (submission_id,))
+    async def get(self, submission_id: str) -> Submission | None:
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM submissions WHERE id = ?", (submission_id,)
+        )
         return _row(rows[0]) if rows else None
 
-    def for_customer(self, customer: str, *, limit: int = 100) -> list[Submission]:
-        rows = self._read(
+    async def for_customer(self, customer: str, *, limit: int = 100) -> list[Submission]:
+        rows = await self._read(
             f"SELECT {_COLUMNS} FROM submissions WHERE customer = ?"
             " ORDER BY created_at DESC LIMIT ?",
             (customer, limit),
         )
         return [_row(row) for row in rows]
 
-    def document(self, submission_id: str) -> bytes:
-        rows = self._read("SELECT content FROM documents WHERE submission_id = ?", (submission_id,))
+    async def document(self, submission_id: str) -> bytes:
+        return await to_thread.run_sync(self._document, submission_id)
+
+    def _document(self, submission_id: str) -> bytes:
+        rows = self._read_now(
+            "SELECT content FROM documents WHERE submission_id = ?", (submission_id,)
+        )
         if rows:
             return bytes(rows[0]["content"])
         if self._legacy_document_column:
             # A row an older certwidget added to this file after it was upgraded here (several
             # processes on one file, upgraded one at a time): its document is still inline.
-            rows = self._read("SELECT document FROM submissions WHERE id = ?", (submission_id,))
+            rows = self._read_now("SELECT document FROM submissions WHERE id = ?", (submission_id,))
             if rows and rows[0]["document"]:
                 return bytes(rows[0]["document"])
         return b""
 
-    def set_document(
+    async def set_document(
         self, submission_id: str, document: bytes, *, owner: str, media_type: str, filename: str
     ) -> bool:
         """Replace the stored document (the rendered PDF of a filled-in certificate) of a row
@@ -472,9 +473,9 @@ class Outbox:
                 )
             return held == 1
 
-        return self._write(op, durable=False)
+        return await self._write(op, durable=False)
 
-    def claim_due(self, *, limit: int, lease_seconds: float) -> list[Submission]:
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Submission]:
         """Lease up to ``limit`` pending submissions whose next attempt is due.
 
         Each row comes back with the token of its lease (``lease_owner``), which the updates
@@ -495,16 +496,16 @@ class Outbox:
                 ).fetchone()
                 for (rowid,) in due
             ]
-            leases = [(row, _new_owner()) for row in rows]
+            leases = [(row, new_lease_owner()) for row in rows]
             db.executemany(
                 "UPDATE submissions SET lease_until = ?, lease_owner = ? WHERE id = ?",
                 [(now + lease_seconds, owner, row["id"]) for row, owner in leases],
             )
             return [_row(row, owner) for row, owner in leases]
 
-        return self._write(op, durable=False)
+        return await self._write(op, durable=False)
 
-    def claim(self, submission_id: str, *, lease_seconds: float) -> Submission | None:
+    async def claim(self, submission_id: str, *, lease_seconds: float) -> Submission | None:
         """Lease one pending submission now, whatever its schedule; None if taken or done.
 
         The row comes back with the token of its lease, as from :meth:`claim_due`.
@@ -519,28 +520,28 @@ class Outbox:
             ).fetchone()
             if row is None:
                 return None
-            owner = _new_owner()
+            owner = new_lease_owner()
             db.execute(
                 "UPDATE submissions SET lease_until = ?, lease_owner = ? WHERE id = ?",
                 (now + lease_seconds, owner, submission_id),
             )
             return _row(row, owner)
 
-        return self._write(op, durable=False)
+        return await self._write(op, durable=False)
 
-    def renew(self, submission_id: str, *, owner: str, lease_seconds: float) -> bool:
+    async def renew(self, submission_id: str, *, owner: str, lease_seconds: float) -> bool:
         """Extend the lease the caller holds on a row it is delivering; answers whether it
         still held it (False: the row was claimed by someone else since, or settled)."""
-        changed = self._execute(
+        changed = await self._execute(
             f"UPDATE submissions SET lease_until = ? WHERE {_HELD}",
             (time.time() + lease_seconds, submission_id, owner),
             durable=False,
         )
         return changed == 1
 
-    def next_due_in(self) -> float | None:
+    async def next_due_in(self) -> float | None:
         """Seconds until the earliest pending submission is due (0 if overdue), None if none."""
-        rows = self._read(
+        rows = await self._read(
             "SELECT MIN(MAX(next_attempt_at, lease_until)) AS due FROM submissions"
             " WHERE state = 'pending'"
         )
@@ -548,17 +549,19 @@ class Outbox:
             return None
         return max(0.0, float(rows[0]["due"]) - time.time())
 
-    def save_progress(self, submission_id: str, progress: dict[str, Any], *, owner: str) -> bool:
+    async def save_progress(
+        self, submission_id: str, progress: dict[str, Any], *, owner: str
+    ) -> bool:
         """Record how far delivery got (not durable on its own: every step is idempotent), if
         the caller still holds the lease; answers whether it did."""
-        changed = self._execute(
+        changed = await self._execute(
             f"UPDATE submissions SET progress = ? WHERE {_HELD}",
             (json.dumps(progress), submission_id, owner),
             durable=False,
         )
         return changed == 1
 
-    def mark_delivered(self, submission_id: str, progress: dict[str, Any]) -> bool:
+    async def mark_delivered(self, submission_id: str, progress: dict[str, Any]) -> bool:
         """The provider holds the certificate and its document now: the row stays (it answers
         ``exemption_for`` and idempotent replays), the document goes, so the file does not
         grow by every upload for ever. Answers whether it recorded that: False if the row was
@@ -587,9 +590,9 @@ class Outbox:
                     )
             return changed == 1
 
-        return self._write(op, durable=True)
+        return await self._write(op, durable=True)
 
-    def mark_retry(
+    async def mark_retry(
         self,
         submission_id: str,
         *,
@@ -601,36 +604,36 @@ class Outbox:
         """An attempt that failed for now: another after ``delay`` seconds, if the caller still
         holds the lease; answers whether it did (a row claimed since is the new owner's).
         ``unexpected`` counts the attempt in ``unexpected_errors``."""
-        changed = self._execute(
+        changed = await self._execute(
             "UPDATE submissions SET attempts = attempts + 1,"
             " unexpected_errors = unexpected_errors + ?, last_error = ?,"
             f" next_attempt_at = ?, lease_until = 0, lease_owner = '' WHERE {_HELD}",
-            (int(unexpected), _storable(error), time.time() + delay, submission_id, owner),
+            (int(unexpected), storable_error(error), time.time() + delay, submission_id, owner),
             durable=False,
         )
         return changed == 1
 
-    def release(self, leases: Mapping[str, str]) -> int:
+    async def release(self, leases: Mapping[str, str]) -> int:
         """Give up leases without recording an attempt (a graceful shutdown mid-delivery).
 
         ``leases`` maps each submission id to the token of the caller's lease on it; a lease
         someone else has claimed since stays theirs. Answers how many were given up.
         """
+        items = list(leases.items())
 
         def op(db: sqlite3.Connection) -> int:
             return db.executemany(
-                f"UPDATE submissions SET lease_until = 0, lease_owner = '' WHERE {_HELD}",
-                list(leases.items()),
+                f"UPDATE submissions SET lease_until = 0, lease_owner = '' WHERE {_HELD}", items
             ).rowcount
 
-        return self._write(op, durable=False)
+        return await self._write(op, durable=False)
 
-    def requeue(self, submission_id: str) -> bool:
+    async def requeue(self, submission_id: str) -> bool:
         """Send a failed submission again (after fixing what the provider refused).
 
         A shop's decision, not an attempt's: it needs no lease.
         """
-        changed = self._execute(
+        changed = await self._execute(
             "UPDATE submissions SET state = 'pending', next_attempt_at = 0, lease_until = 0,"
             " lease_owner = '', unexpected_errors = 0 WHERE id = ? AND state = 'failed'",
             (submission_id,),
@@ -638,40 +641,37 @@ class Outbox:
         )
         return changed == 1
 
-    def mark_failed(
+    async def mark_failed(
         self, submission_id: str, *, owner: str, error: str, unexpected: bool = False
     ) -> bool:
         """A delivery no retry can cure (the provider's refusal, or an unexpected error seen too
         often): kept, never retried until :meth:`requeue`, visible to the shop; if the
         caller still holds the lease. Answers whether it did. ``unexpected`` counts the attempt
         in ``unexpected_errors``."""
-        changed = self._execute(
+        changed = await self._execute(
             "UPDATE submissions SET state = 'failed', attempts = attempts + 1,"
             " unexpected_errors = unexpected_errors + ?,"
             f" last_error = ?, lease_until = 0, lease_owner = '' WHERE {_HELD}",
-            (int(unexpected), _storable(error), submission_id, owner),
+            (int(unexpected), storable_error(error), submission_id, owner),
             durable=True,
         )
         return changed == 1
 
-    def _execute(self, sql: str, params: Sequence[Any], *, durable: bool) -> int:
-        """One statement in the writer; answers the number of rows it changed."""
-
-        def op(db: sqlite3.Connection) -> int:
-            return db.execute(sql, params).rowcount
-
-        return self._write(op, durable=durable)
-
-    def counts(self) -> dict[str, int]:
-        rows = self._read("SELECT state, COUNT(*) AS n FROM submissions GROUP BY state")
+    async def counts(self) -> dict[str, int]:
+        rows = await self._read("SELECT state, COUNT(*) AS n FROM submissions GROUP BY state")
         return {row["state"]: int(row["n"]) for row in rows}
 
-    def ids(
-        self, states: Sequence[SubmissionState] = ("pending", "delivered", "failed")
-    ) -> list[str]:
+    async def ids(self, states: Sequence[SubmissionState] = ALL_STATES) -> list[str]:
         marks = ",".join("?" for _ in states)
-        rows = self._read(f"SELECT id FROM submissions WHERE state IN ({marks})", tuple(states))
+        rows = await self._read(
+            f"SELECT id FROM submissions WHERE state IN ({marks})", tuple(states)
+        )
         return [row["id"] for row in rows]
+
+
+def _columns(db: sqlite3.Connection) -> set[str]:
+    """The columns of ``submissions`` (none: the file has no outbox yet)."""
+    return {row["name"] for row in db.execute("PRAGMA table_info(submissions)")}
 
 
 def _run_together(db: sqlite3.Connection, live: list[_Write]) -> list[tuple[bool, Any]] | None:
@@ -789,7 +789,7 @@ def _new_row(new: NewSubmission) -> tuple[Submission, tuple[Any, ...]]:
     """The submission ``new`` becomes, and the values that store it (in _INSERT_NEW's order)."""
     payload = json.dumps(new.payload)
     submission = Submission(
-        id=uuid.uuid4().hex,
+        id=new_submission_id(),
         customer=new.customer,
         guest=new.guest,
         idempotency_key=new.idempotency_key,
@@ -818,23 +818,6 @@ def _new_row(new: NewSubmission) -> tuple[Submission, tuple[Any, ...]]:
         new.document or None,
     )
     return submission, values
-
-
-def _storable(error: str) -> str:
-    """``error`` cut to 500 characters, with any lone surrogate (an exception's message may
-    quote the very text that failed to encode) escaped: SQLite cannot bind one, and a retry
-    or a failure that could not be recorded would leave its row leased."""
-    return error[:500].encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _new_owner() -> str:
-    """A fresh lease token.
-
-    One per claim, not one per process: two attempts at one row in one process (the background
-    loop's, and ``deliver_now``'s after the first outlived its lease) must not pass for each
-    other either. Claims are batched writes already; a token costs no statement.
-    """
-    return uuid.uuid4().hex
 
 
 def _earlier(db: sqlite3.Connection, new: NewSubmission) -> Submission:

@@ -30,7 +30,7 @@ from certwidget.domain.validation import (
     validate_filled,
     validate_upload_fields,
 )
-from certwidget.outbox.sqlite import NewSubmission, Submission
+from certwidget.outbox.base import NewSubmission, Submission
 from certwidget.web.buyers import Buyer
 from certwidget.web.http import HTTPProblem, json_response, read_body
 from certwidget.web.multipart import MultipartError, parse_form
@@ -200,7 +200,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
         filename=filename,
     )
     # On disk (committed with whatever else arrived meanwhile) before anything is answered.
-    submission, created = await runtime.outbox.add_async(new)
+    submission, created = await runtime.outbox.add(new)
     if not created and submission.body_hash != body_hash:
         raise HTTPProblem(
             409,

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from certwidget.domain import catalog
+from certwidget.outbox.base import Outbox, Submission
 from certwidget.outbox.delivery import Deliverer
-from certwidget.outbox.sqlite import Outbox, Submission
 from certwidget.providers.base import CertificateProvider, ProviderCertificate, ProviderError
 from certwidget.web.buyers import (
     GUEST_COOKIE,
@@ -84,13 +84,14 @@ class Runtime:
         ship_zone: ShipZoneCallable | None,
         on_certificate: CertificateHook | None,
         settings: Settings,
+        outbox: Outbox,
     ) -> None:
         self.provider = provider
         self.settings = settings
         self.tokens = WidgetTokens(keys, max_age=settings.token_max_age)
         self.buyers = BuyerResolver(customer, keys)
         self.upstream = UpstreamTokens(provider)
-        self.outbox = Outbox(settings.database)
+        self.outbox = outbox
         self.traffic = BuyerTraffic()
         self.deliverer = Deliverer(
             self.outbox,
@@ -110,18 +111,28 @@ class Runtime:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran since the last :meth:`shutdown` (cheap: every request
+        to the endpoints asks)."""
+        return self.deliverer.running
+
+    async def start(self) -> None:
+        """Open the outbox and start background delivery (idempotent)."""
+        # After a shutdown the app may be served again (a test client entered twice): the
+        # outbox opens again; the provider's clients reopen their pools on first use.
+        await self.outbox.open()
+        self.ensure_started()
+
     def ensure_started(self) -> None:
-        """Start background delivery once an event loop runs (idempotent, cheap)."""
+        """Start background delivery, on an outbox already open (idempotent, cheap)."""
         if not self.deliverer.running:
-            # After a shutdown the app may be served again (a test client entered twice): the
-            # outbox opens again; the provider's clients reopen their pools on first use.
-            self.outbox.reopen()
             self.deliverer.start()
 
     async def shutdown(self) -> None:
         await self.deliverer.stop()
         await self.provider.aclose()
-        self.outbox.close()
+        await self.outbox.close()
 
     def _delivered(self, submission: Submission) -> None:
         # A new certificate at the provider: the buyer's on-file list is stale now.
@@ -312,7 +323,7 @@ class Runtime:
         for entry in reversed(self.checkout_entries(connection)):
             if entry.get("c") != buyer.code or code not in entry.get("z", ()):
                 continue
-            submission = await to_thread.run_sync(self.outbox.get, str(entry.get("s")))
+            submission = await self.outbox.get(str(entry.get("s")))
             if submission is None or submission.state == "failed":
                 continue
             for exemption in self.submission_exemptions(submission):

@@ -1,0 +1,185 @@
+"""The outbox seam: what the middleware asks of the store that keeps submissions until delivered.
+
+Intake stores each submission with :meth:`Outbox.add` before the buyer hears "received";
+delivery (:mod:`certwidget.outbox.delivery`) claims due rows under a lease, records its progress
+and settles each row as delivered, to be retried, or failed. Every method is a coroutine: a
+backend that must block inside (SQLite's ``sqlite3``) runs that off the event loop itself.
+
+Backends: :class:`~certwidget.outbox.sqlite.SQLiteOutbox` (the default, one file, zero
+configuration) and :class:`~certwidget.outbox.memory.MemoryOutbox` (tests). A shop may pass any
+object with these methods as ``CertWidgetMiddleware(outbox=...)``; the contract it must meet is
+``tests/test_outbox_contract.py``.
+
+Leases: a claim (:meth:`Outbox.claim_due`, :meth:`Outbox.claim`) answers rows stamped with a
+fresh token (``Submission.lease_owner``). Every update an attempt makes shows that token and is
+refused (answers False) once someone else has claimed the row since, or it was settled, so an
+attempt that outlived its lease settles nothing. A lease that ran out unclaimed is still its
+owner's: nobody else is working on the row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+SubmissionState = Literal["pending", "delivered", "failed"]
+SubmissionKind = Literal["filled", "upload"]
+ALL_STATES: tuple[SubmissionState, ...] = ("pending", "delivered", "failed")
+#: How much of an error message a row keeps.
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubmission:
+    """What intake stores: the buyer's submission, keyed by customer and idempotency key."""
+
+    customer: str
+    guest: bool
+    idempotency_key: str
+    #: The hash of the body the key came with: a reused key with another body is the caller's
+    #: to refuse (intake answers 409), so the stored row keeps it.
+    body_hash: str
+    kind: SubmissionKind
+    #: JSON-serialisable; a backend stores it as JSON and answers what JSON gives back.
+    payload: dict[str, Any]
+    document: bytes
+    media_type: str
+    filename: str
+
+
+@dataclass(slots=True)
+class Submission:
+    """A stored submission and its delivery progress."""
+
+    id: str
+    customer: str
+    guest: bool
+    idempotency_key: str
+    body_hash: str
+    kind: str
+    payload: dict[str, Any]
+    media_type: str
+    filename: str
+    state: SubmissionState
+    attempts: int
+    last_error: str
+    created_at: float
+    delivered_at: float | None
+    #: Delivery progress: {"customer_id": ..., "certificates": {zone: id}, "attached": [zone, ...]}
+    progress: dict[str, Any] = field(default_factory=dict)
+    #: Attempts that ended in an error no retry is known to cure (a bug, an encoding error):
+    #: delivery gives the row up as failed after a few (outages and refusals do not count).
+    unexpected_errors: int = 0
+    #: The token of the lease :meth:`Outbox.claim` or :meth:`Outbox.claim_due` took on the row,
+    #: which the updates that extend or settle it must show; empty for rows read otherwise.
+    lease_owner: str = field(default="", compare=False)
+
+    @property
+    def zones(self) -> list[str]:
+        return list(self.payload.get("zones", []))
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """A durable store of submissions with delivery leases.
+
+    ``add`` answers only once the submission is durable (it survives a crash of this process);
+    the other writes say in their documentation what they promise.
+    """
+
+    async def open(self) -> None:
+        """Make the store ready (create or upgrade its schema); idempotent. Called again after
+        :meth:`close` when the app is served again."""
+
+    async def close(self) -> None:
+        """Finish the writes already accepted, then release the store's resources."""
+
+    async def add(self, new: NewSubmission) -> tuple[Submission, bool]:
+        """Store a submission; answers (row, True), or (the earlier row, False) for a key this
+        customer used before (whatever its body: comparing ``body_hash`` is the caller's)."""
+
+    async def get(self, submission_id: str) -> Submission | None: ...
+
+    async def for_customer(self, customer: str, *, limit: int = 100) -> list[Submission]:
+        """The customer's submissions, newest first."""
+
+    async def document(self, submission_id: str) -> bytes:
+        """The stored document (an upload, a signature, or the rendered PDF); b"" if none (a
+        delivered submission keeps none)."""
+
+    async def set_document(
+        self, submission_id: str, document: bytes, *, owner: str, media_type: str, filename: str
+    ) -> bool:
+        """Replace the document of a row the caller holds the lease on; answers whether it did."""
+
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Submission]:
+        """Lease up to ``limit`` pending rows whose next attempt is due, oldest schedule first."""
+
+    async def claim(self, submission_id: str, *, lease_seconds: float) -> Submission | None:
+        """Lease one pending row now, whatever its schedule; None if leased or settled."""
+
+    async def renew(self, submission_id: str, *, owner: str, lease_seconds: float) -> bool:
+        """Extend a lease the caller still holds; answers whether it did."""
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest pending row is due (0 if overdue), None if none is."""
+
+    async def save_progress(
+        self, submission_id: str, progress: dict[str, Any], *, owner: str
+    ) -> bool:
+        """Record how far delivery got, if the caller still holds the lease."""
+
+    async def mark_delivered(self, submission_id: str, progress: dict[str, Any]) -> bool:
+        """Settle a pending row as delivered (no lease needed) and drop its document; False if
+        it was settled already, which it leaves as it was."""
+
+    async def mark_retry(
+        self,
+        submission_id: str,
+        *,
+        owner: str,
+        error: str,
+        delay: float,
+        unexpected: bool = False,
+    ) -> bool:
+        """Count a failed attempt and schedule the next in ``delay`` seconds, releasing the
+        lease; ``unexpected`` also counts it in ``unexpected_errors``."""
+
+    async def mark_failed(
+        self, submission_id: str, *, owner: str, error: str, unexpected: bool = False
+    ) -> bool:
+        """Settle the row as failed (kept, never retried until :meth:`requeue`)."""
+
+    async def release(self, leases: Mapping[str, str]) -> int:
+        """Give up leases ({id: token}) without counting an attempt; answers how many."""
+
+    async def requeue(self, submission_id: str) -> bool:
+        """Send a failed row again (no lease needed), its unexpected-error budget renewed."""
+
+    async def counts(self) -> dict[str, int]:
+        """How many rows are in each state (states with none are left out)."""
+
+    async def ids(self, states: Sequence[SubmissionState] = ALL_STATES) -> list[str]: ...
+
+
+def storable_error(error: str) -> str:
+    """``error`` cut to :data:`MAX_ERROR_CHARS`, with any lone surrogate escaped: an
+    exception's message may quote the very text that failed to encode, and a store that cannot
+    keep it would leave the row leased."""
+    return error[:MAX_ERROR_CHARS].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def new_lease_owner() -> str:
+    """A fresh lease token.
+
+    One per claim, not one per process: two attempts at one row in one process (the background
+    loop's, and ``deliver_now``'s after the first outlived its lease) must not pass for each
+    other either.
+    """
+    return uuid.uuid4().hex
+
+
+def new_submission_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,494 @@
+"""The outbox contract: what every backend behind certwidget.outbox.base.Outbox must do.
+
+Each test runs once per backend, through the ``outbox_backend`` fixture: a function that opens
+a handle on one store, as many times as a test asks (two handles are two processes sharing the
+store). To add a backend, add its name to ``BACKENDS`` and a branch to ``_opener`` answering a
+function that opens a handle, e.g. for PostgreSQL::
+
+    BACKENDS = ["sqlite", "memory", "postgres"]
+    ...
+    if name == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        return lambda: PostgresOutbox(dsn)
+
+What only the SQLite file does (group commit, fsync, migrations, older files) is in
+tests/test_outbox.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import certwidget.outbox.delivery as delivery
+from certwidget.outbox.base import MAX_ERROR_CHARS, Outbox
+from certwidget.outbox.delivery import Deliverer
+from certwidget.outbox.memory import MemoryOutbox
+from certwidget.outbox.sqlite import SQLiteOutbox
+from tests.support.outbox import SlowProvider, new
+
+BACKENDS = ["sqlite", "memory"]
+
+Open = Callable[[], Awaitable[Outbox]]
+
+
+def _opener(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Outbox]:
+    """A function making a new handle on the one store this test uses."""
+    if name == "sqlite":
+        return lambda: SQLiteOutbox(tmp_path / "outbox.sqlite3")
+    if name == "memory":
+        first = MemoryOutbox()
+        return lambda: MemoryOutbox(shared_with=first)
+    raise ValueError(f"no such outbox backend: {name}")
+
+
+@pytest.fixture(params=BACKENDS)
+async def outbox_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Open]:
+    make = _opener(request.param, request, tmp_path)
+    handles: list[Outbox] = []
+
+    async def open_handle() -> Outbox:
+        outbox = make()
+        await outbox.open()
+        handles.append(outbox)
+        return outbox
+
+    yield open_handle
+    for outbox in handles:
+        await outbox.close()
+
+
+pytestmark = pytest.mark.anyio
+
+LAPSE = 0.05  # a lease short enough to run out within a test
+
+
+async def lapsed() -> None:
+    await asyncio.sleep(LAPSE * 2)
+
+
+# -- storing ----------------------------------------------------------------------------------
+
+
+async def test_a_backend_is_an_outbox(outbox_backend: Open) -> None:
+    assert isinstance(await outbox_backend(), Outbox)
+
+
+async def test_a_new_submission_is_pending_with_its_document(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    row, created = await outbox.add(new("k1", document=b"%PDF-1", note="é"))
+    assert created and row.state == "pending" and row.attempts == 0 and row.unexpected_errors == 0
+    assert row.payload == {"zones": ["WA"], "reason": "G", "note": "é"} and row.zones == ["WA"]
+    assert (row.customer, row.idempotency_key, row.body_hash) == ("C-1", "k1", "hash-k1")
+    assert row.lease_owner == "" and row.delivered_at is None and row.progress == {}
+    assert await outbox.get(row.id) == row
+    assert await outbox.document(row.id) == b"%PDF-1"
+    assert await outbox.get("no-such-id") is None
+    assert await outbox.document("no-such-id") == b""
+    assert await outbox.counts() == {"pending": 1} and await outbox.ids() == [row.id]
+
+
+async def test_a_reused_key_answers_the_first_row_and_stores_nothing_new(
+    outbox_backend: Open,
+) -> None:
+    outbox = await outbox_backend()
+    first, created = await outbox.add(new("k-1"))
+    again, created_again = await outbox.add(new("k-1", document=b"%PDF-other"))
+    assert created and not created_again
+    assert again.id == first.id
+    assert await outbox.ids() == [first.id]
+    assert await outbox.document(first.id) == b"%PDF-1.4 doc"
+    # Keys are per customer: another customer's same key is another submission.
+    other, created_other = await outbox.add(new("k-1", customer="C-2"))
+    assert created_other and other.id != first.id
+
+
+async def test_concurrent_adds_keep_one_row_per_key(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    # Twenty at once, half of them the same key twice (a double click): one row per key.
+    answers = await asyncio.gather(*(outbox.add(new(f"key-{n % 10}")) for n in range(20)))
+    by_key: dict[str, set[str]] = {}
+    for row, _ in answers:
+        by_key.setdefault(row.idempotency_key, set()).add(row.id)
+    assert all(len(ids) == 1 for ids in by_key.values())
+    assert Counter(created for _, created in answers) == {True: 10, False: 10}
+    assert await outbox.counts() == {"pending": 10}
+
+
+async def test_a_payload_that_is_not_json_is_refused_and_stores_nothing(
+    outbox_backend: Open,
+) -> None:
+    outbox = await outbox_backend()
+    with pytest.raises(TypeError):
+        await outbox.add(new("k1", note={1, 2}))
+    assert await outbox.counts() == {}
+
+
+async def test_for_customer_answers_their_rows_newest_first(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    older, _ = await outbox.add(new("k1"))
+    await asyncio.sleep(0.01)
+    newer, _ = await outbox.add(new("k2"))
+    await outbox.add(new("k3", customer="C-2"))
+    assert [row.id for row in await outbox.for_customer("C-1")] == [newer.id, older.id]
+    assert [row.id for row in await outbox.for_customer("C-1", limit=1)] == [newer.id]
+    assert await outbox.for_customer("nobody") == []
+
+
+async def test_ids_and_counts_by_state(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    done, _ = await outbox.add(new("k1"))
+    waiting, _ = await outbox.add(new("k2"))
+    assert await outbox.mark_delivered(done.id, {})
+    assert await outbox.counts() == {"pending": 1, "delivered": 1}
+    assert await outbox.ids(["delivered"]) == [done.id]
+    assert await outbox.ids(["pending", "failed"]) == [waiting.id]
+    assert sorted(await outbox.ids()) == sorted([done.id, waiting.id])
+
+
+# -- leases -----------------------------------------------------------------------------------
+
+
+async def test_claim_due_leases_each_due_row_once_oldest_first(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    rows = [(await outbox.add(new(f"k{n}")))[0] for n in range(3)]
+    first = await outbox.claim_due(limit=2, lease_seconds=60)
+    assert [row.id for row in first] == [rows[0].id, rows[1].id]
+    assert all(row.lease_owner for row in first) and len({r.lease_owner for r in first}) == 2
+    second = await outbox.claim_due(limit=5, lease_seconds=60)
+    assert [row.id for row in second] == [rows[2].id]
+    assert await outbox.claim_due(limit=5, lease_seconds=60) == []
+    assert await outbox.claim(rows[0].id, lease_seconds=60) is None  # leased
+    # A lease that ran out is claimable again, under a new token.
+    assert await outbox.release({row.id: row.lease_owner for row in first}) == 2
+    again = await outbox.claim(rows[0].id, lease_seconds=60)
+    assert again is not None and again.lease_owner not in ("", first[0].lease_owner)
+
+
+async def test_next_due_in_follows_schedules_and_leases(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    assert await outbox.next_due_in() is None
+    row, _ = await outbox.add(new("k1"))
+    assert await outbox.next_due_in() == 0
+    [claimed] = await outbox.claim_due(limit=1, lease_seconds=60)
+    due = await outbox.next_due_in()
+    assert due is not None and 50 < due <= 60  # when the lease runs out
+    assert await outbox.mark_retry(row.id, owner=claimed.lease_owner, error="down", delay=30)
+    due = await outbox.next_due_in()
+    assert due is not None and 20 < due <= 30
+    assert await outbox.claim_due(limit=1, lease_seconds=60) == []  # not due yet
+    # claim() takes a row whatever its schedule (a buyer waiting on it).
+    assert await outbox.claim(row.id, lease_seconds=60) is not None
+    await outbox.mark_delivered(row.id, {})
+    assert await outbox.next_due_in() is None
+
+
+async def test_updates_need_the_token_of_a_claim(outbox_backend: Open) -> None:
+    # A row nobody claimed is held by nobody, and an empty token holds nothing.
+    outbox = await outbox_backend()
+    row, _ = await outbox.add(new("k1"))
+    assert await outbox.renew(row.id, owner="", lease_seconds=60) is False
+    assert await outbox.mark_retry(row.id, owner="", error="x", delay=0) is False
+    assert await outbox.mark_failed(row.id, owner="guess", error="x") is False
+    assert await outbox.save_progress(row.id, {"x": 1}, owner="") is False
+    assert (
+        await outbox.set_document(row.id, b"x", owner="", media_type="a/b", filename="x") is False
+    )
+    assert await outbox.release({row.id: ""}) == 0
+    fetched = await outbox.get(row.id)
+    assert fetched == row and fetched is not None and fetched.lease_owner == ""  # not handed out
+
+
+async def test_the_lease_holder_records_progress_and_its_rendered_document(
+    outbox_backend: Open,
+) -> None:
+    outbox = await outbox_backend()
+    row, _ = await outbox.add(new("k1", document=b"signature"))
+    claimed = await outbox.claim(row.id, lease_seconds=60)
+    assert claimed is not None
+    owner = claimed.lease_owner
+    assert await outbox.renew(row.id, owner=owner, lease_seconds=60)
+    progress = {"customer_id": "c", "certificates": {"WA": "7"}, "attached": []}
+    assert await outbox.save_progress(row.id, progress, owner=owner)
+    assert await outbox.set_document(
+        row.id, b"%PDF-rendered", owner=owner, media_type="application/pdf", filename="c.pdf"
+    )
+    stored = await outbox.get(row.id)
+    assert stored is not None and stored.progress == progress
+    assert (stored.media_type, stored.filename) == ("application/pdf", "c.pdf")
+    assert await outbox.document(row.id) == b"%PDF-rendered"
+    # What a caller does to its copy changes nothing stored.
+    stored.progress["certificates"]["WA"] = "changed"
+    stored.payload["zones"].append("OR")
+    again = await outbox.get(row.id)
+    assert again is not None and again.progress == progress and again.zones == ["WA"]
+
+
+async def test_retries_and_failures_are_counted_and_requeue_renews_the_budget(
+    outbox_backend: Open,
+) -> None:
+    outbox = await outbox_backend()
+    row, _ = await outbox.add(new("k1"))
+    claimed = await outbox.claim(row.id, lease_seconds=60)
+    assert claimed is not None
+    assert await outbox.mark_retry(
+        row.id, owner=claimed.lease_owner, error="bug", delay=0, unexpected=True
+    )
+    retried = await outbox.get(row.id)
+    assert retried is not None
+    assert (retried.state, retried.attempts, retried.unexpected_errors) == ("pending", 1, 1)
+    assert retried.last_error == "bug"
+    claimed = await outbox.claim(row.id, lease_seconds=60)
+    assert claimed is not None
+    assert await outbox.mark_failed(
+        row.id, owner=claimed.lease_owner, error="gave up", unexpected=True
+    )
+    failed = await outbox.get(row.id)
+    assert failed is not None
+    assert (failed.state, failed.attempts, failed.unexpected_errors) == ("failed", 2, 2)
+    assert failed.last_error == "gave up"
+    assert await outbox.claim(row.id, lease_seconds=60) is None  # failed: never retried
+    assert await outbox.claim_due(limit=5, lease_seconds=60) == []
+    assert await outbox.document(row.id) == b"%PDF-1.4 doc"  # kept, to be sent again
+    assert await outbox.requeue(row.id)
+    again = await outbox.get(row.id)
+    assert again is not None
+    assert (again.state, again.attempts, again.unexpected_errors) == ("pending", 2, 0)
+    assert await outbox.requeue(row.id) is False  # only a failed row is sent again
+    assert [due.id for due in await outbox.claim_due(limit=5, lease_seconds=60)] == [row.id]
+
+
+async def test_requeue_gives_a_failed_row_its_unexpected_error_budget_again(
+    outbox_backend: Open,
+) -> None:
+    outbox = await outbox_backend()
+    row, _ = await outbox.add(new("k1"))
+    claimed = await outbox.claim(row.id, lease_seconds=60)
+    assert claimed is not None
+    # An exception's message may hold the lone surrogate that failed: stored escaped.
+    assert await outbox.mark_retry(
+        row.id, owner=claimed.lease_owner, error="bad \ud800", delay=0, unexpected=True
+    )
+    claimed = await outbox.claim(row.id, lease_seconds=60)
+    assert claimed is not None and claimed.unexpected_errors == 1
+    assert claimed.last_error == "bad \\ud800"
+    assert await outbox.mark_failed(
+        row.id, owner=claimed.lease_owner, error="gave up", unexpected=True
+    )
+    failed = await outbox.get(row.id)
+    assert failed is not None and (failed.state, failed.unexpected_errors) == ("failed", 2)
+    assert await outbox.requeue(row.id)
+    again = await outbox.get(row.id)
+    assert again is not None and (again.state, again.unexpected_errors) == ("pending", 0)
+
+
+async def test_an_error_is_kept_cut_short_and_storable(outbox_backend: Open) -> None:
+    # A message may quote the very text that could not be encoded (a lone surrogate).
+    outbox = await outbox_backend()
+    row, _ = await outbox.add(new("k1"))
+    claimed = await outbox.claim(row.id, lease_seconds=60)
+    assert claimed is not None
+    error = "Ada \ud800 " + "x" * 1000
+    assert await outbox.mark_retry(row.id, owner=claimed.lease_owner, error=error, delay=0)
+    stored = await outbox.get(row.id)
+    assert stored is not None and stored.last_error.startswith("Ada \\ud800 xx")
+    assert len(stored.last_error) <= MAX_ERROR_CHARS + len("\\ud800")
+    stored.last_error.encode()
+
+
+async def test_a_delivered_submission_keeps_its_row_and_drops_its_document(
+    outbox_backend: Open,
+) -> None:
+    outbox = await outbox_backend()
+    delivered, _ = await outbox.add(new("k1", document=b"%PDF-1.4 delivered"))
+    waiting, _ = await outbox.add(new("k2", document=b"%PDF-1.4 waiting"))
+    assert await outbox.mark_delivered(delivered.id, {"certificates": {"WA": "7"}})
+    assert await outbox.document(delivered.id) == b""
+    assert await outbox.document(waiting.id) == b"%PDF-1.4 waiting"
+    row = await outbox.get(delivered.id)
+    assert row is not None and row.progress == {"certificates": {"WA": "7"}}
+    assert row.state == "delivered" and row.delivered_at is not None and row.last_error == ""
+    # A replay of the delivered submission is still answered from its row.
+    again, created = await outbox.add(new("k1", document=b"%PDF-1.4 delivered"))
+    assert not created and again.id == delivered.id and again.state == "delivered"
+    assert await outbox.mark_delivered(delivered.id, {}) is False  # settled already
+
+
+async def test_a_late_owner_changes_nothing_once_another_process_claimed_the_row(
+    outbox_backend: Open,
+) -> None:
+    a, b = await outbox_backend(), await outbox_backend()  # two processes on one store
+    row, _ = await a.add(new("k1"))
+    mine = await a.claim(row.id, lease_seconds=LAPSE)
+    assert mine is not None and mine.lease_owner
+    assert await a.save_progress(row.id, {"customer_id": "cust-a"}, owner=mine.lease_owner)
+    await lapsed()  # A stalls past its lease
+    theirs = await b.claim(row.id, lease_seconds=60)
+    assert theirs is not None and theirs.lease_owner not in ("", mine.lease_owner)
+    assert theirs.progress == {"customer_id": "cust-a"}  # B resumes where A got
+    assert await b.save_progress(row.id, {"customer_id": "cust-b"}, owner=theirs.lease_owner)
+    before = await b.get(row.id)
+
+    # A wakes up: every update of its lease is refused, and says so.
+    owner = mine.lease_owner
+    assert await a.renew(row.id, owner=owner, lease_seconds=60) is False
+    assert await a.save_progress(row.id, {"customer_id": "late"}, owner=owner) is False
+    assert (
+        await a.set_document(row.id, b"%PDF-late", owner=owner, media_type="i/p", filename="x")
+        is False
+    )
+    assert await a.mark_retry(row.id, owner=owner, error="timed out", delay=30) is False
+    assert await a.mark_failed(row.id, owner=owner, error="refused") is False
+    assert await a.release({row.id: owner}) == 0
+    assert await a.get(row.id) == before
+    assert await a.document(row.id) == b"%PDF-1.4 doc"
+    assert await a.claim(row.id, lease_seconds=60) is None  # still B's
+
+    # B carries on and settles it.
+    assert await b.renew(row.id, owner=theirs.lease_owner, lease_seconds=60)
+    assert await b.mark_delivered(row.id, {"customer_id": "cust-b", "certificates": {"WA": "7"}})
+    delivered = await a.get(row.id)
+    assert delivered is not None and (delivered.state, delivered.attempts) == ("delivered", 0)
+    # Settled: neither of them can reopen or recount it.
+    assert await a.mark_retry(row.id, owner=owner, error="late", delay=0) is False
+    assert await b.mark_retry(row.id, owner=theirs.lease_owner, error="late", delay=0) is False
+    assert await b.save_progress(row.id, {}, owner=theirs.lease_owner) is False
+    assert await a.get(row.id) == delivered
+
+
+async def test_release_hands_back_only_the_leases_still_held(outbox_backend: Open) -> None:
+    # A shutdown releases what this process claimed: never a lease another process took since.
+    a, b = await outbox_backend(), await outbox_backend()
+    first, _ = await a.add(new("k1"))
+    second, _ = await a.add(new("k2"))
+    claimed = {row.id: row.lease_owner for row in await a.claim_due(limit=5, lease_seconds=60)}
+    assert set(claimed) == {first.id, second.id} and len(set(claimed.values())) == 2
+    # A's lease on the second ran out (A stalled) and B took it.
+    assert await a.release({second.id: claimed[second.id]}) == 1
+    theirs = await b.claim(second.id, lease_seconds=60)
+    assert theirs is not None
+    assert await a.release(claimed) == 1
+    assert [row.id for row in await b.claim_due(limit=5, lease_seconds=60)] == [first.id]
+    assert await a.claim(second.id, lease_seconds=60) is None  # still B's
+
+
+async def test_a_finished_delivery_is_recorded_while_pending_but_never_over_a_settled_row(
+    outbox_backend: Open,
+) -> None:
+    a, b = await outbox_backend(), await outbox_backend()
+
+    # Pending, B delivering it again: A's delivery is complete at the provider, so it is
+    # recorded, and B's next update is refused (B stops there).
+    row, _ = await a.add(new("k1"))
+    assert await a.claim(row.id, lease_seconds=LAPSE) is not None
+    await lapsed()
+    theirs = await b.claim(row.id, lease_seconds=60)
+    assert theirs is not None
+    assert await a.mark_delivered(row.id, {"certificates": {"WA": "from-a"}}) is True
+    assert await b.save_progress(row.id, {}, owner=theirs.lease_owner) is False
+    assert await b.mark_retry(row.id, owner=theirs.lease_owner, error="x", delay=0) is False
+    settled = await a.get(row.id)
+    assert settled is not None and settled.state == "delivered"
+    assert await a.document(row.id) == b""
+
+    # B settled it as refused meanwhile: A's late delivery leaves B's record, and the document
+    # the shop needs to send it again.
+    refused, _ = await a.add(new("k2", document=b"%PDF-refused"))
+    mine = await a.claim(refused.id, lease_seconds=LAPSE)
+    assert mine is not None
+    await lapsed()
+    theirs = await b.claim(refused.id, lease_seconds=60)
+    assert theirs is not None
+    assert await b.mark_failed(refused.id, owner=theirs.lease_owner, error="invalid number")
+    failed = await b.get(refused.id)
+    assert await a.mark_delivered(refused.id, {"certificates": {"WA": "from-a"}}) is False
+    assert await a.get(refused.id) == failed
+    assert await a.document(refused.id) == b"%PDF-refused"
+
+    # The shop sends it again: no lease needed, and the next claim is a new owner.
+    assert await a.requeue(refused.id) is True
+    again = await a.claim(refused.id, lease_seconds=60)
+    assert again is not None and again.lease_owner not in (mine.lease_owner, theirs.lease_owner)
+    assert await b.mark_delivered(refused.id, {}) is True
+
+
+async def test_a_closed_outbox_opens_again(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    row, _ = await outbox.add(new("k1"))
+    await outbox.close()
+    await outbox.open()
+    await outbox.open()  # idempotent
+    assert await outbox.get(row.id) is not None
+
+
+# -- delivery over any backend ----------------------------------------------------------------
+
+
+@pytest.fixture
+def no_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
+
+
+async def test_a_backlog_is_delivered_once_each_and_no_lease_lapses_waiting_for_a_slot(
+    outbox_backend: Open,
+) -> None:
+    outbox = await outbox_backend()
+    provider = SlowProvider(seconds=0.15)
+    # A lease of 0.3 s: two rounds of waiting for one of the 2 slots would outlast it.
+    deliverer = Deliverer(outbox, provider, concurrency=2, lease_seconds=0.3)
+    for n in range(12):
+        await outbox.add(new(f"key-{n}", customer=f"C-{n}"))
+    deliverer.start()
+    try:
+        for _ in range(200):
+            if await outbox.counts() == {"delivered": 12}:
+                break
+            await asyncio.sleep(0.05)
+        assert await outbox.counts() == {"delivered": 12}
+    finally:
+        await deliverer.stop()
+    assert len(provider.created) == 12
+    assert set(provider.created.values()) == {1}, "a certificate was created twice"
+    assert set(provider.attached.values()) == {1}
+    assert provider.most_active <= 2
+
+
+async def test_deliver_now_leases_only_once_a_slot_is_free(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    provider = SlowProvider(seconds=0.15)
+    deliverer = Deliverer(outbox, provider, concurrency=1, lease_seconds=0.3)
+    rows = [(await outbox.add(new(f"key-{n}", customer=f"C-{n}")))[0] for n in range(5)]
+    deliverer.start()  # the background loop competes for the same rows and the same slot
+    try:
+        # Five buyers waiting for their delivery at once, one slot: all delivered, each once.
+        done = await asyncio.gather(*(deliverer.deliver_now(row.id) for row in rows))
+        assert [row.state if row else None for row in done] == ["delivered"] * 5
+    finally:
+        await deliverer.stop()
+    assert set(provider.created.values()) == {1} and len(provider.created) == 5
+
+
+async def test_stopping_while_a_claim_runs_hands_the_claimed_row_back(
+    outbox_backend: Open, monkeypatch: pytest.MonkeyPatch, no_renderer: None
+) -> None:
+    outbox = await outbox_backend()
+    row, _ = await outbox.add(new("k1"))
+    claim_due = outbox.claim_due
+
+    async def slow_claim_due(**options: Any) -> Any:
+        await asyncio.sleep(0.3)  # a busy store: the claim is still running when stop() comes
+        return await claim_due(**options)
+
+    monkeypatch.setattr(outbox, "claim_due", slow_claim_due)
+    deliverer = Deliverer(outbox, object(), lease_seconds=60)  # type: ignore[arg-type]
+    deliverer.start()
+    await asyncio.sleep(0.1)
+    await deliverer.stop()
+    await asyncio.sleep(0.5)  # long enough for a claim left running to finish
+    # Not left leased for a minute: another process (or a restart) can take it at once.
+    assert [again.id for again in await claim_due(limit=5, lease_seconds=60)] == [row.id]
