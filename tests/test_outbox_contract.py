@@ -492,3 +492,34 @@ async def test_stopping_while_a_claim_runs_hands_the_claimed_row_back(
     await asyncio.sleep(0.5)  # long enough for a claim left running to finish
     # Not left leased for a minute: another process (or a restart) can take it at once.
     assert [again.id for again in await claim_due(limit=5, lease_seconds=60)] == [row.id]
+
+
+# -- the middleware takes an outbox -----------------------------------------------------------
+
+
+async def test_the_middleware_stores_in_the_outbox_it_is_given(tmp_path: Path) -> None:
+    from tests.support.shop import as_buyer, build, client, filled, mint
+
+    outbox = MemoryOutbox()
+    shop = build(tmp_path, outbox=outbox)
+    assert shop.runtime.outbox is outbox
+    try:
+        async with client(shop) as http:
+            token = await mint(http, "C-1")
+            response = await http.post(
+                "/certwidget/certificates",
+                json=filled(),
+                headers={**as_buyer("C-1", token), "idempotency-key": "k1"},
+            )
+            assert response.status_code == 201, response.text
+        assert await outbox.counts() == {"delivered": 1}
+        assert not (tmp_path / "certwidget.sqlite3").exists()  # database= names no outbox now
+    finally:
+        await shop.runtime.shutdown()
+
+
+def test_the_middleware_refuses_an_outbox_that_is_not_one(tmp_path: Path) -> None:
+    from tests.support.shop import build
+
+    with pytest.raises(TypeError, match="outbox must implement"):
+        build(tmp_path, outbox=object())
