@@ -58,7 +58,7 @@ def build_provider(name: str, data_dir: str | os.PathLike[str]) -> CertificatePr
     if name not in PROVIDERS:
         raise SystemExit(f"unknown provider {name!r}: choose one of {', '.join(PROVIDERS)}")
     if name == "commenda":
-        from certwidget.providers.sandbox import embedded_commenda
+        from certwidget.sandbox.embedded import embedded_commenda
 
         return embedded_commenda(Path(data_dir) / "certwidget-sandbox.sqlite3")
     return None

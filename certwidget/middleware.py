@@ -220,7 +220,7 @@ class CertWidgetMiddleware:
 
             outbox = SQLiteOutbox(database)
         if provider is None:
-            from certwidget.providers.sandbox import embedded_sandbox
+            from certwidget.sandbox.embedded import embedded_sandbox
 
             provider = embedded_sandbox(database.with_name(database.stem + "-sandbox.sqlite3"))
         settings = Settings(

@@ -155,7 +155,7 @@ async def test_an_sst_certificate_exempts_each_member_state_and_is_used_for_the_
     from certwidget.providers.base import CustomerProfile
     from certwidget.providers.commenda.models import ExemptionCertificateCreate
     from certwidget.providers.commenda.provider import commenda_customer_id
-    from certwidget.providers.sandbox import embedded_commenda
+    from certwidget.sandbox.embedded import embedded_commenda
 
     provider = embedded_commenda(tmp_path / "sandbox.sqlite3")
     shop = build(tmp_path, provider=provider)

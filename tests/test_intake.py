@@ -12,7 +12,7 @@ from pypdf import PdfReader
 from starlette.testclient import TestClient
 
 from certwidget import Exemption
-from certwidget.providers.sandbox import EmbeddedSandbox
+from certwidget.sandbox.embedded import EmbeddedSandbox
 
 from .support.files import pdf, png
 from .support.shop import SHOP, as_buyer, build, client, filled, mint
@@ -342,7 +342,7 @@ async def test_a_guest_can_submit_and_its_checkout_is_exempt(tmp_path: Path) -> 
 async def test_a_reason_the_provider_cannot_hold_is_refused_before_anything_is_stored(
     tmp_path: Path,
 ) -> None:
-    from certwidget.providers.sandbox import embedded_commenda
+    from certwidget.sandbox.embedded import embedded_commenda
 
     shop = build(tmp_path, provider=embedded_commenda(tmp_path / "sandbox.sqlite3"))
     async with client(shop) as http:

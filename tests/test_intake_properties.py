@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 
-from certwidget.providers.sandbox import embedded_sandbox
+from certwidget.sandbox.embedded import embedded_sandbox
 
 from .conftest import LiveServer
 from .support.files import pdf, png, png_data_url

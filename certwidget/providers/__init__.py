@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         CommendaError,
         CommendaProvider,
     )
-    from certwidget.providers.sandbox import EmbeddedSandbox, embedded_commenda, embedded_sandbox
+    from certwidget.sandbox.embedded import EmbeddedSandbox, embedded_commenda, embedded_sandbox
 
 __all__ = [
     "CertCaptureClient",
@@ -66,9 +66,9 @@ _LAZY = {
     "CommendaClient": "certwidget.providers.commenda.provider",
     "CommendaError": "certwidget.providers.commenda.provider",
     "CommendaProvider": "certwidget.providers.commenda.provider",
-    "EmbeddedSandbox": "certwidget.providers.sandbox",
-    "embedded_commenda": "certwidget.providers.sandbox",
-    "embedded_sandbox": "certwidget.providers.sandbox",
+    "EmbeddedSandbox": "certwidget.sandbox.embedded",
+    "embedded_commenda": "certwidget.sandbox.embedded",
+    "embedded_sandbox": "certwidget.sandbox.embedded",
 }
 
 

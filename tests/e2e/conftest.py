@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Error, Page, expect
 
 from certwidget.providers.base import CertificateProvider
-from certwidget.providers.sandbox import embedded_commenda
+from certwidget.sandbox.embedded import embedded_commenda
 from example_shop import create_app
 
 PROVIDER_KINDS = ["sandbox", "commenda"]

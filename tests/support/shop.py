@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from certwidget import CertWidgetMiddleware, exemption_for
 from certwidget.providers.certcapture.models import CertificateCreate
-from certwidget.providers.sandbox import EmbeddedSandbox
+from certwidget.sandbox.embedded import EmbeddedSandbox
 
 from .files import png_data_url
 
