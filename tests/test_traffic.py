@@ -15,7 +15,7 @@ import certwidget.outbox.delivery as delivery
 from certwidget.outbox.base import Outbox
 from certwidget.outbox.delivery import Deliverer
 from certwidget.outbox.sqlite import SQLiteOutbox
-from certwidget.web.traffic import BuyerTraffic
+from certwidget.outbox.traffic import BuyerTraffic
 from tests.support.outbox import SlowProvider, new
 
 

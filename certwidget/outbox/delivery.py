@@ -40,6 +40,7 @@ from certwidget.documents.rendering import (
     warm_renderer,
 )
 from certwidget.outbox.base import Outbox, Submission
+from certwidget.outbox.traffic import BuyerTraffic
 from certwidget.providers.base import (
     CertificateDraft,
     CertificateProvider,
@@ -47,7 +48,6 @@ from certwidget.providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from certwidget.web.traffic import BuyerTraffic
 
 T = TypeVar("T")
 

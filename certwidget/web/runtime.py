@@ -24,6 +24,7 @@ from starlette.responses import Response
 from certwidget.domain import catalog
 from certwidget.outbox.base import Outbox, Submission
 from certwidget.outbox.delivery import Deliverer
+from certwidget.outbox.traffic import BuyerTraffic
 from certwidget.providers.base import CertificateProvider, ProviderCertificate, ProviderError
 from certwidget.web.buyers import (
     GUEST_COOKIE,
@@ -36,7 +37,6 @@ from certwidget.web.buyers import (
 from certwidget.web.exemptions import Exemption
 from certwidget.web.minting import UpstreamTokens
 from certwidget.web.tokens import CHECKOUT_COOKIE_SALT, Signed, TokenRejected, WidgetTokens
-from certwidget.web.traffic import BuyerTraffic
 
 logger = logging.getLogger("certwidget")
 
