@@ -50,6 +50,7 @@ sandbox: venv
 lint: venv
 	$(BIN)/ruff check certwidget tests example_shop bench
 	$(BIN)/ruff format --check certwidget tests example_shop bench
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy --strict certwidget
