@@ -111,49 +111,9 @@ def test_an_endless_part_header_is_refused() -> None:
         parse_form(body, "multipart/form-data; boundary=x", max_files=1, max_fields=3)
 
 
-def test_the_boundary_search_gives_what_bytes_find_gives() -> None:
-    from certwidget.web.multipart import _SimdSearchedBody
-
-    data = b"--b8\r\nxx\r\n--b8--\r\n" + b"x" * 3000 + b"\r\n--b8\r\n"
-    body = _SimdSearchedBody(data)
-    needles = [b"\r\n--b8", b"--b8", b"x", b"\r", b"", b"absent", b"\r\n--b8\r\n" + b"y" * 9]
-    bounds: list[tuple[int | None, int | None]] = [
-        (None, None),
-        (0, None),
-        (5, None),
-        (7, 40),
-        (40, 7),
-        (3000, len(data) + 50),
-        (len(data), None),
-        (len(data) + 5, None),
-        (-20, None),  # offsets from the end fall back to bytes.find
-        (2, -3),
-    ]
-    for needle in needles:
-        for start, end in bounds:
-            assert body.find(needle, start, end) == data.find(needle, start, end), (
-                needle,
-                start,
-                end,
-            )
-    assert body.find(ord("\r"), 3) == data.find(ord("\r"), 3)  # an int needle, as bytes allow
-
-
-def test_a_file_of_one_repeated_byte_is_read_whole_with_the_simd_search(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A long run of "x" with a boundary holding an "8" is what made bytes.find crawl (0x78 and
-    # 0x38 share a slot in its skip filter); the parse must take the SIMD search, and be right.
-    import certwidget.web.multipart as multipart
-
-    searched: list[bytes] = []
-    simd_find = multipart._simd_find
-
-    def recording(haystack: bytes, needle: bytes, start: int, end: int) -> int:
-        searched.append(needle)
-        return simd_find(haystack, needle, start, end)
-
-    monkeypatch.setattr(multipart, "_simd_find", recording)
+def test_a_file_of_one_repeated_byte_is_read_whole() -> None:
+    # A long run of "x" with a boundary full of "8" is bytes.find's slowest case (0x78 and 0x38
+    # share a slot in its skip filter): slow, but the file must still come back whole.
     boundary = "8888aaaa8888bbbb8888cccc8888dddd"
     document = b"%PDF-1.4\n" + b"x" * 300_000 + b"\n%%EOF"
     body = (
@@ -169,7 +129,6 @@ def test_a_file_of_one_repeated_byte_is_read_whole_with_the_simd_search(
     assert form.get("reason") == "G"
     upload = form.file("file")
     assert upload is not None and upload.content == document
-    assert f"\r\n--{boundary}".encode() in searched
 
 
 PART = b'Content-Disposition: form-data; name="reason"\r\n\r\nG\r\n'

@@ -1,4 +1,4 @@
-"""Worker processes: how a request reaches the worker (shared memory, or the pipe) and back."""
+"""Worker processes: a request of any size reaches the worker whole, and its answer comes back."""
 
 from __future__ import annotations
 
@@ -9,51 +9,35 @@ from typing import Any
 import pytest
 
 from certwidget.documents import workers
-from certwidget.documents.workers import SHARED_REQUEST_BYTES, WorkerPool
+from certwidget.documents.workers import WorkerPool
 
-# Answers the request's length and digest, and whether it has the server's shared memory.
+# Answers the request's length and digest.
 ECHO_DIGEST = """
 import hashlib
 send(b"ready")
 while (data := receive()) is not None:
-    shared = b"shared" if _shared is not None else b"pipe"
-    send(b"%d:" % len(data) + hashlib.sha256(data).hexdigest().encode() + b":" + shared)
+    send(b"%d:" % len(data) + hashlib.sha256(data).hexdigest().encode())
 """
 
-SIZES = [0, 1, 200_000, SHARED_REQUEST_BYTES, SHARED_REQUEST_BYTES + 1, 3_000_000, 5, 70_000]
+# Around the pipe's 64 KiB: requests it holds whole, and ones written as the worker reads.
+SIZES = [0, 1, 200_000, 65_536, 65_537, 3_000_000, 5, 70_000]
 
 
-def expected(request: bytes, channel: bytes) -> bytes:
-    return b"%d:" % len(request) + hashlib.sha256(request).hexdigest().encode() + b":" + channel
+def expected(request: bytes) -> bytes:
+    return b"%d:" % len(request) + hashlib.sha256(request).hexdigest().encode()
 
 
 def requests() -> list[bytes]:
     # Each differs from the one before at every byte it shares with it, so a worker that read
-    # a stale or short copy from the shared memory answers the wrong digest.
+    # a stale or short request answers the wrong digest.
     return [bytes([index % 251 + 1]) * size for index, size in enumerate(SIZES)]
-
-
-def test_requests_up_to_the_shared_size_skip_the_pipe_and_larger_ones_take_it() -> None:
-    pool = WorkerPool(ECHO_DIGEST, workers=1)
-    try:
-        worker = pool._take(deadline=float("inf"))
-        assert worker.shared is not None  # Linux: every worker gets its shared memory
-        small = b"%PDF-1.7 " * 1000
-        framed = worker.framed(small)
-        assert len(framed) == 4  # only the flagged length goes down the pipe
-        assert worker.shared[: len(small)] == small
-        large = b"y" * (SHARED_REQUEST_BYTES + 1)
-        assert worker.framed(large)[4:] == large  # the whole request through the pipe
-        pool._give_back(worker)
-    finally:
-        pool.close()
 
 
 def test_blocking_calls_of_every_size_arrive_whole_in_turn() -> None:
     pool = WorkerPool(ECHO_DIGEST, workers=1)
     try:
         for request in requests():
-            assert pool.call(request, timeout=10) == expected(request, b"shared")
+            assert pool.call(request, timeout=10) == expected(request)
     finally:
         pool.close()
 
@@ -63,35 +47,18 @@ async def test_calls_on_the_loop_of_every_size_arrive_whole_in_turn() -> None:
     pool = WorkerPool(ECHO_DIGEST, workers=1)
     try:
         for request in requests():
-            assert await pool.call_async(request, timeout=10) == expected(request, b"shared")
+            assert await pool.call_async(request, timeout=10) == expected(request)
     finally:
         pool.close()
 
 
-@pytest.mark.anyio
-async def test_without_shared_memory_every_request_takes_the_pipe(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Not Linux, or a sandbox that forbids memfd_create: the same answers, all by the pipe.
-    monkeypatch.setattr(workers, "_shared_memory", lambda: None)
-    pool = WorkerPool(ECHO_DIGEST, workers=1)
-    try:
-        for request in requests():
-            assert await pool.call_async(request, timeout=10) == expected(request, b"pipe")
-        assert pool.call(b"blocking", timeout=10) == expected(b"blocking", b"pipe")
-    finally:
-        pool.close()
-
-
-def test_a_killed_worker_releases_its_shared_memory() -> None:
+def test_a_replaced_worker_leaves_its_slot_to_a_new_one() -> None:
     pool = WorkerPool(ECHO_DIGEST, workers=1)
     try:
         worker = pool._take(deadline=float("inf"))
-        shared = worker.shared
-        assert shared is not None
         pool._replace(worker)
-        assert shared.closed
-        assert pool.call(b"again", timeout=10) == expected(b"again", b"shared")
+        assert worker.process.poll() is not None  # killed, and its pipes closed
+        assert pool.call(b"again", timeout=10) == expected(b"again")
     finally:
         pool.close()
 
@@ -125,7 +92,7 @@ async def test_on_one_loop_a_worker_goes_straight_to_the_next_waiter_and_each_ge
         answers = await asyncio.gather(*(call(n) for n in range(8)))
     finally:
         pool.close()
-    assert answers == [expected(bytes([n + 1]) * 1000, b"shared") for n in range(8)]
+    assert answers == [expected(bytes([n + 1]) * 1000) for n in range(8)]
     assert order == list(range(8))
     assert threadsafe_calls == 0
 
@@ -176,8 +143,8 @@ async def test_a_worker_is_free_once_its_answer_is_read_whatever_its_caller_does
 async def test_a_request_that_cannot_be_handed_over_gives_the_worker_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A failure before the exchange starts (here: putting the request in shared memory) must
-    # not keep the worker's slot: the next caller of a one-worker pool is served, not refused
+    # A failure before the exchange starts (here: framing the request) must not keep the
+    # worker's slot: the next caller of a one-worker pool is served, not refused
     # as busy.
     pool = WorkerPool(ECHO_PID, workers=1)
     try:

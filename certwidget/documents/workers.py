@@ -10,13 +10,9 @@ The workers are plain ``python -c`` subprocesses, not ``multiprocessing`` childr
 re-import the shop's ``__main__`` module, which breaks a ``main.py`` that calls
 ``uvicorn.run(app)`` without an ``if __name__ == "__main__"`` guard.
 
-Protocol: each message is a 4-byte big-endian length and that many bytes. The worker says
-:data:`READY` once started, then answers every request with one message. On Linux a request of
-up to :data:`SHARED_REQUEST_BYTES` is not written through the pipe: it is copied into memory
-the worker shares with the server (a memfd), and only its length, flagged, goes through the
-pipe. Writing 200 KB into a pipe took the event loop about 180 us (the kernel allocates and
-fills 50 pipe pages, and the worker frees them again); copying it into memory that is already
-mapped takes 6-20 us.
+Protocol: each message, both ways through the worker's stdin and stdout pipes, is a 4-byte
+big-endian length and that many bytes. The worker says :data:`READY` once started, then answers
+every request with one message.
 
     pool = WorkerPool(source, workers=2)
     answer = pool.call(b"request", timeout=1.5)   # raises WorkerTimedOut, WorkerUnavailable
@@ -32,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import fcntl
-import mmap
 import os
 import queue
 import select
@@ -48,34 +42,17 @@ from typing import IO
 READY = b"ready"
 _FRAME = struct.Struct(">I")
 _START_TIMEOUT = 60.0
-# Linux: a pipe that holds a whole request (a PDF is usually well under 1 MiB), so writing it
-# is one system call that never waits for the worker to read.
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_PIPE_BYTES = 1 << 20
-#: Requests up to this size go through shared memory. Pages a request touched stay with the
-#: worker while it lives, so the cap is also what each worker may keep: larger (rare) requests
-#: take the pipe.
-SHARED_REQUEST_BYTES = 1 << 20
-# Set in a request's length when its bytes are in the shared memory (no request is 2 GiB).
-_SHARED_FLAG = 0x8000_0000
 
 #: Helpers every worker source can use: ``receive()`` and ``send(data)``.
-PROTOCOL_SOURCE = f"""
-import mmap as _mmap, struct as _struct, sys as _sys
+PROTOCOL_SOURCE = """
+import struct as _struct, sys as _sys
 _stdin, _stdout = _sys.stdin.buffer, _sys.stdout.buffer
-# The server's shared request memory, when it gave us one (its descriptor is our argument).
-_shared = None
-if len(_sys.argv) > 1:
-    _shared = _mmap.mmap(int(_sys.argv[1]), 0, access=_mmap.ACCESS_READ)
 
 def receive():
     head = _stdin.read(4)
     if len(head) < 4:
         return None
-    size = _struct.unpack(">I", head)[0]
-    if size & {_SHARED_FLAG:#x}:
-        return _shared[: size ^ {_SHARED_FLAG:#x}]
-    return _stdin.read(size)
+    return _stdin.read(_struct.unpack(">I", head)[0])
 
 def send(data):
     _stdout.write(_struct.pack(">I", len(data)) + data)
@@ -147,55 +124,22 @@ def _write_all(fd: int, data: bytes) -> None:
             select.select([], [fd], [])
 
 
-def _shared_memory() -> int | None:
-    """A descriptor of :data:`SHARED_REQUEST_BYTES` of fresh shared memory; None off Linux."""
-    try:
-        fd = os.memfd_create("certwidget-worker-request", os.MFD_CLOEXEC)
-    except (AttributeError, OSError):  # not Linux, or a sandbox that forbids it: the pipe
-        return None
-    try:
-        os.ftruncate(fd, SHARED_REQUEST_BYTES)  # sparse: pages exist once a request uses them
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
 class _Worker:
     def __init__(self, source: str) -> None:
-        shared_fd = _shared_memory()
-        self.shared: mmap.mmap | None = None
-        try:
-            # The mapping keeps its own reference to the memory; the descriptor goes once the
-            # worker has its copy.
-            if shared_fd is not None:
-                self.shared = mmap.mmap(shared_fd, 0)
-            # The command is fixed (this interpreter, our own source); requests only go to
-            # stdin and the shared memory.
-            self.process = subprocess.Popen(  # noqa: S603
-                # -I: the shop's working directory and PYTHON* variables cannot shadow a module.
-                [sys.executable, "-I", "-c", PROTOCOL_SOURCE + source]
-                + ([] if shared_fd is None else [str(shared_fd)]),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                pass_fds=() if shared_fd is None else (shared_fd,),
-            )
-        except BaseException:
-            if self.shared is not None:
-                self.shared.close()
-            raise
-        finally:
-            if shared_fd is not None:
-                os.close(shared_fd)
+        # The command is fixed (this interpreter, our own source); requests only go to stdin.
+        self.process = subprocess.Popen(  # noqa: S603
+            # -I: the shop's working directory and PYTHON* variables cannot shadow a module.
+            [sys.executable, "-I", "-c", PROTOCOL_SOURCE + source],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         assert self.process.stdin is not None and self.process.stdout is not None
         self.stdin: IO[bytes] = self.process.stdin
         self.stdout: IO[bytes] = self.process.stdout
         # Raw, non-blocking descriptors: the same worker serves blocking callers (select) and
         # the event loop (add_reader); the answer is read exactly, so nothing is left buffered.
         self.stdin_fd, self.stdout_fd = self.stdin.fileno(), self.stdout.fileno()
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(self.stdin_fd, _F_SETPIPE_SZ, _PIPE_BYTES)
         os.set_blocking(self.stdin_fd, False)
         os.set_blocking(self.stdout_fd, False)
         try:
@@ -208,12 +152,7 @@ class _Worker:
             raise WorkerUnavailable(why)
 
     def framed(self, request: bytes) -> bytes:
-        """What goes down the pipe for ``request``: its length and bytes, or only its length
-        once the bytes are in the shared memory. One request at a time per worker, so the
-        memory is free: the worker has answered (or was killed with its memory) before."""
-        if self.shared is not None and len(request) <= SHARED_REQUEST_BYTES:
-            self.shared[: len(request)] = request
-            return _FRAME.pack(len(request) | _SHARED_FLAG)
+        """What goes down the pipe for ``request``: its length, then its bytes."""
         return _FRAME.pack(len(request)) + request
 
     def call(self, request: bytes, timeout: float) -> bytes | None:
@@ -292,7 +231,7 @@ class _Worker:
 
         try:
             pending = memoryview(self.framed(request))
-            # Most requests fit the pipe: written at once, without waiting to be writable.
+            # What fits the pipe is written at once; the rest when the worker has read some.
             with contextlib.suppress(BlockingIOError):
                 pending = pending[os.write(self.stdin_fd, pending) :]
             timer = loop.call_later(timeout, out_of_time)
@@ -322,8 +261,6 @@ class _Worker:
         for pipe in (self.stdin, self.stdout):
             with contextlib.suppress(OSError):
                 pipe.close()
-        if self.shared is not None:
-            self.shared.close()
 
 
 def _wake_with_none(handed: asyncio.Future[_Worker | None]) -> None:

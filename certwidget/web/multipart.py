@@ -3,21 +3,16 @@
 Intake reads an upload's body whole (it is size-capped first), so the parts are sliced straight
 out of it. Starlette's form parser, made for bodies that stream, writes each file to a spooled
 temporary file and reads it back: on a 200 KB upload that is most of what reading the form costs.
-The framing itself is parsed by python-multipart, as in Starlette, but its boundary search runs
-on StringZilla (see :class:`_SimdSearchedBody`).
+The framing itself is parsed by python-multipart, as in Starlette.
 """
 
 from __future__ import annotations
 
 import codecs
-import operator
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, SupportsIndex
 
 import python_multipart.multipart
-import stringzilla
 from python_multipart.exceptions import FormParserError, ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -34,9 +29,6 @@ MAX_BOUNDARY_LENGTH = 256
 # python-multipart's own per-part header limits (named in our messages; older releases had none).
 _MAX_PART_HEADERS: int = getattr(python_multipart.multipart, "DEFAULT_MAX_HEADER_COUNT", 8)
 _MAX_PART_HEADER_LINE: int = getattr(python_multipart.multipart, "DEFAULT_MAX_HEADER_SIZE", 4224)
-
-# `find(haystack, needle, start, end) -> offset or -1`, as `bytes.find`, with SIMD.
-_simd_find: Callable[[bytes, bytes, int, int], int] = stringzilla.find
 
 
 class MultipartError(ValueError):
@@ -65,28 +57,6 @@ class FormParts:
     def file(self, name: str) -> FormFile | None:
         files = self.files.get(name)
         return files[0] if files else None
-
-
-class _SimdSearchedBody(bytes):
-    """A body whose ``find`` (python-multipart looks for the boundary with it) uses StringZilla.
-
-    CPython's ``bytes.find`` skips ahead by a filter over the needle's bytes modulo 64, so how
-    fast it reads a file depends on the random boundary the browser drew: a boundary with an
-    ``8`` crawls through a run of ``x`` (0x38 and 0x78 share a slot). Over a 200 KB upload that
-    was 20 to 760 us of the event loop, depending on the draw, and a 10 MB file made to match
-    could hold the loop for tens of ms; StringZilla reads it in about 15 us whatever it holds.
-    """
-
-    __slots__ = ()
-
-    def find(
-        self, sub: Any, start: SupportsIndex | None = None, end: SupportsIndex | None = None, /
-    ) -> int:
-        first = 0 if start is None else operator.index(start)
-        last = len(self) if end is None else operator.index(end)
-        if type(sub) is bytes and first >= 0 and last >= 0:
-            return _simd_find(self, sub, first, last)
-        return bytes.find(self, sub, start, end)  # an int needle, or offsets from the end
 
 
 @dataclass(slots=True)
@@ -198,8 +168,7 @@ def parse_form(body: bytes, content_type: str, *, max_files: int, max_fields: in
                 "on_end": on_end,
             },
         )
-        # One copy of the body (about 10 us for 200 KB) buys the fast search.
-        parser.write(_SimdSearchedBody(body))
+        parser.write(body)
         parser.finalize()
     except FormParserError as exc:  # every error python-multipart raises (ours are not one)
         raise MultipartError(_explain(exc, boundary)) from exc
