@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from pypdf import PdfReader
 from starlette.testclient import TestClient
 
 from certwidget import Exemption
+from certwidget.domain.models import CustomerProfile, Purchaser, Signature
+from certwidget.domain.submission import SubmittedCertificate, UploadedFile
 from certwidget.sandbox.embedded import EmbeddedSandbox
 
 from .support.files import pdf, png
@@ -97,6 +101,56 @@ async def test_an_upload_is_checked_by_content_and_attached_as_is(tmp_path: Path
         (await provider.client.get_certificate_attachment(cid)).media_type for cid in stored
     }
     assert contents == {"application/pdf", "image/png"}
+
+
+@pytest.mark.anyio
+async def test_intake_stores_the_typed_record_not_the_wire_body(tmp_path: Path) -> None:
+    shop = build(tmp_path)
+    document = pdf()
+    body = filled(["WA", "TX"], exemptionNumbers={"TX": "12345678901"}, expirationDate="2030-06-30")
+    async with client(shop) as http:
+        response = await submit(http, "C-1", body)
+        assert response.status_code == 201, response.text
+        token = await mint(http, "C-1")
+        response = await http.post(
+            "/certwidget/certificates",
+            data={"zones": ["WA"], "reason": "G", "exemptionNumber": "603123456"},
+            files={"file": ("resale.pdf", document, "application/pdf")},
+            headers={**as_buyer("C-1", token), **key()},
+        )
+        assert response.status_code == 201, response.text
+        outbox = shop.runtime.outbox
+        rows = {row.kind: row for row in [await outbox.get(i) for i in await outbox.ids()] if row}
+    today = dt.date.today()
+    for row in rows.values():
+        assert row.payload["v"] == 1, row.payload
+        assert not {"exemptionNumber", "signedDate", "taxIdType"} & set(row.payload)
+    shop_said = CustomerProfile(code="C-1", name="Buyer C-1", email="buyer@example.com")
+    assert SubmittedCertificate.from_record(rows["filled"].payload) == SubmittedCertificate(
+        zones=("WA", "TX"),
+        reason="G",
+        exemption_number="603123456",
+        numbers={"WA": "603123456", "TX": "12345678901"},
+        tax_id_type="state",
+        purchaser=Purchaser(
+            "Ada Buyer", "1 Pine St", "Seattle", "WA", "98101", "US", "ada@example.com"
+        ),
+        signature=Signature("drawn", "Ada Buyer"),
+        signed_date=today,
+        expiration_date=dt.date(2030, 6, 30),
+        customer=shop_said,
+    )
+    assert SubmittedCertificate.from_record(rows["upload"].payload) == SubmittedCertificate(
+        zones=("WA",),
+        reason="G",
+        exemption_number="603123456",
+        numbers={"WA": "603123456"},
+        signed_date=today,
+        customer=shop_said,
+        upload=UploadedFile(
+            "resale.pdf", "application/pdf", hashlib.sha256(document).hexdigest(), len(document)
+        ),
+    )
 
 
 @pytest.mark.anyio

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from certwidget.domain.submission import SubmittedCertificate
+
 from .support.files import pdf
 from .support.shop import as_buyer, build, filled, mint
 
@@ -153,6 +155,8 @@ async def test_text_is_stored_and_delivered_in_nfc(
     [row_id] = await shop.runtime.outbox.ids()
     row = await shop.runtime.outbox.get(row_id)
     assert row is not None
-    assert row.payload["purchaser"]["name"] == composed
-    assert row.payload["purchaser"]["city"] == "M\u00fcnchen"
-    assert row.payload["signature"]["name"] == composed
+    stored = SubmittedCertificate.from_record(row.payload)
+    assert stored.purchaser is not None and stored.signature is not None
+    assert stored.purchaser.name == composed
+    assert stored.purchaser.city == "M\u00fcnchen"
+    assert stored.signature.name == composed

@@ -7,7 +7,6 @@ first, and the PDF is made at delivery, from exactly those, before it is attache
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import threading
@@ -17,11 +16,10 @@ from typing import Any
 from certwidget.documents.certificate import (
     DocumentError,
     FilledCertificate,
-    Purchaser,
-    TaxIdType,
     render_certificate_pdf,
 )
 from certwidget.documents.workers import WorkerDied, WorkerPool, WorkerTimedOut, WorkerUnavailable
+from certwidget.domain.submission import SubmittedCertificate
 
 PDF_MEDIA_TYPE = "application/pdf"
 PDF_FILENAME = "certificate.pdf"
@@ -33,14 +31,14 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 RENDER_SOURCE = f"""
 import json, sys
 sys.path.insert(0, {_PACKAGE_ROOT!r})
-from certwidget.documents.rendering import render_stored
+from certwidget.documents.rendering import render_record
 import certwidget.documents.drawing  # fpdf2: imported while warming up, not at the first render
 send(b"ready")
 while (data := receive()) is not None:
     size = int.from_bytes(data[:4], "big")
     job = json.loads(data[4 : 4 + size])
     try:
-        send(b"\\x00" + render_stored(job["payload"], data[4 + size :], job["reference"]))
+        send(b"\\x00" + render_record(job["record"], data[4 + size :], job["reference"]))
     except Exception as exc:
         send(b"\\x01" + repr(exc).encode())
 """
@@ -56,37 +54,38 @@ def printed_number(numbers: dict[str, str], fallback: str) -> str:
     return "; ".join(f"{zone}: {number}" for zone, number in numbers.items())
 
 
-def render_stored(payload: dict[str, Any], signature_png: bytes, reference: str) -> bytes:
-    """Render the certificate from a stored payload (see ``intake``) and the drawn signature."""
-    purchaser = payload["purchaser"]
-    signature = payload["signature"]
-    tax_id_type: TaxIdType = payload.get("taxIdType") or "state"
-    expiration = payload.get("expirationDate")
+def render_stored(certificate: SubmittedCertificate, signature_png: bytes, reference: str) -> bytes:
+    """Render a stored filled-in certificate with its drawn signature (the row's document).
+
+    Raises DocumentError when the record cannot be drawn (an upload's, or one without a date).
+    """
+    purchaser, signature = certificate.purchaser, certificate.signature
+    if purchaser is None or signature is None or certificate.signed_date is None:
+        raise DocumentError(
+            "only a filled-in certificate (purchaser, signature and signing date) can be rendered"
+        )
     return render_certificate_pdf(
         FilledCertificate(
-            zones=tuple(payload["zones"]),
-            reason=str(payload["reason"]),
+            zones=certificate.zones,
+            reason=certificate.reason,
             exemption_number=printed_number(
-                dict(payload.get("exemptionNumbers") or {}), str(payload.get("exemptionNumber", ""))
+                dict(certificate.numbers), certificate.exemption_number
             ),
-            tax_id_type=tax_id_type,
-            purchaser=Purchaser(
-                name=purchaser["name"],
-                line1=purchaser.get("line1", ""),
-                city=purchaser.get("city", ""),
-                region=purchaser.get("region", ""),
-                postal_code=purchaser.get("postalCode", ""),
-                country=purchaser.get("country") or "US",
-                email=purchaser.get("email", ""),
-            ),
-            signer_name=signature.get("name") or purchaser["name"],
-            signature=signature_png if signature["type"] == "drawn" else signature["name"],
-            signed_date=dt.date.fromisoformat(payload["signedDate"]),
+            tax_id_type=certificate.tax_id_type,
+            purchaser=purchaser,
+            signer_name=signature.name or purchaser.name,
+            signature=signature_png if signature.kind == "drawn" else signature.name,
+            signed_date=certificate.signed_date,
             reference=reference,
-            expiration_date=dt.date.fromisoformat(expiration) if expiration else None,
-            exempt_percentage=float(payload.get("exemptPercentage", 100.0)),
+            expiration_date=certificate.expiration_date,
+            exempt_percentage=certificate.exempt_percentage,
         )
     )
+
+
+def render_record(record: dict[str, Any], signature_png: bytes, reference: str) -> bytes:
+    """:func:`render_stored` from the stored record: what a render worker receives."""
+    return render_stored(SubmittedCertificate.from_record(record), signature_png, reference)
 
 
 logger = logging.getLogger("certwidget.outbox.delivery")
@@ -105,19 +104,21 @@ def warm_renderer() -> None:
     threading.Thread(target=_render_pool().warm, name="certwidget-warm", daemon=True).start()
 
 
-def render_in_worker(payload: dict[str, Any], signature_png: bytes, reference: str) -> bytes:
+def render_in_worker(
+    certificate: SubmittedCertificate, signature_png: bytes, reference: str
+) -> bytes:
     """:func:`render_stored` in a worker process; in this process if none can run.
 
     Blocks: call it from a thread. Raises DocumentError when the stored fields cannot be drawn.
     """
-    job = json.dumps({"payload": payload, "reference": reference}).encode()
+    job = json.dumps({"record": certificate.to_record(), "reference": reference}).encode()
     try:
         answer = _render_pool().call(
             len(job).to_bytes(4, "big") + job + signature_png, timeout=RENDER_TIMEOUT
         )
     except (WorkerUnavailable, WorkerDied, WorkerTimedOut) as exc:
         logger.warning("certwidget: rendering in this process (%s)", exc or type(exc).__name__)
-        return render_stored(payload, signature_png, reference)
+        return render_stored(certificate, signature_png, reference)
     if answer[:1] != b"\x00":
         raise DocumentError(answer[1:].decode("utf-8", "replace"))
     return answer[1:]

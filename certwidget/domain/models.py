@@ -8,6 +8,7 @@ with an :class:`Exemption`. None of them knows HTTP, JSON field names or a provi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,6 +44,36 @@ class CustomerProfile:
     country: str = "US"
     email: str = ""
     phone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """How the buyer signed: a drawn signature (its PNG) or a typed name."""
+
+    kind: Literal["drawn", "typed"]
+    #: The signer's typed name, or the purchaser's name for a drawn signature.
+    name: str
+    #: The drawn signature's PNG. Empty for a typed one, and in a stored record: the outbox
+    #: keeps the PNG as the submission's document, not in the record.
+    png: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRequest:
+    """What the buyer asked for, validated: a filled-in form (``signature`` set) or an upload."""
+
+    zones: tuple[str, ...]
+    reason: str
+    exemption_number: str
+    #: The number to print and send for each zone (a buyer may hold one per state).
+    numbers: Mapping[str, str]
+    purchaser: Purchaser | None
+    signature: Signature | None = None
+    tax_id_type: TaxIdType = "state"
+    expiration_date: dt.date | None = None
+    exempt_percentage: float = 100.0
+    #: Zones the buyer named that levy no sales tax: nothing to certify there.
+    not_needed: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)

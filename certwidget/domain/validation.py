@@ -12,6 +12,11 @@ leading or trailing whitespace is trimmed); identification numbers also refuse i
 characters (a zero-width space in a permit number only makes it fail to match). Kept text is
 normalised to NFC, so "é" typed as one character or as "e" and an accent is stored (and
 compared, and sent) alike, and lengths are counted after normalising.
+
+This module is where the widget's wire body (its camelCase JSON, or an upload's form fields) is
+read, once: it answers a typed :class:`~certwidget.domain.models.CertificateRequest`, and no
+layer below reads a wire name again (intake stores the request as a
+:class:`~certwidget.domain.submission.SubmittedCertificate` record).
 """
 
 from __future__ import annotations
@@ -22,11 +27,18 @@ import datetime as dt
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from certwidget.domain import catalog
-from certwidget.domain.models import CustomerProfile, Purchaser, TaxIdType
+from certwidget.domain.models import CertificateRequest, Purchaser, Signature, TaxIdType
+
+__all__ = [
+    "CertificateRequest",
+    "InvalidSubmission",
+    "Signature",
+    "validate_filled",
+    "validate_upload_fields",
+]
 
 MAX_TEXT = 200
 MAX_NUMBER = 64
@@ -55,45 +67,6 @@ class InvalidSubmission(Exception):
         names = ", ".join(self.fields)
         super().__init__(f"Please correct: {names}.")
         self.message = f"Some details need your attention: {names}."
-
-
-def purchaser_json(purchaser: Purchaser | CustomerProfile) -> dict[str, str]:
-    """The purchaser (or what the shop knows of the buyer) in the widget protocol's names."""
-    return {
-        "name": purchaser.name,
-        "line1": purchaser.line1,
-        "city": purchaser.city,
-        "region": purchaser.region,
-        "postalCode": purchaser.postal_code,
-        "country": purchaser.country,
-        "email": purchaser.email,
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class Signature:
-    kind: Literal["drawn", "typed"]
-    #: The signer's typed name, or the purchaser's name for a drawn signature.
-    name: str
-    png: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateRequest:
-    """A validated submission: a filled-in form (``signature`` set) or an upload."""
-
-    zones: tuple[str, ...]
-    reason: str
-    exemption_number: str
-    #: The number to print and send for each zone (a buyer may hold one per state).
-    numbers: Mapping[str, str]
-    purchaser: Purchaser | None
-    signature: Signature | None = None
-    tax_id_type: TaxIdType = "state"
-    expiration_date: dt.date | None = None
-    exempt_percentage: float = 100.0
-    #: Zones the buyer named that levy no sales tax: nothing to certify there.
-    not_needed: tuple[str, ...] = field(default=())
 
 
 class _Errors:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +38,8 @@ from certwidget.documents.rendering import (
     render_in_worker,
     warm_renderer,
 )
+from certwidget.domain.models import Purchaser
+from certwidget.domain.submission import SubmittedCertificate
 from certwidget.outbox.base import Outbox, Submission
 from certwidget.outbox.traffic import BuyerTraffic
 from certwidget.providers.base import (
@@ -63,20 +64,23 @@ MAX_UNEXPECTED_ERRORS = 5
 logger = logging.getLogger("certwidget.outbox.delivery")
 
 
-def profile_for(submission: Submission) -> CustomerProfile:
-    """The customer record to create or update at the provider for this submission."""
-    known: dict[str, Any] = submission.payload.get("customer") or {}
-    purchaser: dict[str, Any] = submission.payload.get("purchaser") or {}
-    source = purchaser or known
+def profile_for(submission: Submission, certificate: SubmittedCertificate) -> CustomerProfile:
+    """The customer record to create or update at the provider for this submission.
+
+    The purchaser the buyer entered on the certificate, where there is one (a filled-in form);
+    else (an upload) the name and e-mail the shop gave for the buyer, else the customer number.
+    """
+    entered = certificate.purchaser or Purchaser(name="")  # an upload: nothing entered
+    shop_said = certificate.customer or CustomerProfile(code=submission.customer)
     return CustomerProfile(
         code=submission.customer,
-        name=str(source.get("name") or known.get("name") or submission.customer),
-        line1=str(source.get("line1", "")),
-        city=str(source.get("city", "")),
-        region=str(source.get("region", "")),
-        postal_code=str(source.get("postalCode", "")),
-        country=str(source.get("country") or "US"),
-        email=str(source.get("email") or known.get("email") or ""),
+        name=entered.name or shop_said.name or submission.customer,
+        line1=entered.line1,
+        city=entered.city,
+        region=entered.region,
+        postal_code=entered.postal_code,
+        country=entered.country or "US",
+        email=entered.email or shop_said.email,
     )
 
 
@@ -87,10 +91,6 @@ def _printable(text: str, limit: int = 300) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _date(value: Any) -> dt.date | None:
-    return dt.date.fromisoformat(value) if isinstance(value, str) and value else None
 
 
 class LeaseLost(Exception):
@@ -452,11 +452,11 @@ class Deliverer:
         if self._on_delivered is not None:
             self._on_delivered(submission)
 
-    async def _render(self, submission: Submission) -> None:
+    async def _render(self, submission: Submission, certificate: SubmittedCertificate) -> None:
         """Make the filled certificate's PDF from the stored fields and keep it in the row."""
         signature = await self._outbox.document(submission.id)
         pdf = await to_thread.run_sync(
-            lambda: render_in_worker(submission.payload, signature, submission.id),
+            lambda: render_in_worker(certificate, signature, submission.id),
             limiter=self._renders,
         )
         held = await self._outbox.set_document(
@@ -509,25 +509,22 @@ class Deliverer:
             if not held:
                 raise LeaseLost("saving its progress")
 
+        certificate = SubmittedCertificate.from_record(submission.payload)
         if "customer_id" not in progress:
-            progress["customer_id"] = await self._provider.ensure_customer(profile_for(submission))
+            profile = profile_for(submission, certificate)
+            progress["customer_id"] = await self._provider.ensure_customer(profile)
             await save()
-        payload = submission.payload
-        for zone in submission.zones:
+        for zone in certificate.zones:
             if zone not in certificates:
                 created = await self._provider.create_certificate(
                     CertificateDraft(
                         customer_code=submission.customer,
                         zone=zone,
-                        reason=str(payload["reason"]),
-                        exemption_number=str(
-                            (payload.get("exemptionNumbers") or {}).get(zone)
-                            or payload.get("exemptionNumber")
-                            or ""
-                        ),
-                        signed_date=_date(payload.get("signedDate")),
-                        expiration_date=_date(payload.get("expirationDate")),
-                        exempt_percentage=float(payload.get("exemptPercentage", 100.0)),
+                        reason=certificate.reason,
+                        exemption_number=certificate.number_for(zone),
+                        signed_date=certificate.signed_date,
+                        expiration_date=certificate.expiration_date,
+                        exempt_percentage=certificate.exempt_percentage,
                         idempotency_key=f"certwidget-{submission.id}-{zone}",
                     )
                 )
@@ -535,9 +532,9 @@ class Deliverer:
                 numbers[zone] = created.number
                 await save()
         if submission.kind == "filled" and submission.media_type != PDF_MEDIA_TYPE:
-            await self._render(submission)
+            await self._render(submission, certificate)
         document: bytes | None = None
-        for zone in submission.zones:
+        for zone in certificate.zones:
             if zone in attached:
                 continue
             if document is None:

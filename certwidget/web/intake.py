@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from typing import Any
 
 from anyio import to_thread
 from starlette.requests import Request
@@ -23,10 +22,10 @@ from starlette.responses import JSONResponse, Response
 
 from certwidget.documents import uploads
 from certwidget.documents.certificate import DocumentError, verify_signature_png
+from certwidget.domain.models import CertificateRequest, CustomerProfile, Exemption
+from certwidget.domain.submission import SubmittedCertificate, UploadedFile
 from certwidget.domain.validation import (
-    CertificateRequest,
     InvalidSubmission,
-    purchaser_json,
     validate_filled,
     validate_upload_fields,
 )
@@ -62,25 +61,32 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
-def _payload(request: CertificateRequest, buyer: Buyer, today: dt.date) -> dict[str, Any]:
+def _submitted(
+    request: CertificateRequest,
+    buyer: Buyer,
+    today: dt.date,
+    document: uploads.UploadedDocument | None,
+) -> SubmittedCertificate:
+    """The validated request as the outbox keeps it, with who the shop says the buyer is."""
     profile = buyer.profile
-    return {
-        "zones": list(request.zones),
-        "reason": request.reason,
-        "exemptionNumber": request.exemption_number,
-        "exemptionNumbers": dict(request.numbers),
-        "taxIdType": request.tax_id_type,
-        "purchaser": purchaser_json(request.purchaser) if request.purchaser else None,
-        "signature": (
-            {"type": request.signature.kind, "name": request.signature.name}
-            if request.signature
-            else None
-        ),
-        "signedDate": today.isoformat(),
-        "expirationDate": request.expiration_date.isoformat() if request.expiration_date else None,
-        "exemptPercentage": request.exempt_percentage,
-        "customer": {"name": profile.name, "email": profile.email} if profile.name else None,
-    }
+    # Only a shop that named the buyer adds to what delivery sends: a bare customer number (or
+    # a guest) has nothing to add to the purchaser the buyer entered.
+    known = (
+        CustomerProfile(code=profile.code, name=profile.name, email=profile.email)
+        if profile.name
+        else None
+    )
+    upload = (
+        UploadedFile(
+            filename=document.filename,
+            media_type=document.media_type,
+            sha256=document.sha256.hex(),
+            size=len(document.content),
+        )
+        if document is not None
+        else None
+    )
+    return SubmittedCertificate.of(request, signed_date=today, customer=known, upload=upload)
 
 
 async def _filled(request: Request) -> tuple[CertificateRequest, str, bytes | None]:
@@ -169,8 +175,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
     if refused:
         raise HTTPProblem(422, "invalid_fields", " ".join(refused.values()), fields=refused)
 
-    today = dt.date.today()
-    payload = _payload(validated, buyer, today)
+    certificate = _submitted(validated, buyer, dt.date.today(), document)
     if document is None:
         # The PDF is rendered at delivery from what is stored here (certwidget.documents.rendering);
         # the drawn signature is checked now, so that rendering cannot fail after "received".
@@ -194,7 +199,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
         idempotency_key=key,
         body_hash=body_hash,
         kind="upload" if document is not None else "filled",
-        payload=payload,
+        payload=certificate.to_record(),
         document=content,
         media_type=stored_type,
         filename=filename,
@@ -226,8 +231,10 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
     if created:
         runtime.ensure_started()
         submission = await _deliver_briefly(runtime, submission)
-    exemptions = runtime.submission_exemptions(submission)
-    response = _answer(submission, exemptions, validated.not_needed)
+    # The row stored (for a retried key, the earlier one): what the buyer hears is what it holds.
+    stored = SubmittedCertificate.from_record(submission.payload)
+    exemptions = runtime.submission_exemptions(submission, stored)
+    response = _answer(submission, stored, exemptions, validated.not_needed)
     runtime.remember_submission(response, request, submission)
     if created:
         await runtime.notify(request, exemptions)
@@ -257,7 +264,10 @@ async def _deliver_briefly(runtime: Runtime, submission: Submission) -> Submissi
 
 
 def _answer(
-    submission: Submission, exemptions: list[Any], not_needed: tuple[str, ...]
+    submission: Submission,
+    stored: SubmittedCertificate,
+    exemptions: list[Exemption],
+    not_needed: tuple[str, ...],
 ) -> JSONResponse:
     delivered = submission.state == "delivered"
     return json_response(
@@ -266,7 +276,7 @@ def _answer(
                 "id": submission.id,
                 "status": "delivered" if delivered else "received",
                 "zones": submission.zones,
-                "reason": submission.payload.get("reason"),
+                "reason": stored.reason,
                 "notNeededZones": list(not_needed),
             },
             "exemptions": [exemption.to_json() for exemption in exemptions],

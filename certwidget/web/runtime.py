@@ -22,6 +22,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from certwidget.domain import catalog
+from certwidget.domain.submission import SubmittedCertificate
 from certwidget.outbox.base import Outbox, Submission
 from certwidget.outbox.delivery import Deliverer
 from certwidget.outbox.traffic import BuyerTraffic
@@ -240,24 +241,26 @@ class Runtime:
 
     # -- exemptions ------------------------------------------------------------------------
 
-    def submission_exemptions(self, submission: Submission) -> list[Exemption]:
-        payload = submission.payload
-        reason = str(payload.get("reason", ""))
+    def submission_exemptions(
+        self, submission: Submission, stored: SubmittedCertificate | None = None
+    ) -> list[Exemption]:
+        """What the submission exempts, one per zone (``stored``: its record, if read already)."""
+        certificate = stored or SubmittedCertificate.from_record(submission.payload)
+        reason = certificate.reason
         certificates: dict[str, str] = submission.progress.get("certificates", {})
         numbers: dict[str, str] = submission.progress.get("numbers", {})
-        expiry = payload.get("expirationDate")
         result = []
-        for zone in submission.zones:
+        for zone in certificate.zones:
             certificate_id = certificates.get(zone)
             result.append(
                 Exemption(
                     zone=zone,
                     reason=reason,
                     reason_name=reason_name(reason),
-                    exempt_percentage=float(payload.get("exemptPercentage", 100.0)),
+                    exempt_percentage=certificate.exempt_percentage,
                     status="Pending" if certificate_id else "Received",
                     reference=numbers.get(zone) or certificate_id or submission.id,
-                    expiration_date=dt.date.fromisoformat(expiry) if expiry else None,
+                    expiration_date=certificate.expiration_date,
                     certificate_id=certificate_id,
                     submission_id=submission.id,
                     source="submission",

@@ -20,9 +20,9 @@ from typing import Any
 
 import jinja2
 
-from certwidget.domain.validation import purchaser_json
 from certwidget.providers.base import CustomerProfile
 from certwidget.resources import templates_dir
+from certwidget.web.wire import purchaser_json
 
 # A placeholder no template text contains; replaced exactly once per page that has a nonce.
 _NONCE = "\x00certwidget-nonce\x00"
