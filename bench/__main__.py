@@ -17,7 +17,15 @@ from pathlib import Path
 
 from .common import Results, machine
 
-BENCHMARKS = ("passthrough", "checkout", "memory", "tokens", "intake", "widget")
+BENCHMARKS = (
+    "passthrough",
+    "checkout",
+    "memory",
+    "tokens",
+    "intake",
+    "intake_postgres",
+    "widget",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,10 +98,16 @@ def build_app(tmp: Path) -> CertWidgetMiddleware:
     )
 
 
-def drain(app: CertWidgetMiddleware) -> float:
+def sqlite_pending(app: CertWidgetMiddleware) -> int:
+    return asyncio.run(app.runtime.outbox.counts()).get("pending", 0)
+
+
+def drain(
+    app: CertWidgetMiddleware, pending: Callable[[CertWidgetMiddleware], int] = sqlite_pending
+) -> float:
     """Wait until every stored submission is delivered; answers the seconds it took."""
     started = time.perf_counter()
-    while asyncio.run(app.runtime.outbox.counts()).get("pending", 0):
+    while pending(app):
         if time.perf_counter() - started > DRAIN_TIMEOUT:
             raise RuntimeError(f"deliveries still pending after {DRAIN_TIMEOUT:.0f} s")
         time.sleep(0.05)
@@ -142,9 +149,13 @@ def measure(
     totals: dict[str, int],
     warmup: int,
     rounds: int = 1,
+    *,
+    build: Callable[[Path], CertWidgetMiddleware] = build_app,
+    pending: Callable[[CertWidgetMiddleware], int] = sqlite_pending,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Each kind's rounds: ``rounds`` closed-loop runs of its total, drained after each."""
-    app = build_app(tmp)
+    """Each kind's rounds: ``rounds`` closed-loop runs of its total, drained after each.
+    ``build`` makes the app (the outbox it uses), ``pending`` counts what is undelivered."""
+    app = build(tmp)
     found: dict[str, list[dict[str, Any]]] = {}
     with uvicorn_server(app) as url:
         codes = [f"B-{n:02d}" for n in range(CONCURRENCY)]
@@ -158,11 +169,11 @@ def measure(
                 buyers.append((code, response.json()["token"]))
         for kind, total in totals.items():
             load(tmp, url, buyers, kinds[kind], warmup)  # imports, workers, first PDF
-            drain(app)
+            drain(app, pending)
             found[kind] = []
             for _ in range(rounds):
                 result = load(tmp, url, buyers, kinds[kind], total)
-                result["lag"] = drain(app)
+                result["lag"] = drain(app, pending)
                 found[kind].append(result)
     return found
 

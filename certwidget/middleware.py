@@ -29,6 +29,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from certwidget.outbox import is_postgres, outbox_for, sqlite_path
 from certwidget.outbox.base import Outbox
 from certwidget.providers.base import CertificateProvider
 from certwidget.web.assets import Assets
@@ -116,7 +117,10 @@ class CertWidgetMiddleware:
     - ``prefix``: where the widget's endpoints live (default ``/certwidget``).
     - ``on_certificate``: ``on_certificate(request, exemption)`` (sync or async), called for
       each zone once a submission is stored, and when a buyer uses a certificate on file.
-    - ``database``: the outbox's SQLite file (default ``.certwidget/certwidget.sqlite3``).
+    - ``database``: where the outbox keeps submissions: a SQLite file (a path or
+      ``sqlite:///path``; default ``.certwidget/certwidget.sqlite3``), or a
+      ``postgresql://user:password@host:5432/db`` URL that several hosts share (needs
+      ``pip install 'certwidget[postgres]'`` and a ``provider``).
     - ``outbox``: where submissions are kept until delivered, an object implementing
       :class:`certwidget.outbox.base.Outbox` (e.g. ``MemoryOutbox()`` in tests); default: the
       SQLite outbox at ``database``.
@@ -214,14 +218,36 @@ class CertWidgetMiddleware:
                 "outbox must implement certwidget.outbox.base.Outbox (e.g. MemoryOutbox()), "
                 "or be None for the SQLite outbox at database="
             )
-        database = Path(database)
+        # A path or sqlite:/// URL is a SQLite file, postgresql:// the outbox many hosts share;
+        # any other URL is refused (it would become a file named after the URL).
+        if is_postgres(database):
+            if provider is None:
+                # Several hosts on one database is production: the embedded sandbox there
+                # would acknowledge certificates that reach no provider.
+                raise ValueError(
+                    "database='postgresql://...' needs a real provider: pass provider="
+                    "CertCaptureProvider(url, username=..., password=...) (or a "
+                    "CommendaProvider); provider=None, the embedded sandbox, is for one "
+                    "development host on SQLite"
+                )
+            if outbox is None:
+                outbox = outbox_for(database)
+            database = Path(".certwidget/certwidget.sqlite3")  # no file: only Settings keeps it
+        else:
+            database = sqlite_path(database)
         if outbox is None:
-            from certwidget.outbox.sqlite import SQLiteOutbox
-
-            outbox = SQLiteOutbox(database)
+            outbox = outbox_for(database)
+        # The delivery loop wakes when any host commits a submission (PostgreSQL's NOTIFY),
+        # where the outbox can tell (an optional method, beside the Outbox protocol).
+        on_new_submission = getattr(outbox, "on_new_submission", None)
+        self.sandbox = provider is None
         if provider is None:
             from certwidget.sandbox.embedded import embedded_sandbox
 
+            logger.warning(
+                "certwidget is using the embedded sandbox: certificates go nowhere real; "
+                "pass provider=CertCaptureProvider(...) (or CommendaProvider(...)) for production"
+            )
             provider = embedded_sandbox(database.with_name(database.stem + "-sandbox.sqlite3"))
         settings = Settings(
             prefix=prefix,
@@ -244,6 +270,8 @@ class CertWidgetMiddleware:
             settings=settings,
             outbox=outbox,
         )
+        if callable(on_new_submission):
+            on_new_submission(self.runtime.deliverer.wake)
         self._prefix = prefix
         self._prefix_slash = prefix + "/"
         # True while a lifespan whose server keeps lifespan state (uvicorn, hypercorn, Starlette's
@@ -262,6 +290,7 @@ class CertWidgetMiddleware:
             endpoint=prefix,
             locale=locale,
             mount_html=DEFAULT_MOUNT_HTML,
+            sandbox=self.sandbox,
         )
         self._snippet_without_nonce = snippets.html(None)
         self._snippet_with_nonce = snippets.html

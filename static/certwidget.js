@@ -19,6 +19,8 @@
   const STRINGS = {
     en: {
       title: 'Tax-exempt purchase',
+      sandbox: 'Sandbox',
+      sandboxNote: 'Sandbox: test mode, no real certificates',
       loading: 'Loading…',
       zoneHeading: 'Where is this order shipped?',
       zoneIntro: 'Buying for resale or for an exempt organization? Add your exemption certificate and we remove the tax.',
@@ -129,6 +131,8 @@
     },
     es: {
       title: 'Compra exenta de impuestos',
+      sandbox: 'Sandbox',
+      sandboxNote: 'Sandbox: modo de prueba, sin certificados reales',
       loading: 'Cargando…',
       zoneHeading: '¿A dónde se envía este pedido?',
       zoneIntro: '¿Compra para reventa o para una organización exenta? Añada su certificado de exención y quitamos el impuesto.',
@@ -416,6 +420,8 @@
       // title: false when the shop's page already heads the widget; a string replaces the default.
       const title = this.o.title === false || this.o.title === '' ? null : typeof this.o.title === 'string' ? this.o.title : L.title;
       this.frame = h('section', { class: 'cw', 'aria-labelledby': title ? 'cw-title' : null, 'aria-label': title ? null : L.title, lang: this.lang },
+        // The embedded sandbox (the middleware's config says so): a badge nobody can miss.
+        isTrue(this.o.sandbox) ? h('p', { class: 'cw-sandbox', role: 'note', 'aria-label': L.sandboxNote, title: L.sandboxNote }, L.sandbox) : null,
         title ? h('h2', { id: 'cw-title', class: 'cw-title' }, title) : null,
         (this.sumWrap = h('div', { role: 'alert' })),
         (this.view = h('div', { class: 'cw-view' })),

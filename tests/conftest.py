@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 import uvicorn
 
+# The throwaway PostgreSQL cluster (session) and a fresh database per test.
+from .support.postgres import postgres_dsn, postgres_server  # noqa: F401
+
 CHROMIUM = os.environ.get("CERTWIDGET_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",

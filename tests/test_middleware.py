@@ -105,7 +105,8 @@ async def test_checkout_pages_get_the_widget_with_hashed_assets_and_config(tmp_p
         r'<script defer src="/certwidget/static/certwidget\.[0-9a-f]{12}\.js"></script>', html
     )
     assert html.index("data-certwidget data-certwidget-default></div>") < html.index("</body>")
-    assert config_of(html) == {"endpoint": "/certwidget", "locale": "en"}
+    # The embedded sandbox (build() passes no provider) says so: the widget shows a badge.
+    assert config_of(html) == {"endpoint": "/certwidget", "locale": "en", "sandbox": True}
     assert int(page.headers["content-length"]) == len(page.content)
     assert "certwidget" not in other.text
 

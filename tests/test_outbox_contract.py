@@ -29,10 +29,11 @@ import certwidget.outbox.delivery as delivery
 from certwidget.outbox.base import MAX_ERROR_CHARS, Outbox
 from certwidget.outbox.delivery import Deliverer
 from certwidget.outbox.memory import MemoryOutbox
+from certwidget.outbox.postgres import PostgresOutbox
 from certwidget.outbox.sqlite import SQLiteOutbox
 from tests.support.outbox import SlowProvider, new
 
-BACKENDS = ["sqlite", "memory"]
+BACKENDS = ["sqlite", "memory", "postgres"]
 
 Open = Callable[[], Awaitable[Outbox]]
 
@@ -44,6 +45,9 @@ def _opener(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callab
     if name == "memory":
         first = MemoryOutbox()
         return lambda: MemoryOutbox(shared_with=first)
+    if name == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")  # a fresh database (tests/support)
+        return lambda: PostgresOutbox(dsn)
     raise ValueError(f"no such outbox backend: {name}")
 
 

@@ -14,13 +14,7 @@ from typing import LiteralString
 import psycopg
 import pytest
 
-from .support.postgres import (
-    BIN_ENV,
-    PostgresServer,
-    PostgresUnavailable,
-    postgres_dsn,  # noqa: F401 - fixture; drop once conftest.py imports it
-    postgres_server,  # noqa: F401 - fixture; drop once conftest.py imports it
-)
+from .support.postgres import BIN_ENV, PostgresServer, PostgresUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +28,7 @@ async def scalar(dsn: str, query: LiteralString) -> object:
 
 
 @pytest.mark.anyio
-async def test_cluster_is_durable_and_reachable_only_on_loopback(postgres_dsn: str) -> None:  # noqa: F811
+async def test_cluster_is_durable_and_reachable_only_on_loopback(postgres_dsn: str) -> None:
     assert postgres_dsn.startswith("postgresql://postgres:")
     assert "@127.0.0.1:" in postgres_dsn
     async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
@@ -56,8 +50,8 @@ async def test_cluster_is_durable_and_reachable_only_on_loopback(postgres_dsn: s
 
 @pytest.mark.anyio
 async def test_each_database_is_isolated(
-    postgres_server: PostgresServer,  # noqa: F811
-    postgres_dsn: str,  # noqa: F811
+    postgres_server: PostgresServer,
+    postgres_dsn: str,
 ) -> None:
     other = postgres_server.create_database("isolation_other")
     try:
@@ -72,8 +66,8 @@ async def test_each_database_is_isolated(
 
 @pytest.mark.anyio
 async def test_committed_rows_survive_a_restart_and_clients_reconnect(
-    postgres_server: PostgresServer,  # noqa: F811
-    postgres_dsn: str,  # noqa: F811
+    postgres_server: PostgresServer,
+    postgres_dsn: str,
 ) -> None:
     async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
         await conn.execute("CREATE TABLE outbox (id int PRIMARY KEY)")
@@ -93,8 +87,8 @@ async def test_committed_rows_survive_a_restart_and_clients_reconnect(
 
 @pytest.mark.anyio
 async def test_committed_rows_survive_a_crash_and_uncommitted_ones_do_not(
-    postgres_server: PostgresServer,  # noqa: F811
-    postgres_dsn: str,  # noqa: F811
+    postgres_server: PostgresServer,
+    postgres_dsn: str,
 ) -> None:
     async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
         await conn.execute("CREATE TABLE outbox (id int PRIMARY KEY)")

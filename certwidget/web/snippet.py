@@ -30,7 +30,14 @@ _NONCE = "\x00certwidget-nonce\x00"
 
 class SnippetRenderer:
     def __init__(
-        self, *, js_url: str, css_url: str, endpoint: str, locale: str, mount_html: bytes
+        self,
+        *,
+        js_url: str,
+        css_url: str,
+        endpoint: str,
+        locale: str,
+        mount_html: bytes,
+        sandbox: bool = False,
     ) -> None:
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(templates_dir()),
@@ -39,11 +46,12 @@ class SnippetRenderer:
             lstrip_blocks=True,
         )
         template = environment.get_template("snippet.html")
-        common = {
-            "js_url": js_url,
-            "css_url": css_url,
-            "config": {"endpoint": endpoint, "locale": locale},
-        }
+        config: dict[str, Any] = {"endpoint": endpoint, "locale": locale}
+        if sandbox:
+            # The embedded sandbox: the widget shows a "Sandbox" badge (Stripe's test-mode
+            # convention), so nobody mistakes it for a checkout that files real certificates.
+            config["sandbox"] = True
+        common = {"js_url": js_url, "css_url": css_url, "config": config}
         # The element the widget mounts into follows the assets (one insertion per page).
         mount = mount_html.decode("ascii")
         self._with_nonce = template.render(**common, nonce=_NONCE) + mount

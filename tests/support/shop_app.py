@@ -97,7 +97,7 @@ def create_app(
         provider=provider,
         customer=_customer,
         ship_zone=_ship_zone,
-        database=Path(database),
+        database=database,
         deliver_wait=deliver_wait,
         retry_backoff=retry_backoff,
         **options,
