@@ -123,7 +123,7 @@ async def test_intake_stores_the_typed_record_not_the_wire_body(tmp_path: Path) 
         rows = {row.kind: row for row in [await outbox.get(i) for i in await outbox.ids()] if row}
     today = dt.date.today()
     for row in rows.values():
-        assert row.payload["v"] == 1, row.payload
+        assert row.payload["v"] == 2, row.payload
         assert not {"exemptionNumber", "signedDate", "taxIdType"} & set(row.payload)
     shop_said = CustomerProfile(code="C-1", name="Buyer C-1", email="buyer@example.com")
     assert SubmittedCertificate.from_record(rows["filled"].payload) == SubmittedCertificate(
@@ -139,6 +139,9 @@ async def test_intake_stores_the_typed_record_not_the_wire_body(tmp_path: Path) 
         signed_date=today,
         expiration_date=dt.date(2030, 6, 30),
         customer=shop_said,
+        forms={"WA": "sst", "TX": "tx-01-339"},
+        # The typed date only shortens a term; neither form expires by itself.
+        expirations={"WA": dt.date(2030, 6, 30), "TX": dt.date(2030, 6, 30)},
     )
     assert SubmittedCertificate.from_record(rows["upload"].payload) == SubmittedCertificate(
         zones=("WA",),
@@ -147,6 +150,7 @@ async def test_intake_stores_the_typed_record_not_the_wire_body(tmp_path: Path) 
         numbers={"WA": "603123456"},
         signed_date=today,
         customer=shop_said,
+        expirations={"WA": None},
         upload=UploadedFile(
             "resale.pdf", "application/pdf", hashlib.sha256(document).hexdigest(), len(document)
         ),

@@ -118,7 +118,7 @@ def test_the_record_is_versioned_snake_case_json_and_reads_back_the_same() -> No
     upload = UploadedFile("resale.pdf", "application/pdf", "ab" * 32, 1234)
     for original in (certificate(), certificate(purchaser=None, signature=None, upload=upload)):
         record = original.to_record()
-        assert record["v"] == RECORD_VERSION == 1
+        assert record["v"] == RECORD_VERSION == 2
         assert record["zones"] == list(original.zones)  # where Submission.zones reads them
         assert all(re.fullmatch(r"[a-z0-9_]+", key) for key in _keys(record)), _keys(record)
         stored = json.loads(json.dumps(record))  # what a backend answers
@@ -164,7 +164,7 @@ def test_the_number_per_zone_falls_back_to_the_one_for_every_state() -> None:
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        ({"v": 2, "zones": ["WA"]}, "stored by a newer certwidget .* upgrade certwidget"),
+        ({"v": 3, "zones": ["WA"]}, "stored by a newer certwidget .* upgrade certwidget"),
         ({**WIRE_ERA_FILLED, "taxIdType": "ssn"}, "unknown tax ID type 'ssn'"),
         ({**WIRE_ERA_FILLED, "signature": {"type": "stamp"}}, "unknown signature kind 'stamp'"),
     ],

@@ -29,12 +29,14 @@ from dataclasses import dataclass
 
 from certwidget.documents.uploads import image_dimensions, png_chunks, sniff_media_type
 from certwidget.domain import catalog
-from certwidget.domain.models import Purchaser, TaxIdType
+from certwidget.domain import forms as form_data
+from certwidget.domain.models import PurchaseKind, Purchaser, Seller, TaxIdType
 
 __all__ = [
     "DocumentError",
     "FilledCertificate",
     "Purchaser",
+    "Seller",
     "TaxIdType",
     "pdf_text",
     "render_certificate_pdf",
@@ -77,6 +79,11 @@ class FilledCertificate:
     ``signature`` is either the PNG bytes of a drawn signature or, as a ``str``, a typed name.
     ``reference`` is the submission's id (its idempotency key), printed in the footer so a
     reviewer can find the record the PDF came from.
+
+    ``form`` names the form drawn (a ``certwidget.domain.forms`` id): its title and number,
+    its parts in its order and its certification, for the ``zones`` that take it. Without one,
+    the generic certificate laid out after the SST form is drawn (certificates signed before
+    forms, which must come out as they were signed).
     """
 
     zones: tuple[str, ...]
@@ -91,6 +98,18 @@ class FilledCertificate:
     seller_name: str = ""
     expiration_date: dt.date | None = None
     exempt_percentage: float = 100.0
+    form: str = ""
+    seller: Seller | None = None
+    #: The number for each zone (a form with a line per state prints each).
+    numbers: dict[str, str] | None = None
+    #: The expiration date for each zone (None: no expiry).
+    expirations: dict[str, dt.date | None] | None = None
+    business_type: str = ""
+    business_description: str = ""
+    property_description: str = ""
+    purchase_kind: PurchaseKind = "blanket"
+    order_reference: str = ""
+    signer_title: str = ""
 
 
 def pdf_text(value: str, *, limit: int = _MAX_FIELD_CHARS) -> str:
@@ -138,6 +157,14 @@ def render_certificate_pdf(cert: FilledCertificate) -> bytes:
         reason = catalog.reason(cert.reason)
     except KeyError as exc:  # UnknownZone / UnknownReason carry a readable message
         raise DocumentError(str(exc)) from None
+    form: form_data.Form | None = None
+    if cert.form:
+        try:
+            form = form_data.form(cert.form)
+        except KeyError as exc:
+            raise DocumentError(str(exc)) from None
+        if reason.code not in form.reasons:
+            raise DocumentError(f"the {form.number} has no reason {reason.code!r}")
     if isinstance(cert.signature, bytes):
         _check_signature_png(cert.signature)
     elif not cert.signature.strip():
@@ -145,8 +172,10 @@ def render_certificate_pdf(cert: FilledCertificate) -> bytes:
 
     # fpdf2 (with fontTools) is imported here, not with this module: the serving process only
     # validates, and every full garbage collection there would walk its ~29,000 objects.
-    from certwidget.documents.drawing import draw_certificate
+    from certwidget.documents.drawing import draw_certificate, draw_form
 
+    if form is not None:
+        return draw_form(cert, form, zones, reason)
     return draw_certificate(cert, zones, reason)
 
 

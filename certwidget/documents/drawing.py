@@ -15,9 +15,20 @@ from fpdf import FPDF
 from fpdf.enums import MethodReturnValue, XPos, YPos
 
 from certwidget.documents.certificate import ENCODING, DocumentError, FilledCertificate, pdf_text
+from certwidget.domain import forms as form_data
 from certwidget.domain.catalog import Reason, Zone
+from certwidget.domain.forms import Form
 
-__all__ = ["draw_certificate"]
+__all__ = ["draw_certificate", "draw_form"]
+
+# Fields that another row already shows (a zone's number is printed with its state), or that
+# stand for the signature block as a whole.
+_SHOWN_WITH_OTHERS = frozenset({"number_state", "signature", "name", "title", "date"})
+_EXPIRY_WORDS = {
+    "none": "the form sets none",
+    "end_of_year": "31 December of the year issued",
+    "fixed_date": "the date on the Department-issued certificate",
+}
 
 _TAX_ID_LABELS: dict[str, str] = {
     "state": "State-issued tax ID / permit number",
@@ -89,12 +100,175 @@ def draw_certificate(cert: FilledCertificate, zones: list[Zone], reason: Reason)
     return bytes(pdf.output())
 
 
+def draw_form(cert: FilledCertificate, form: Form, zones: list[Zone], reason: Reason) -> bytes:
+    """The PDF of ``cert`` on ``form``: its title and number, its parts in the form's order
+    (each with the values the form asks there), its certification, and one signature block.
+
+    A multi-state form (SST, MTC) lists every zone with that zone's own number and expiry; a
+    state's own form is drawn for the zones that take it (normally one).
+    """
+    pdf = _CertificatePage(reference=pdf_text(cert.reference, limit=80), title=form.title)
+    pdf.set_auto_page_break(True, margin=20)
+    pdf.add_page()
+    pdf.set_font("helvetica", style="B", size=15)
+    pdf.multi_cell(0, 7, pdf_text(form.title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_font("helvetica", style="B", size=10)
+    pdf.cell(
+        0, 6, pdf_text(f"Form {form.number}  -  {form.issuer}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT
+    )
+    pdf.set_font("helvetica", size=8)
+    pdf.set_text_color(90, 90, 90)
+    pdf.multi_cell(
+        0,
+        3.8,
+        "Completed electronically after the form's structure; the form's own wording is in "
+        "substance. States under whose laws the claim is made: "
+        + ", ".join(f"{z.code} ({z.name})" for z in zones),
+        new_x=XPos.LMARGIN,
+        new_y=YPos.NEXT,
+    )
+    pdf.set_text_color(0, 0, 0)
+    values = _FormValues(cert, form, zones, reason)
+    signed = False
+    for part in form.parts:
+        signing = "signature" in part.fields
+        if signing and signed:
+            continue  # a form with two signing sides (01-339) is signed once
+        pdf.section(_heading(part.title), small=True)
+        for field in part.fields:
+            if field in _SHOWN_WITH_OTHERS:
+                continue
+            for label, value in values.rows(field):
+                pdf.row(label, value)
+        if signing:
+            pdf.certification(form.certification)
+            pdf.signature(cert.signature)
+            pdf.row("Print name", cert.signer_name)
+            if form.asks("title"):
+                pdf.row("Title", cert.signer_title)
+            pdf.row("Date signed", cert.signed_date.isoformat())
+            signed = True
+    pdf.section("Term of this certificate", small=True)
+    for label, value in values.rows("term"):
+        pdf.row(label, value)
+    return bytes(pdf.output())
+
+
+def _heading(title: str) -> str:
+    """A part's title up to its first explanation, so the heading stays one line."""
+    text = pdf_text(title, limit=200)
+    cuts = [at for at in (text.find(mark) for mark in (": ", "; ", " (")) if 0 < at <= 90]
+    if cuts:
+        return text[: min(cuts)]
+    return text if len(text) <= 90 else text[:89] + "…"
+
+
+class _FormValues:
+    """The rows each of a form's fields prints, from the filled certificate."""
+
+    def __init__(self, cert: FilledCertificate, form: Form, zones: list[Zone], reason: Reason):
+        self.cert, self.form, self.zones, self.reason = cert, form, zones, reason
+
+    def _number(self, zone: Zone) -> str:
+        numbers = self.cert.numbers
+        if numbers is None:
+            return self.cert.exemption_number
+        return numbers.get(zone.code, "")
+
+    def _expiry(self, zone: Zone) -> str:
+        cert = self.cert
+        date = (
+            cert.expirations.get(zone.code)
+            if cert.expirations is not None
+            else cert.expiration_date
+        )
+        rule = form_data.expiry_rule(self.form, zone.code)
+        why = (
+            f"{rule.years} years after signing"
+            if rule.kind == "years"
+            else _EXPIRY_WORDS.get(rule.kind, "")
+        )
+        if date is None:
+            return f"No expiration ({why})" if rule.kind != "fixed_date" else "Not stated"
+        return f"{date.isoformat()} ({why})"
+
+    def rows(self, field: str) -> list[tuple[str, str]]:
+        cert, form = self.cert, self.form
+        purchaser = cert.purchaser
+        seller = cert.seller
+        single = cert.purchase_kind == "single"
+        if field == "single_or_blanket":
+            if not (form.offers_single and form.offers_blanket):
+                kind = "Single purchase" if form.offers_single else "Blanket certificate"
+                return [("Certificate", f"{kind} (the only kind this form offers)")]
+            ticks = ("[X]", "[ ]") if single else ("[ ]", "[X]")
+            return [("Certificate", f"{ticks[0]} Single purchase   {ticks[1]} Blanket")]
+        if field == "order_reference":
+            return [("Invoice / order no.", cert.order_reference if single else "- (blanket)")]
+        if field == "purchaser":
+            return [("Purchaser", purchaser.name)]
+        if field == "purchaser_address":
+            place = " ".join(
+                p for p in (purchaser.city, purchaser.region, purchaser.postal_code) if p
+            )
+            return [("Address", ", ".join(p for p in (purchaser.line1, place) if p))]
+        if field == "purchaser_phone":
+            return [("Phone", "")]
+        if field == "seller":
+            name = seller.name if seller is not None else cert.seller_name
+            return [("Seller", name or "Not named by the shop")]
+        if field == "seller_address":
+            return [("Seller's address", seller.address if seller is not None else "")]
+        if field == "business_type":
+            found = form.business_type(cert.business_type) if cert.business_type else None
+            shown = f"{found.code}  {found.label}" if found else "Not stated"
+            return [("Type of business", shown)]
+        if field == "business_description":
+            return [("Business / items sold", cert.business_description)]
+        if field == "property_description":
+            return [("Property purchased", cert.property_description)]
+        if field == "reason":
+            label = form.reason_label(self.reason.code)
+            return [("Reason for exemption", f"{self.reason.code}. {label}")]
+        if field == "reason_detail":
+            if "reason" in form.fields:
+                return []  # the reason row already says it in the form's words
+            return [("Claimed for", form.reason_label(self.reason.code))]
+        if field == "exemption_number":
+            label = form.number_label or "Identification number"
+            if len(self.zones) == 1:
+                return [(_short(label), self._number(self.zones[0]))]
+            return [(f"{z.code} ({z.name})", self._number(z) or "-") for z in self.zones]
+        if field == "out_of_state_number":
+            return [("Other state's registration", "")]
+        if field == "resale_percentage":
+            return [("Share for resale", f"{cert.exempt_percentage:g}%")]
+        if field == "effective_date":
+            return [("Effective date", "As on the Department's certificate")]
+        if field == "expiration_date":
+            return [(f"Expires ({z.code})", self._expiry(z)) for z in self.zones]
+        if field == "term":
+            rows = [("Certificate", "Single purchase" if single else "Blanket")]
+            rows += [(f"Expires ({z.code})", self._expiry(z)) for z in self.zones]
+            if cert.exempt_percentage < 100:
+                rows.append(("Exempt percentage", f"{cert.exempt_percentage:g}%"))
+            return rows
+        return []
+
+
+def _short(label: str) -> str:
+    """A form's number label, up to its explanation, short enough for the label column."""
+    at = label.find(" (")
+    label = label[:at] if at > 0 else label
+    return label if len(label) <= 34 else label[:33].rstrip() + "…"
+
+
 class _CertificatePage(FPDF):
     """An FPDF page with the certificate's few building blocks."""
 
     LABEL_WIDTH = 62.0
 
-    def __init__(self, *, reference: str) -> None:
+    def __init__(self, *, reference: str, title: str = "Certificate of Exemption") -> None:
         super().__init__(format="letter", unit="mm")
         self.reference = reference
         self.core_fonts_encoding = ENCODING
@@ -103,7 +277,7 @@ class _CertificatePage(FPDF):
         self.alias_nb_pages("")
         self.set_margins(18, 16, 18)
         self.set_auto_page_break(True, margin=20)
-        self.set_title("Certificate of Exemption")
+        self.set_title(pdf_text(title))
         self.set_creator("certwidget")
 
     def footer(self) -> None:
@@ -112,12 +286,17 @@ class _CertificatePage(FPDF):
         self.set_text_color(90, 90, 90)
         self.cell(0, 5, f"Reference: {self.reference}    Generated by certwidget", align="C")
 
-    def section(self, title: str) -> None:
-        self.ln(4)
-        self.set_font("helvetica", style="B", size=11)
+    def section(self, title: str, *, small: bool = False) -> None:
+        self.ln(2 if small else 4)
+        self.set_font("helvetica", style="B", size=9.5 if small else 11)
         self.set_fill_color(235, 238, 242)
-        self.cell(0, 7, title, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        self.ln(1)
+        self.cell(0, 6 if small else 7, title, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.ln(0.5 if small else 1)
+
+    def certification(self, text: str) -> None:
+        self.set_font("helvetica", size=8.5)
+        self.multi_cell(0, 4, pdf_text(text, limit=1200), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.ln(2)
 
     def row(self, label: str, value: str) -> None:
         self.set_font("helvetica", size=9)

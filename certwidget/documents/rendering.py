@@ -38,7 +38,9 @@ while (data := receive()) is not None:
     size = int.from_bytes(data[:4], "big")
     job = json.loads(data[4 : 4 + size])
     try:
-        send(b"\\x00" + render_record(job["record"], data[4 + size :], job["reference"]))
+        send(b"\\x00" + render_record(
+            job["record"], data[4 + size :], job["reference"], job.get("form")
+        ))
     except Exception as exc:
         send(b"\\x01" + repr(exc).encode())
 """
@@ -54,8 +56,17 @@ def printed_number(numbers: dict[str, str], fallback: str) -> str:
     return "; ".join(f"{zone}: {number}" for zone, number in numbers.items())
 
 
-def render_stored(certificate: SubmittedCertificate, signature_png: bytes, reference: str) -> bytes:
+def render_stored(
+    certificate: SubmittedCertificate,
+    signature_png: bytes,
+    reference: str,
+    form: str | None = None,
+) -> bytes:
     """Render a stored filled-in certificate with its drawn signature (the row's document).
+
+    ``form`` picks the form (one of ``certificate.form_groups()``): its PDF covers the zones
+    that took that form. A record from before forms has none: it is drawn on the generic
+    certificate it was signed on, for every zone.
 
     Raises DocumentError when the record cannot be drawn (an upload's, or one without a date).
     """
@@ -63,6 +74,35 @@ def render_stored(certificate: SubmittedCertificate, signature_png: bytes, refer
     if purchaser is None or signature is None or certificate.signed_date is None:
         raise DocumentError(
             "only a filled-in certificate (purchaser, signature and signing date) can be rendered"
+        )
+    if form:
+        groups = certificate.form_groups()
+        if form not in groups:
+            raise DocumentError(f"this certificate has no state on form {form!r}")
+        zones = groups[form]
+        return render_certificate_pdf(
+            FilledCertificate(
+                zones=zones,
+                reason=certificate.reason,
+                exemption_number=printed_number({z: certificate.number_for(z) for z in zones}, ""),
+                tax_id_type=certificate.tax_id_type,
+                purchaser=purchaser,
+                signer_name=signature.name or purchaser.name,
+                signature=signature_png if signature.kind == "drawn" else signature.name,
+                signed_date=certificate.signed_date,
+                reference=reference,
+                exempt_percentage=certificate.exempt_percentage,
+                form=form,
+                seller=certificate.seller,
+                numbers={z: certificate.number_for(z) for z in zones},
+                expirations={z: certificate.expiration_for(z) for z in zones},
+                business_type=certificate.business_types.get(form, ""),
+                business_description=certificate.business_description,
+                property_description=certificate.property_description,
+                purchase_kind=certificate.purchase_kind,
+                order_reference=certificate.order_reference,
+                signer_title=certificate.signer_title,
+            )
         )
     return render_certificate_pdf(
         FilledCertificate(
@@ -83,9 +123,11 @@ def render_stored(certificate: SubmittedCertificate, signature_png: bytes, refer
     )
 
 
-def render_record(record: dict[str, Any], signature_png: bytes, reference: str) -> bytes:
+def render_record(
+    record: dict[str, Any], signature_png: bytes, reference: str, form: str | None = None
+) -> bytes:
     """:func:`render_stored` from the stored record: what a render worker receives."""
-    return render_stored(SubmittedCertificate.from_record(record), signature_png, reference)
+    return render_stored(SubmittedCertificate.from_record(record), signature_png, reference, form)
 
 
 logger = logging.getLogger("certwidget.outbox.delivery")
@@ -105,20 +147,25 @@ def warm_renderer() -> None:
 
 
 def render_in_worker(
-    certificate: SubmittedCertificate, signature_png: bytes, reference: str
+    certificate: SubmittedCertificate,
+    signature_png: bytes,
+    reference: str,
+    form: str | None = None,
 ) -> bytes:
     """:func:`render_stored` in a worker process; in this process if none can run.
 
     Blocks: call it from a thread. Raises DocumentError when the stored fields cannot be drawn.
     """
-    job = json.dumps({"record": certificate.to_record(), "reference": reference}).encode()
+    job = json.dumps(
+        {"record": certificate.to_record(), "reference": reference, "form": form}
+    ).encode()
     try:
         answer = _render_pool().call(
             len(job).to_bytes(4, "big") + job + signature_png, timeout=RENDER_TIMEOUT
         )
     except (WorkerUnavailable, WorkerDied, WorkerTimedOut) as exc:
         logger.warning("certwidget: rendering in this process (%s)", exc or type(exc).__name__)
-        return render_stored(certificate, signature_png, reference)
+        return render_stored(certificate, signature_png, reference, form)
     if answer[:1] != b"\x00":
         raise DocumentError(answer[1:].decode("utf-8", "replace"))
     return answer[1:]

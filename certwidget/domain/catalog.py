@@ -32,9 +32,11 @@ __all__ = [
     "UnknownReason",
     "UnknownZone",
     "Zone",
+    "bare_number",
     "check_number",
     "covered_zones",
     "needs_certificate",
+    "number_pattern_from",
     "reason",
     "reasons",
     "reasons_for",
@@ -131,13 +133,27 @@ class Catalog:
     directly (``Catalog.from_dir(path)``) to try other data, e.g. in tests.
     """
 
-    def __init__(self, zones_doc: Mapping[str, Any], reasons_doc: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        zones_doc: Mapping[str, Any],
+        reasons_doc: Mapping[str, Any],
+        forms_doc: Mapping[str, Any] | None = None,
+    ) -> None:
         self.as_of: str = str(zones_doc.get("asOf", ""))
         self.zone_sources: tuple[Mapping[str, Any], ...] = tuple(zones_doc.get("sources", ()))
         self.reason_sources: tuple[Mapping[str, Any], ...] = tuple(reasons_doc.get("sources", ()))
         self.reasons: tuple[Reason, ...] = tuple(_reason(r) for r in reasons_doc["reasons"])
         self._reasons_by_code = {r.code: r for r in self.reasons}
-        self.zones: tuple[Zone, ...] = tuple(_zone(z) for z in zones_doc["zones"])
+        # A state's number format lives once, in forms.json (``states.XX.number_format``, with
+        # its source); a zone in zones.json may still carry its own ``numberPattern``.
+        formats = {
+            code: state["number_format"]
+            for code, state in ((forms_doc or {}).get("states") or {}).items()
+            if state.get("number_format")
+        }
+        self.zones: tuple[Zone, ...] = tuple(
+            _zone(z, formats.get(z["code"])) for z in zones_doc["zones"]
+        )
         self._zones_by_code = {z.code: z for z in self.zones}
         rules = reasons_doc["zoneRules"]
         self._rule_sst = self._codes(rules["sst"]["reasons"], "zoneRules.sst")
@@ -157,7 +173,11 @@ class Catalog:
             zones_doc = json.load(f)
         with (directory / "reasons.json").open(encoding="utf-8") as f:
             reasons_doc = json.load(f)
-        return cls(zones_doc, reasons_doc)
+        forms_doc = None
+        if (directory / "forms.json").exists():
+            with (directory / "forms.json").open(encoding="utf-8") as f:
+                forms_doc = json.load(f)
+        return cls(zones_doc, reasons_doc, forms_doc)
 
     def _codes(self, codes: Any, where: str) -> tuple[Reason, ...]:
         # A typo in the data should fail loudly at load time, not narrow a form silently.
@@ -200,8 +220,18 @@ class Catalog:
         return frozenset({self.zone(key).code})
 
 
-def _zone(raw: Mapping[str, Any]) -> Zone:
-    pattern = raw.get("numberPattern")
+def number_pattern_from(raw: Mapping[str, Any], reasons: Any = None) -> NumberPattern:
+    """A :class:`NumberPattern` from its data (``pattern``, ``hint``, ``reasons``, ``source``)."""
+    return NumberPattern(
+        pattern=re.compile(raw["pattern"]),
+        hint=raw["hint"],
+        reasons=frozenset(raw.get("reasons", ()) if reasons is None else reasons),
+        source=raw.get("source", ""),
+    )
+
+
+def _zone(raw: Mapping[str, Any], number_format: Mapping[str, Any] | None = None) -> Zone:
+    pattern = raw.get("numberPattern") or number_format
     reasons = raw.get("reasons")
     return Zone(
         code=raw["code"],
@@ -211,16 +241,7 @@ def _zone(raw: Mapping[str, Any]) -> Zone:
         sst_associate=bool(raw.get("sstAssociate", False)),
         mtc=bool(raw["mtc"]),
         form=raw.get("form", ""),
-        number_pattern=(
-            NumberPattern(
-                pattern=re.compile(pattern["pattern"]),
-                hint=pattern["hint"],
-                reasons=frozenset(pattern.get("reasons", ())),
-                source=pattern.get("source", ""),
-            )
-            if pattern
-            else None
-        ),
+        number_pattern=number_pattern_from(pattern) if pattern else None,
         note=raw.get("note", ""),
         form_source=raw.get("formSource", ""),
         reasons=tuple(reasons) if reasons is not None else None,
@@ -278,6 +299,11 @@ def needs_certificate(zone_code: str) -> bool:
     localities levy one (see the zone's ``note``).
     """
     return zone(zone_code).sales_tax
+
+
+def bare_number(number: str) -> str:
+    """``number`` without the spaces, hyphens and dots buyers copy it with."""
+    return _SEPARATORS.sub("", number)
 
 
 def check_number(

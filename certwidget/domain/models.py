@@ -16,6 +16,8 @@ from typing import Any, Literal
 TaxIdType = Literal["state", "fein", "foreign"]
 #: A certificate's status at the provider, in provider-neutral terms.
 CertificateStatus = Literal["Active", "Pending", "Expired", "Revoked"]
+#: A certificate for this one purchase (it names the order) or a blanket for later ones too.
+PurchaseKind = Literal["single", "blanket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,27 @@ class Purchaser:
     postal_code: str = ""
     country: str = "US"
     email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Seller:
+    """The shop, as every certificate names it: the seller the buyer certifies to.
+
+    Set once by the shop (the middleware's ``seller=`` option), never typed by a buyer.
+    """
+
+    name: str
+    line1: str = ""
+    city: str = ""
+    region: str = ""
+    postal_code: str = ""
+    country: str = "US"
+
+    @property
+    def address(self) -> str:
+        """The address on one line, as a form's "seller's address" box shows it."""
+        place = " ".join(part for part in (self.region, self.postal_code) if part)
+        return ", ".join(part for part in (self.line1, self.city, place) if part)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +97,21 @@ class CertificateRequest:
     exempt_percentage: float = 100.0
     #: Zones the buyer named that levy no sales tax: nothing to certify there.
     not_needed: tuple[str, ...] = field(default=())
+    #: The form filled in for each zone (a form id of ``certwidget.domain.forms``); empty for
+    #: an upload, whose document is the state's own.
+    forms: Mapping[str, str] = field(default_factory=dict)
+    #: The business-type code given on each form that asks one, by form id (the SST form's
+    #: "01"-"20", the MTC's "Wholesaler"...; the lists differ, so each form has its own).
+    business_types: Mapping[str, str] = field(default_factory=dict)
+    #: What the purchaser sells or does, in its words (Texas, California, New York, MTC).
+    business_description: str = ""
+    #: What is bought under the certificate (Texas, California, Illinois, MTC).
+    property_description: str = ""
+    purchase_kind: PurchaseKind = "blanket"
+    #: The invoice or order number a single-purchase certificate names.
+    order_reference: str = ""
+    #: The signer's title (owner, purchasing manager...), asked by most forms.
+    signer_title: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +128,12 @@ class CertificateDraft:
     # Sent as the provider's idempotency key where it has one, so a retried delivery
     # never makes a second certificate.
     idempotency_key: str = ""
+    #: The form filled in for this zone (a ``certwidget.domain.forms`` id; "" for an upload).
+    #: Neither CertCapture's nor Commenda's API has a field for it: the PDF carries it.
+    form: str = ""
+    #: Neither API has a single-purchase flag or an order reference; the PDF carries both.
+    purchase_kind: PurchaseKind = "blanket"
+    order_reference: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from certwidget.domain import catalog
-from certwidget.domain.models import CertificateRequest, Purchaser, Signature, TaxIdType
+from certwidget.domain import forms as form_data
+from certwidget.domain.models import (
+    CertificateRequest,
+    PurchaseKind,
+    Purchaser,
+    Signature,
+    TaxIdType,
+)
 
 __all__ = [
     "CertificateRequest",
@@ -289,7 +296,25 @@ def _numbers(
         raw = {}
     required = bool(reason) and catalog.reason(reason).number_required
     per_zone: dict[str, str] = {}
+    # A state-issued number belongs to one state: the one number may stand for a single state
+    # without its own entry, never for several (a Texas permit is not a Florida certificate).
+    # A FEIN or a foreign ID is the same everywhere and is carried to every state. Bodies from
+    # the widget before forms (no ``forms``) keep the old rule (one number for every state
+    # without its own), so a page loaded before an upgrade still submits.
+    strict = data.get("forms") is not None and tax_id_type == "state"
+    sharing = [zone for zone in zones if zone not in raw]
+    if strict and number and len(sharing) > 1:
+        for zone in sharing:
+            name = catalog.zone(zone).name
+            errors.add(
+                f"exemptionNumbers.{zone}",
+                f"Enter the number {name} issued you: a state-issued number belongs to one "
+                "state, so one number cannot stand for several.",
+            )
+        sharing = []
     for zone in zones:
+        if zone not in raw and zone not in sharing:
+            continue
         path = f"exemptionNumbers.{zone}" if zone in raw else "exemptionNumber"
         value = (
             _text(
@@ -313,6 +338,17 @@ def _numbers(
         if problem:
             errors.add(path, _sentence(problem))
         per_zone[zone] = value
+    if strict:
+        owners: dict[str, str] = {}
+        for zone, value in per_zone.items():
+            bare = catalog.bare_number(value)
+            other = owners.setdefault(bare, zone)
+            if other != zone:
+                errors.add(
+                    f"exemptionNumbers.{zone}",
+                    f"This is the number given for {catalog.zone(other).name}; enter the one "
+                    f"{catalog.zone(zone).name} issued you.",
+                )
     return number, per_zone
 
 
@@ -376,18 +412,201 @@ def _check_strings(data: Mapping[str, Any], errors: _Errors) -> None:
     _lone_surrogates(data, errors)
 
 
-def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRequest:
-    """Validate a filled-in certificate (the JSON body); raises InvalidSubmission."""
+def _chosen_forms(
+    data: Mapping[str, Any], zones: Sequence[str], reason: str, errors: _Errors
+) -> tuple[dict[str, form_data.Form], bool]:
+    """The form filled in for each zone, and whether the body named them (``forms``).
+
+    A body without ``forms`` (the widget before forms) gets each zone's preferred form, and the
+    fields only a form asks are then optional; once the body names its forms, every field they
+    ask is required (see docs/protocol.md).
+    """
+    raw = data.get("forms")
+    aware = raw is not None
+    if aware and not isinstance(raw, Mapping):
+        errors.add("forms", 'Give the form per state as {"TX": "tx-01-339"}.')
+        raw = {}
+    raw = raw or {}
+    chosen: dict[str, form_data.Form] = {}
+    if not reason:
+        return chosen, aware
+    reason_name = catalog.reason(reason).name
+    for zone in zones:
+        offered = form_data.forms_for(zone, reason)
+        name = catalog.zone(zone).name
+        if not offered:
+            errors.add(
+                "reason",
+                f"{name} has no certificate form here for '{reason_name}': upload the "
+                "state's own certificate instead, or choose another reason.",
+            )
+            continue
+        wanted = raw.get(zone)
+        if wanted is None:
+            chosen[zone] = offered[0]
+            continue
+        match = next((f for f in offered if isinstance(wanted, str) and f.id == wanted), None)
+        if match is None:
+            names = ", ".join(f"{f.number} ({f.id})" for f in offered)
+            errors.add(
+                f"forms.{zone}",
+                f"{name} does not accept that form for '{reason_name}'; choose one of: {names}.",
+            )
+            continue
+        chosen[zone] = match
+    return chosen, aware
+
+
+def _distinct(chosen: Mapping[str, form_data.Form]) -> list[form_data.Form]:
+    seen: dict[str, form_data.Form] = {}
+    for f in chosen.values():
+        seen.setdefault(f.id, f)
+    return list(seen.values())
+
+
+def _business_types(
+    raw: Any, chosen: Mapping[str, form_data.Form], aware: bool, errors: _Errors
+) -> dict[str, str]:
+    """The business-type code per asking form: ``businessType`` as one code for every form that
+    asks, or ``{"sst": "10", "mtc": "Retailer"}`` per form id (the forms' lists differ)."""
+    asking = [f for f in _distinct(chosen) if f.asks("business_type") and f.business_types]
+    if raw in (None, "") or not asking:
+        if aware and asking:
+            errors.add("businessType", "Choose the purchaser's type of business.")
+        return {}
+    if isinstance(raw, str):
+        given = {f.id: raw for f in asking}
+    elif isinstance(raw, Mapping):
+        given = {str(k): v for k, v in raw.items()}
+    else:
+        errors.add("businessType", "Choose the purchaser's type of business from the list.")
+        return {}
+    out: dict[str, str] = {}
+    for f in asking:
+        path = "businessType" if isinstance(raw, str) else f"businessType.{f.id}"
+        code = given.get(f.id)
+        if code in (None, ""):
+            if aware:
+                errors.add(path, f"Choose the purchaser's type of business on the {f.number}.")
+            continue
+        found = f.business_type(code) if isinstance(code, str) else None
+        if found is None:
+            codes = ", ".join(b.code for b in f.business_types)
+            errors.add(path, f"Choose a business type the {f.number} lists ({codes}).")
+            continue
+        out[f.id] = found.code
+    return out
+
+
+def _purchase_kind(
+    data: Mapping[str, Any],
+    chosen: Mapping[str, form_data.Form],
+    errors: _Errors,
+    shop_reference: str | None,
+) -> tuple[PurchaseKind, str]:
+    raw = data.get("purchaseKind") or "blanket"
+    kind: PurchaseKind
+    if raw == "single":
+        kind = "single"
+    elif raw == "blanket":
+        kind = "blanket"
+    else:
+        errors.add("purchaseKind", 'Choose "single" (this order only) or "blanket".')
+        return "blanket", ""
+    for f in _distinct(chosen):
+        if (kind == "single" and not f.offers_single) or (
+            kind == "blanket" and not f.offers_blanket
+        ):
+            other = "blanket" if kind == "single" else "single-purchase"
+            errors.add(
+                "purchaseKind", f"The {f.number} is a {other} certificate only; choose {other}."
+            )
+            break
+    reference = _text(
+        data, "orderReference", "orderReference", errors, required=False, label="order reference"
+    )
+    if shop_reference is not None:
+        reference = shop_reference  # the shop names its own order; the wire cannot override it
+    if kind == "single" and not reference:
+        errors.add(
+            "orderReference",
+            "Enter the invoice or order number this single-purchase certificate is for.",
+        )
+    if kind == "blanket":
+        reference = ""
+    return kind, reference
+
+
+def _described(
+    data: Mapping[str, Any],
+    key: str,
+    field_name: str,
+    label: str,
+    chosen: Mapping[str, form_data.Form],
+    aware: bool,
+    errors: _Errors,
+) -> str:
+    asking = [f for f in _distinct(chosen) if f.asks(field_name)]
+    return _text(data, key, key, errors, required=aware and bool(asking), label=label)
+
+
+def _needs_typed_expiry(chosen: Mapping[str, form_data.Form]) -> list[form_data.Form]:
+    return [f for zone, f in chosen.items() if form_data.expiry_rule(f, zone).kind == "fixed_date"]
+
+
+def validate_filled(
+    data: Any, *, today: dt.date | None = None, order_reference: str | None = None
+) -> CertificateRequest:
+    """Validate a filled-in certificate (the JSON body); raises InvalidSubmission.
+
+    ``order_reference`` is the shop's own name for the order (the web layer's callable): it
+    replaces whatever the body says, for a single-purchase certificate.
+    """
     if not isinstance(data, Mapping):
         raise InvalidSubmission({"body": "Send the certificate as a JSON object."})
     errors = _Errors()
     zones, not_needed, reason, number, numbers = _common(data, errors)
+    chosen, aware = _chosen_forms(data, zones, reason, errors)
+    business_types = _business_types(data.get("businessType"), chosen, aware, errors)
+    business_description = _described(
+        data,
+        "businessDescription",
+        "business_description",
+        "description of the purchaser's business",
+        chosen,
+        aware,
+        errors,
+    )
+    property_description = _described(
+        data,
+        "propertyDescription",
+        "property_description",
+        "description of the items purchased",
+        chosen,
+        aware,
+        errors,
+    )
+    purchase_kind, reference = _purchase_kind(data, chosen, errors, order_reference)
+    signer_title = _text(
+        data,
+        "signerTitle",
+        "signerTitle",
+        errors,
+        required=aware and any(f.asks("title") for f in chosen.values()),
+        label="signer's title",
+    )
     purchaser = _purchaser(data.get("purchaser"), errors)
     signature = _signature(data.get("signature"), purchaser, errors)
     if data.get("attest") is not True:
         errors.add("attest", "Confirm that the information is correct to sign the certificate.")
     tax_id_type = _tax_id_type(data, errors)
     expiration = _expiration(data.get("expirationDate"), errors, today or dt.date.today())
+    fixed = _needs_typed_expiry(chosen)
+    if aware and fixed and expiration is None and "expirationDate" not in errors.fields:
+        errors.add(
+            "expirationDate",
+            f"Enter the expiration date printed on your {fixed[0].number} (YYYY-MM-DD).",
+        )
     percentage = _percentage(data.get("exemptPercentage"), errors)
     _check_strings(data, errors)
     _raise_unless_valid(errors, zones, not_needed)
@@ -402,6 +621,13 @@ def validate_filled(data: Any, *, today: dt.date | None = None) -> CertificateRe
         expiration_date=expiration,
         exempt_percentage=percentage,
         not_needed=not_needed,
+        forms={zone: f.id for zone, f in chosen.items()},
+        business_types=business_types,
+        business_description=business_description,
+        property_description=property_description,
+        purchase_kind=purchase_kind,
+        order_reference=reference,
+        signer_title=signer_title,
     )
 
 

@@ -470,6 +470,16 @@ class Deliverer:
             raise LeaseLost("keeping its rendered PDF")
         submission.media_type, submission.filename = PDF_MEDIA_TYPE, PDF_FILENAME
 
+    async def _render_form(
+        self, submission: Submission, certificate: SubmittedCertificate, form_id: str
+    ) -> bytes:
+        """The PDF of one form of a filled certificate, drawn from the stored fields."""
+        signature = await self._outbox.document(submission.id)
+        return await to_thread.run_sync(
+            lambda: render_in_worker(certificate, signature, submission.id, form_id),
+            limiter=self._renders,
+        )
+
     async def _retry_later(
         self, submission: Submission, error: str, delay: float, *, unexpected: bool = False
     ) -> None:
@@ -521,17 +531,42 @@ class Deliverer:
                         customer_code=submission.customer,
                         zone=zone,
                         reason=certificate.reason,
+                        # That state's own number and form, and its own expiry.
                         exemption_number=certificate.number_for(zone),
                         signed_date=certificate.signed_date,
-                        expiration_date=certificate.expiration_date,
+                        expiration_date=certificate.expiration_for(zone),
                         exempt_percentage=certificate.exempt_percentage,
                         idempotency_key=f"certwidget-{submission.id}-{zone}",
+                        form=certificate.forms.get(zone, ""),
+                        purchase_kind=certificate.purchase_kind,
+                        order_reference=certificate.order_reference,
                     )
                 )
                 certificates[zone] = created.id
                 numbers[zone] = created.number
                 await save()
-        if submission.kind == "filled" and submission.media_type != PDF_MEDIA_TYPE:
+        groups = certificate.form_groups()
+        if submission.kind == "filled" and groups and submission.media_type != PDF_MEDIA_TYPE:
+            # One PDF per form, each attached to the certificates of the states on that form
+            # (GA + TX: the SST certificate for GA, the 01-339 for TX), all from the one
+            # signature. The row keeps the signature until every state has its document, so
+            # a retried delivery draws the forms still missing again.
+            for form_id, zones in groups.items():
+                waiting = [zone for zone in zones if zone not in attached]
+                if not waiting:
+                    continue
+                pdf = await self._render_form(submission, certificate, form_id)
+                for zone in waiting:
+                    await self._provider.attach_document(
+                        certificates[zone],
+                        pdf,
+                        media_type=PDF_MEDIA_TYPE,
+                        filename=f"certificate-{form_id}.pdf",
+                    )
+                    attached.append(zone)
+                    await save()
+        elif submission.kind == "filled" and submission.media_type != PDF_MEDIA_TYPE:
+            # Signed before forms: the generic certificate it was signed on, for every state.
             await self._render(submission, certificate)
         document: bytes | None = None
         for zone in certificate.zones:

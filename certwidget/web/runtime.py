@@ -260,7 +260,7 @@ class Runtime:
                     exempt_percentage=certificate.exempt_percentage,
                     status="Pending" if certificate_id else "Received",
                     reference=numbers.get(zone) or certificate_id or submission.id,
-                    expiration_date=certificate.expiration_date,
+                    expiration_date=certificate.expiration_for(zone),
                     certificate_id=certificate_id,
                     submission_id=submission.id,
                     source="submission",
