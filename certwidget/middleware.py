@@ -17,11 +17,9 @@ own ``receive`` and ``send``.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import inspect
 import logging
 import os
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,74 +27,34 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from certwidget import config
+from certwidget.documents.rendering import CertificateRenderer, WorkerRenderer
 from certwidget.outbox import is_postgres, outbox_for, sqlite_path
 from certwidget.outbox.base import Outbox
+from certwidget.outbox.delivery import Deliverer
+from certwidget.outbox.traffic import BuyerTraffic
 from certwidget.providers.base import CertificateProvider
 from certwidget.web.assets import Assets
-from certwidget.web.buyers import CustomerCallable
+from certwidget.web.buyers import BuyerResolver, CustomerCallable
 from certwidget.web.coalescing import CoalescingSend
 from certwidget.web.endpoints import Endpoints
 from certwidget.web.exemptions import SCOPE_KEY
 from certwidget.web.injection import DEFAULT_MOUNT_HTML, HtmlInjector
-from certwidget.web.runtime import CertificateHook, Runtime, Settings, ShipZoneCallable
+from certwidget.web.minting import UpstreamTokens
+from certwidget.web.on_file import CertificatesOnFile
+from certwidget.web.runtime import (
+    CHECKOUT_COOKIE_MAX_AGE,
+    CertificateHook,
+    Runtime,
+    Settings,
+    ShipZoneCallable,
+)
 from certwidget.web.snippet import SnippetRenderer
-from certwidget.web.tokens import normalize_keys
+from certwidget.web.tokens import CHECKOUT_COOKIE_SALT, Signed, WidgetTokens, normalize_keys
 
 logger = logging.getLogger("certwidget")
 
-InjectRule = Sequence[str] | Callable[[HTTPConnection], bool]
-LOCALES = ("en", "es")
 _PATHSEND = "http.response.pathsend"
-
-
-_GLOB_CHARS = "*?["
-# What browsers send in `Origin`: scheme, host (a name or a bracketed IPv6 address), port.
-_ORIGIN = re.compile(r"https?://(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
-
-
-def _origin(value: object) -> str:
-    """An ``allowed_origins`` entry as browsers send ``Origin``: scheme and host lowercased, no
-    path (a trailing slash is forgiven); anything else could never match, so it is refused."""
-    origin = value.strip().rstrip("/").lower() if isinstance(value, str) else ""
-    # Browsers leave a scheme's default port out of Origin: so must we, or it never matches.
-    if origin.startswith("http://") and origin.endswith(":80"):
-        origin = origin.removesuffix(":80")
-    elif origin.startswith("https://") and origin.endswith(":443"):
-        origin = origin.removesuffix(":443")
-    match = _ORIGIN.fullmatch(origin)
-    if match is None or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
-        raise ValueError(
-            f"allowed_origins entries must be origins like 'https://shop.example' or "
-            f"'https://shop.example:8443' (scheme, host, optional port; no path), got {value!r}"
-        )
-    return origin
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(ch in pattern for ch in _GLOB_CHARS)
-
-
-def _literal_prefixes(patterns: Sequence[str]) -> tuple[str, ...]:
-    """What every path an inject glob matches starts with: one C call rules most paths out."""
-    prefixes = []
-    for pattern in patterns:
-        cut = min((pattern.find(ch) for ch in _GLOB_CHARS if ch in pattern), default=len(pattern))
-        prefixes.append(pattern[:cut] if cut < len(pattern) else pattern.rstrip("/") or "/")
-    return tuple(prefixes)
-
-
-def _compile_paths(patterns: Sequence[str]) -> re.Pattern[str]:
-    """One regex for all inject globs; a plain path also covers the paths below it."""
-    parts = []
-    for pattern in patterns:
-        if not isinstance(pattern, str) or not pattern.startswith("/"):
-            raise ValueError(f"inject paths must be strings starting with '/', got {pattern!r}")
-        if _is_glob(pattern):
-            parts.append(fnmatch.translate(pattern))  # anchored with its own \Z
-        else:
-            stem = re.escape(pattern.rstrip("/"))  # "/" leaves "": every path is below it
-            parts.append(f"(?s:{stem}(?:/.*)?)\\Z")
-    return re.compile("|".join(f"(?:{part})" for part in parts))
 
 
 class CertWidgetMiddleware:
@@ -124,6 +82,8 @@ class CertWidgetMiddleware:
     - ``outbox``: where submissions are kept until delivered, an object implementing
       :class:`certwidget.outbox.base.Outbox` (e.g. ``MemoryOutbox()`` in tests); default: the
       SQLite outbox at ``database``.
+    - ``renderer``: draws the filled-in certificate's PDF at delivery, an object implementing
+      :class:`certwidget.documents.rendering.CertificateRenderer`; default: a worker process.
     - ``accept_pending``: let on-file certificates still Pending review exempt orders.
     - ``token_max_age``: widget token lifetime in seconds (default 1800).
     - ``allowed_origins``: further origins the endpoints accept in ``Origin`` besides the
@@ -146,13 +106,14 @@ class CertWidgetMiddleware:
         *,
         secret_key: str | bytes | Sequence[str | bytes],
         provider: CertificateProvider | None = None,
-        inject: InjectRule = ("/checkout",),
+        inject: config.InjectRule = ("/checkout",),
         customer: CustomerCallable | None = None,
         ship_zone: ShipZoneCallable | None = None,
         prefix: str = "/certwidget",
         on_certificate: CertificateHook | None = None,
         database: str | os.PathLike[str] = ".certwidget/certwidget.sqlite3",
         outbox: Outbox | None = None,
+        renderer: CertificateRenderer | None = None,
         accept_pending: bool = False,
         token_max_age: int = 1800,
         allowed_origins: Sequence[str] = (),
@@ -164,50 +125,23 @@ class CertWidgetMiddleware:
     ) -> None:
         self.app = app
         keys = normalize_keys(secret_key)
-        if not (isinstance(prefix, str) and prefix.startswith("/") and len(prefix) > 1):
-            raise ValueError(f"prefix must start with '/' and name a path, got {prefix!r}")
-        prefix = prefix.rstrip("/")
-        for name, value in (
-            ("customer", customer),
-            ("ship_zone", ship_zone),
-            ("on_certificate", on_certificate),
-        ):
-            if value is not None and not callable(value):
-                raise TypeError(f"{name} must be a callable taking the request, or None")
-        if (
-            isinstance(token_max_age, bool)
-            or not isinstance(token_max_age, int)
-            or not (60 <= token_max_age <= 86400)
-        ):
-            raise ValueError("token_max_age must be a whole number of seconds from 60 to 86400")
-        if not (0 <= deliver_wait <= 30) or not (0 < retry_backoff <= 300):
-            raise ValueError(
-                "deliver_wait must be 0-30 seconds and retry_backoff more than 0, at most 300"
-            )
-        if not 0 < provider_timeout <= 60:
-            raise ValueError("provider_timeout must be more than 0 and at most 60 seconds")
-        if locale not in LOCALES:
-            raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {locale!r}")
-        if isinstance(allowed_origins, str):
-            raise TypeError(
-                "allowed_origins must be a list of origins, e.g. ['https://shop.example']"
-            )
-        allowed_origins = [_origin(value) for value in allowed_origins]
-        self._inject_prefixes: tuple[str, ...] = ()
-        # Paths an inject glob names exactly ("/checkout"): a set lookup instead of the regex.
-        self._inject_exact: frozenset[str] = frozenset()
-        if callable(inject):
-            self._inject_paths: re.Pattern[str] | None = None
-            self._inject_predicate: Callable[[HTTPConnection], bool] | None = inject
-        elif isinstance(inject, str):
-            raise TypeError("inject must be a list of paths, e.g. ['/checkout'], or a predicate")
-        else:
-            self._inject_paths = _compile_paths(list(inject)) if inject else None
-            self._inject_predicate = None
-            self._inject_prefixes = _literal_prefixes(list(inject))
-            self._inject_exact = frozenset(
-                pattern.rstrip("/") or "/" for pattern in inject if not _is_glob(pattern)
-            )
+        prefix = config.checked_prefix(prefix)
+        config.check_callables(
+            customer=customer, ship_zone=ship_zone, on_certificate=on_certificate
+        )
+        config.check_numbers(
+            token_max_age=token_max_age,
+            deliver_wait=deliver_wait,
+            retry_backoff=retry_backoff,
+            provider_timeout=provider_timeout,
+        )
+        locale = config.checked_locale(locale)
+        origins = config.allowed_origins(allowed_origins)
+        inject_rules = config.inject_paths(inject)
+        self._inject_paths = inject_rules.paths
+        self._inject_predicate = inject_rules.predicate
+        self._inject_prefixes = inject_rules.prefixes
+        self._inject_exact = inject_rules.exact
         if provider is not None and not isinstance(provider, CertificateProvider):
             raise TypeError(
                 "provider must implement certwidget.providers.CertificateProvider "
@@ -217,6 +151,11 @@ class CertWidgetMiddleware:
             raise TypeError(
                 "outbox must implement certwidget.outbox.base.Outbox (e.g. MemoryOutbox()), "
                 "or be None for the SQLite outbox at database="
+            )
+        if renderer is not None and not isinstance(renderer, CertificateRenderer):
+            raise TypeError(
+                "renderer must implement certwidget.documents.rendering.CertificateRenderer, "
+                "or be None for the default (a worker process)"
             )
         # A path or sqlite:/// URL is a SQLite file, postgresql:// the outbox many hosts share;
         # any other URL is refused (it would become a file named after the URL).
@@ -237,9 +176,6 @@ class CertWidgetMiddleware:
             database = sqlite_path(database)
         if outbox is None:
             outbox = outbox_for(database)
-        # The delivery loop wakes when any host commits a submission (PostgreSQL's NOTIFY),
-        # where the outbox can tell (an optional method, beside the Outbox protocol).
-        on_new_submission = getattr(outbox, "on_new_submission", None)
         self.sandbox = provider is None
         if provider is None:
             from certwidget.sandbox.embedded import embedded_sandbox
@@ -253,7 +189,7 @@ class CertWidgetMiddleware:
             prefix=prefix,
             accept_pending=accept_pending,
             token_max_age=token_max_age,
-            allowed_origins=tuple(allowed_origins),
+            allowed_origins=origins,
             locale=locale,
             cookie_secure=cookie_secure,
             deliver_wait=deliver_wait,
@@ -261,17 +197,16 @@ class CertWidgetMiddleware:
             provider_timeout=provider_timeout,
             database=database,
         )
-        self.runtime = Runtime(
-            provider=provider,
+        self.runtime = compose(
+            settings,
             keys=keys,
+            provider=provider,
+            outbox=outbox,
+            renderer=renderer or WorkerRenderer(),
             customer=customer,
             ship_zone=ship_zone,
             on_certificate=on_certificate,
-            settings=settings,
-            outbox=outbox,
         )
-        if callable(on_new_submission):
-            on_new_submission(self.runtime.deliverer.wake)
         self._prefix = prefix
         self._prefix_slash = prefix + "/"
         # True while a lifespan whose server keeps lifespan state (uvicorn, hypercorn, Starlette's
@@ -372,6 +307,49 @@ class CertWidgetMiddleware:
             stream_send=CoalescingSend,
         )
         return self.app(scope, receive, injector)
+
+
+def compose(
+    settings: Settings,
+    *,
+    keys: list[bytes],
+    provider: CertificateProvider,
+    outbox: Outbox,
+    renderer: CertificateRenderer,
+    customer: CustomerCallable | None,
+    ship_zone: ShipZoneCallable | None,
+    on_certificate: CertificateHook | None,
+) -> Runtime:
+    """The composition root: every part is built here and handed to the parts that use it."""
+    on_file = CertificatesOnFile(provider, timeout=settings.provider_timeout)
+    traffic = BuyerTraffic()
+    deliverer = Deliverer(
+        outbox,
+        provider,
+        base_delay=settings.retry_backoff,
+        on_delivered=on_file.delivered,
+        traffic=traffic,
+        renderer=renderer,
+    )
+    # The delivery loop wakes when any host commits a submission (PostgreSQL's NOTIFY),
+    # where the outbox can tell (an optional method, beside the Outbox protocol).
+    on_new_submission = getattr(outbox, "on_new_submission", None)
+    if callable(on_new_submission):
+        on_new_submission(deliverer.wake)
+    return Runtime(
+        provider=provider,
+        settings=settings,
+        tokens=WidgetTokens(keys, max_age=settings.token_max_age),
+        buyers=BuyerResolver(customer, keys),
+        upstream=UpstreamTokens(provider),
+        outbox=outbox,
+        traffic=traffic,
+        deliverer=deliverer,
+        on_file=on_file,
+        checkout=Signed(keys, salt=CHECKOUT_COOKIE_SALT, max_age=CHECKOUT_COOKIE_MAX_AGE),
+        ship_zone=ship_zone,
+        on_certificate=on_certificate,
+    )
 
 
 def _mark_coroutine_function(function: Callable[..., Any]) -> None:

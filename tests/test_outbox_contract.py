@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-import certwidget.outbox.delivery as delivery
+import certwidget.documents.rendering as rendering
 from certwidget.outbox.base import MAX_ERROR_CHARS, Outbox
 from certwidget.outbox.delivery import Deliverer
 from certwidget.outbox.memory import MemoryOutbox
@@ -435,7 +435,7 @@ async def test_a_closed_outbox_opens_again(outbox_backend: Open) -> None:
 
 @pytest.fixture
 def no_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
+    monkeypatch.setattr(rendering, "warm_renderer", lambda: None)
 
 
 async def test_a_backlog_is_delivered_once_each_and_no_lease_lapses_waiting_for_a_slot(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import certwidget.documents.rendering as rendering
 import certwidget.outbox.delivery as delivery
 from certwidget.outbox.base import Outbox
 from certwidget.outbox.delivery import Deliverer
@@ -52,7 +53,7 @@ async def _delivering(
 ) -> AsyncIterator[tuple[Outbox, SlowProvider, BuyerTraffic, Deliverer]]:
     """``rows`` submissions stored and a deliverer (not started) that yields to ``traffic``."""
     monkeypatch.setattr(delivery, "YIELD_TO_BUYERS_SECONDS", longest_yield)
-    monkeypatch.setattr(delivery, "warm_renderer", lambda: None)
+    monkeypatch.setattr(rendering, "warm_renderer", lambda: None)
     outbox = SQLiteOutbox(tmp_path / "outbox.sqlite3")
     provider = SlowProvider(seconds=provider_seconds)
     traffic = BuyerTraffic()

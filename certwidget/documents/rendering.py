@@ -11,7 +11,9 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+from anyio import CapacityLimiter, to_thread
 
 from certwidget.documents.certificate import (
     DocumentError,
@@ -169,3 +171,71 @@ def render_in_worker(
     if answer[:1] != b"\x00":
         raise DocumentError(answer[1:].decode("utf-8", "replace"))
     return answer[1:]
+
+
+@runtime_checkable
+class CertificateRenderer(Protocol):
+    """Draws a filled-in certificate's PDF at delivery: the document seam.
+
+    The middleware takes one as ``renderer=``; the default is :class:`WorkerRenderer`.
+    ``form`` names one form family of the certificate (None: the certificate as a whole, as
+    records from before form families were drawn).
+    """
+
+    def warm(self) -> None:
+        """Get ready in the background (e.g. start a worker), without blocking."""
+        ...
+
+    async def render(
+        self,
+        certificate: SubmittedCertificate,
+        signature_png: bytes,
+        reference: str,
+        form: str | None = None,
+    ) -> bytes:
+        """The PDF; raises :class:`DocumentError` when the stored fields cannot be drawn."""
+        ...
+
+
+class WorkerRenderer:
+    """Renders in a worker process (see :func:`render_in_worker`), waited on from a thread.
+
+    Only a few threads wait on the worker at once, so renders cannot take every thread of
+    anyio's pool from the requests that need one.
+    """
+
+    def __init__(self, *, waiting_threads: int = 2) -> None:
+        self._limiter = CapacityLimiter(waiting_threads)
+
+    def warm(self) -> None:
+        warm_renderer()
+
+    async def render(
+        self,
+        certificate: SubmittedCertificate,
+        signature_png: bytes,
+        reference: str,
+        form: str | None = None,
+    ) -> bytes:
+        return await to_thread.run_sync(
+            lambda: render_in_worker(certificate, signature_png, reference, form),
+            limiter=self._limiter,
+        )
+
+
+class InProcessRenderer:
+    """Renders in a thread of this process: for tests, or where no process may be started."""
+
+    def warm(self) -> None:
+        return None
+
+    async def render(
+        self,
+        certificate: SubmittedCertificate,
+        signature_png: bytes,
+        reference: str,
+        form: str | None = None,
+    ) -> bytes:
+        return await to_thread.run_sync(
+            lambda: render_stored(certificate, signature_png, reference, form)
+        )

@@ -30,13 +30,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from anyio import CapacityLimiter, to_thread
-
 from certwidget.documents.rendering import (
     PDF_FILENAME,
     PDF_MEDIA_TYPE,
-    render_in_worker,
-    warm_renderer,
+    CertificateRenderer,
+    WorkerRenderer,
 )
 from certwidget.domain.models import Purchaser
 from certwidget.domain.submission import SubmittedCertificate
@@ -127,6 +125,7 @@ class Deliverer:
         on_delivered: Callable[[Submission], None] | None = None,
         traffic: BuyerTraffic | None = None,
         max_unexpected_errors: int = MAX_UNEXPECTED_ERRORS,
+        renderer: CertificateRenderer | None = None,
     ) -> None:
         self._outbox = outbox
         self._provider = provider
@@ -145,8 +144,7 @@ class Deliverer:
         #: process (or this one, restarted) need not wait for the lease to run out.
         self._claimed: dict[str, _Claimed] = {}
         self._spawned: set[asyncio.Task[Submission | None]] = set()
-        # Threads that wait on the render workers: few, so they cannot starve anyio's pool.
-        self._renders = CapacityLimiter(2)
+        self._renderer: CertificateRenderer = renderer or WorkerRenderer()
 
     @property
     def running(self) -> bool:
@@ -160,7 +158,7 @@ class Deliverer:
             # app (a test client entered again) runs on a new loop: fresh ones for each start.
             self._slots = asyncio.Semaphore(self._concurrency)
             self._wake = asyncio.Event()
-            warm_renderer()
+            self._renderer.warm()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="certwidget-delivery"
             )
@@ -455,10 +453,7 @@ class Deliverer:
     async def _render(self, submission: Submission, certificate: SubmittedCertificate) -> None:
         """Make the filled certificate's PDF from the stored fields and keep it in the row."""
         signature = await self._outbox.document(submission.id)
-        pdf = await to_thread.run_sync(
-            lambda: render_in_worker(certificate, signature, submission.id),
-            limiter=self._renders,
-        )
+        pdf = await self._renderer.render(certificate, signature, submission.id)
         held = await self._outbox.set_document(
             submission.id,
             pdf,
@@ -475,10 +470,7 @@ class Deliverer:
     ) -> bytes:
         """The PDF of one form of a filled certificate, drawn from the stored fields."""
         signature = await self._outbox.document(submission.id)
-        return await to_thread.run_sync(
-            lambda: render_in_worker(certificate, signature, submission.id, form_id),
-            limiter=self._renders,
-        )
+        return await self._renderer.render(certificate, signature, submission.id, form_id)
 
     async def _retry_later(
         self, submission: Submission, error: str, delay: float, *, unexpected: bool = False

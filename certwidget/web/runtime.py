@@ -6,12 +6,9 @@ One :class:`Runtime` exists per middleware instance. Requests reach it through
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import inspect
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +23,18 @@ from certwidget.domain.submission import SubmittedCertificate
 from certwidget.outbox.base import Outbox, Submission
 from certwidget.outbox.delivery import Deliverer
 from certwidget.outbox.traffic import BuyerTraffic
-from certwidget.providers.base import CertificateProvider, ProviderCertificate, ProviderError
+from certwidget.providers.base import CertificateProvider, ProviderCertificate
 from certwidget.web.buyers import (
     GUEST_COOKIE,
     GUEST_COOKIE_MAX_AGE,
     Buyer,
     BuyerResolver,
-    CustomerCallable,
     CustomerError,
 )
 from certwidget.web.exemptions import Exemption
 from certwidget.web.minting import UpstreamTokens
-from certwidget.web.tokens import CHECKOUT_COOKIE_SALT, Signed, TokenRejected, WidgetTokens
+from certwidget.web.on_file import CertificatesOnFile
+from certwidget.web.tokens import Signed, TokenRejected, WidgetTokens
 
 logger = logging.getLogger("certwidget")
 
@@ -46,17 +43,9 @@ CHECKOUT_COOKIE = "certwidget_checkout"
 # not relied on for long from the cookie alone (exemption_for also re-checks the provider).
 CHECKOUT_COOKIE_MAX_AGE = 60 * 60 * 4
 MAX_CHECKOUT_ENTRIES = 8
-ON_FILE_TTL = 30.0
-MAX_ON_FILE_ENTRIES = 10_000
 
 CertificateHook = Callable[[HTTPConnection, Exemption], Awaitable[None] | None]
 ShipZoneCallable = Callable[[HTTPConnection], Awaitable[str | None] | str | None]
-
-
-@dataclass(slots=True)
-class _OnFile:
-    certificates: list[ProviderCertificate]
-    fetched_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,35 +65,37 @@ class Settings:
 
 
 class Runtime:
+    """What the endpoints and ``exemption_for`` share, built from parts the middleware (the
+    composition root, :func:`certwidget.middleware.compose`) makes and passes in."""
+
     def __init__(
         self,
         *,
         provider: CertificateProvider,
-        keys: list[bytes],
-        customer: CustomerCallable | None,
+        settings: Settings,
+        tokens: WidgetTokens,
+        buyers: BuyerResolver,
+        upstream: UpstreamTokens,
+        outbox: Outbox,
+        traffic: BuyerTraffic,
+        deliverer: Deliverer,
+        on_file: CertificatesOnFile,
+        checkout: Signed,
         ship_zone: ShipZoneCallable | None,
         on_certificate: CertificateHook | None,
-        settings: Settings,
-        outbox: Outbox,
     ) -> None:
         self.provider = provider
         self.settings = settings
-        self.tokens = WidgetTokens(keys, max_age=settings.token_max_age)
-        self.buyers = BuyerResolver(customer, keys)
-        self.upstream = UpstreamTokens(provider)
+        self.tokens = tokens
+        self.buyers = buyers
+        self.upstream = upstream
         self.outbox = outbox
-        self.traffic = BuyerTraffic()
-        self.deliverer = Deliverer(
-            self.outbox,
-            provider,
-            base_delay=settings.retry_backoff,
-            on_delivered=self._delivered,
-            traffic=self.traffic,
-        )
-        self._checkout = Signed(keys, salt=CHECKOUT_COOKIE_SALT, max_age=CHECKOUT_COOKIE_MAX_AGE)
+        self.traffic = traffic
+        self.deliverer = deliverer
+        self.on_file = on_file
+        self._checkout = checkout
         self._ship_zone = ship_zone
         self._on_certificate = on_certificate
-        self._on_file: OrderedDict[str, _OnFile] = OrderedDict()
         # At most a few threads measure (and hash) uploaded images, so a burst of uploads cannot
         # take every thread of anyio's pool from the work other requests need. PDFs take no
         # thread: the event loop waits on their reader processes itself.
@@ -135,14 +126,10 @@ class Runtime:
         await self.provider.aclose()
         await self.outbox.close()
 
-    def _delivered(self, submission: Submission) -> None:
-        # A new certificate at the provider: the buyer's on-file list is stale now.
-        self.forget_on_file(submission.customer)
-
     def forget_on_file(self, customer: str) -> None:
         """Drop the buyer's cached certificates on file (kept up to 30 s), e.g. when the
         provider tells the shop (a webhook) that a review approved or revoked one."""
-        self._on_file.pop(customer, None)
+        self.on_file.forget(customer)
 
     # -- buyers and tokens -----------------------------------------------------------------
 
@@ -288,25 +275,8 @@ class Runtime:
         )
 
     async def certificates_on_file(self, customer: str) -> list[ProviderCertificate]:
-        """The buyer's certificates at the provider, cached briefly; stale when it is down."""
-        cached = self._on_file.get(customer)
-        if cached is not None and time.monotonic() - cached.fetched_at < ON_FILE_TTL:
-            return cached.certificates
-        try:
-            certificates = await asyncio.wait_for(
-                self.provider.certificates_for(customer), self.settings.provider_timeout
-            )
-        except (ProviderError, TimeoutError) as exc:
-            # The checkout must not break because the provider is slow or down: answer what
-            # we last knew (possibly nothing, which taxes the order: the safe side).
-            logger.warning("certwidget: certificates for %s unavailable: %s", customer, exc)
-            return cached.certificates if cached is not None else []
-        certificates = _own(certificates, customer)
-        self._on_file[customer] = _OnFile(certificates, time.monotonic())
-        self._on_file.move_to_end(customer)
-        while len(self._on_file) > MAX_ON_FILE_ENTRIES:
-            self._on_file.popitem(last=False)
-        return certificates
+        """The buyer's own certificates at the provider (see :class:`CertificatesOnFile`)."""
+        return await self.on_file.of(customer)
 
     async def exemption_for(self, connection: HTTPConnection, zone: str) -> Exemption | None:
         if not isinstance(zone, str):
@@ -370,26 +340,6 @@ class Runtime:
                     await result
             except Exception:
                 logger.exception("certwidget: on_certificate hook failed for %s", exemption)
-
-
-def _own(certificates: list[ProviderCertificate], customer: str) -> list[ProviderCertificate]:
-    """Only the buyer's own certificates, whatever the provider answered.
-
-    Defence in depth: every certificate the widget lists, ``use`` applies and ``exemption_for``
-    exempts with passes here, so a provider (or a provider API) that mistakes one customer for
-    another cannot hand a buyer someone else's exemption.
-    """
-    own = [c for c in certificates if c.customer_code == customer]
-    if len(own) < len(certificates):
-        strangers = sorted({c.customer_code for c in certificates} - {customer})
-        logger.error(
-            "certwidget: the provider answered %d certificate(s) of other customers (%s) for "
-            "customer %s; they were dropped",
-            len(certificates) - len(own),
-            ", ".join(repr(code) for code in strangers),
-            customer,
-        )
-    return own
 
 
 def reason_name(code: str) -> str:
