@@ -18,6 +18,7 @@ tests/test_outbox.py.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from certwidget.outbox.delivery import Deliverer
 from certwidget.outbox.memory import MemoryOutbox
 from certwidget.outbox.postgres import PostgresOutbox
 from certwidget.outbox.sqlite import SQLiteOutbox
+from certwidget.providers.base import ProviderError
 from tests.support.outbox import SlowProvider, new
 
 BACKENDS = ["sqlite", "memory", "postgres"]
@@ -70,6 +72,25 @@ async def outbox_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
 pytestmark = pytest.mark.anyio
 
 LAPSE = 0.05  # a lease short enough to run out within a test
+
+
+class RefusesFirstAttach(SlowProvider):
+    """Makes the certificate, then refuses its document once (as a provider refuses a file
+    it cannot read): the row fails with the certificate already made."""
+
+    def __init__(self) -> None:
+        super().__init__(seconds=0)
+        self.refused = False
+
+    async def attach_document(
+        self, certificate_id: str, content: bytes, *, media_type: str, filename: str
+    ) -> None:
+        if not self.refused:
+            self.refused = True
+            raise ProviderError("not a PDF", status=422)
+        await super().attach_document(
+            certificate_id, content, media_type=media_type, filename=filename
+        )
 
 
 async def lapsed() -> None:
@@ -419,6 +440,146 @@ async def test_a_finished_delivery_is_recorded_while_pending_but_never_over_a_se
     again = await a.claim(refused.id, lease_seconds=60)
     assert again is not None and again.lease_owner not in (mine.lease_owner, theirs.lease_owner)
     assert await b.mark_delivered(refused.id, {}) is True
+
+
+# -- merchant operations: listing and retrying ------------------------------------------------
+
+
+async def _stored(outbox: Outbox, count: int, **options: Any) -> list[str]:
+    """``count`` rows stored a little apart, so their order by time is certain; their ids."""
+    ids = []
+    for _ in range(count):
+        row, _ = await outbox.add(new(uuid.uuid4().hex, **options))
+        ids.append(row.id)
+        await asyncio.sleep(0.01)
+    return ids
+
+
+async def test_list_submissions_answers_the_newest_first_with_the_total(
+    outbox_backend: Open,
+) -> None:
+    outbox = await outbox_backend()
+    assert await outbox.list_submissions() == (0, [])
+    ids = await _stored(outbox, 5)
+    total, rows = await outbox.list_submissions()
+    assert total == 5 and [row.id for row in rows] == ids[::-1]
+    assert await outbox.list_submissions(limit=2) == (5, rows[:2])
+    assert await outbox.list_submissions(limit=2, offset=2) == (5, rows[2:4])
+    assert await outbox.list_submissions(limit=2, offset=4) == (5, rows[4:])
+    assert await outbox.list_submissions(offset=9) == (5, [])
+
+
+async def test_list_submissions_filters_by_status_buyer_and_time(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    [received] = await _stored(outbox, 1)
+    pending, failed, delivered = await _stored(outbox, 3, customer="C-2")
+    for row_id, settle in ((pending, "retry"), (failed, "fail"), (delivered, "deliver")):
+        claimed = await outbox.claim(row_id, lease_seconds=60)
+        assert claimed is not None
+        if settle == "retry":
+            await outbox.mark_retry(row_id, owner=claimed.lease_owner, error="down", delay=60)
+        elif settle == "fail":
+            await outbox.mark_failed(row_id, owner=claimed.lease_owner, error="refused")
+        else:
+            await outbox.mark_delivered(row_id, {})
+
+    async def ids(**filters: Any) -> list[str]:
+        total, rows = await outbox.list_submissions(**filters)
+        assert total == len(rows)
+        return [row.id for row in rows]
+
+    assert await ids(state="received") == [received]
+    assert await ids(state="pending") == [pending]
+    assert await ids(state="failed") == [failed]
+    assert await ids(state="delivered") == [delivered]
+    assert [row.status for row in (await outbox.list_submissions())[1]] == [
+        "delivered", "failed", "pending", "received",
+    ]  # fmt: skip
+    assert await ids(customer="C-2") == [delivered, failed, pending]
+    assert await ids(customer="C-2", state="failed") == [failed]
+    assert await ids(customer="nobody") == []
+    stored = {row.id: row.created_at for row in (await outbox.list_submissions())[1]}
+    assert await ids(since=stored[failed]) == [delivered, failed]  # since is inclusive
+    assert await ids(until=stored[failed]) == [pending, received]  # until is not
+    assert await ids(since=stored[pending], until=stored[delivered]) == [failed, pending]
+    total, page = await outbox.list_submissions(customer="C-2", limit=1, offset=1)
+    assert total == 3 and [row.id for row in page] == [failed]
+
+
+async def test_retry_sends_a_failed_row_again_with_its_key_and_progress(
+    outbox_backend: Open,
+) -> None:
+    outbox = await outbox_backend()
+    row, _ = await outbox.add(new("k1"))
+    claimed = await outbox.claim(row.id, lease_seconds=60)
+    assert claimed is not None
+    progress = {"customer_id": "cust-1", "certificates": {"WA": "cert-1"}, "attached": []}
+    assert await outbox.save_progress(row.id, progress, owner=claimed.lease_owner)
+    assert await outbox.mark_failed(row.id, owner=claimed.lease_owner, error="bad", unexpected=True)
+    assert await outbox.retry(row.id) == "retried"
+    again = await outbox.get(row.id)
+    assert again is not None
+    assert (again.state, again.status, again.attempts, again.unexpected_errors) == (
+        "pending", "pending", 1, 0,
+    )  # fmt: skip
+    assert (again.idempotency_key, again.progress) == ("k1", progress)
+    assert await outbox.document(row.id) == b"%PDF-1.4 doc"
+    assert [due.id for due in await outbox.claim_due(limit=5, lease_seconds=60)] == [row.id]
+
+
+async def test_retry_makes_a_stuck_row_due_now(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    # Waiting out an hour's backoff after a failed attempt.
+    waiting, _ = await outbox.add(new("k1"))
+    claimed = await outbox.claim(waiting.id, lease_seconds=60)
+    assert claimed is not None
+    assert await outbox.mark_retry(waiting.id, owner=claimed.lease_owner, error="x", delay=3600)
+    assert await outbox.claim_due(limit=5, lease_seconds=60) == []
+    assert await outbox.retry(waiting.id) == "retried"
+    assert [due.id for due in await outbox.claim_due(limit=5, lease_seconds=60)] == [waiting.id]
+    # Leased by an attempt that died before its first attempt was counted.
+    abandoned, _ = await outbox.add(new("k2"))
+    dead = await outbox.claim(abandoned.id, lease_seconds=LAPSE)
+    assert dead is not None
+    await lapsed()
+    assert await outbox.retry(abandoned.id) == "retried"
+    # The dead attempt's lease is gone: it can settle nothing now.
+    assert (
+        await outbox.mark_retry(abandoned.id, owner=dead.lease_owner, error="x", delay=0) is False
+    )
+    assert await outbox.claim(abandoned.id, lease_seconds=60) is not None
+
+
+async def test_retry_refuses_what_there_is_nothing_to_retry(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    assert await outbox.retry("no-such-id") == "not_found"
+    received, _ = await outbox.add(new("k1"))
+    assert await outbox.retry(received.id) == "queued"
+    claimed = await outbox.claim(received.id, lease_seconds=60)
+    assert claimed is not None
+    assert await outbox.retry(received.id) == "leased"  # an attempt is working on it
+    assert await outbox.save_progress(received.id, {}, owner=claimed.lease_owner)  # still held
+    assert await outbox.mark_delivered(received.id, {"certificates": {"WA": "c-1"}})
+    assert await outbox.retry(received.id) == "delivered"
+    done = await outbox.get(received.id)
+    assert done is not None and done.state == "delivered"
+    # requeue (a failed row only) is unchanged: it refuses both as before.
+    assert await outbox.requeue(received.id) is False
+
+
+async def test_a_retried_row_is_delivered_once(outbox_backend: Open) -> None:
+    outbox = await outbox_backend()
+    provider = RefusesFirstAttach()
+    deliverer = Deliverer(outbox, provider, lease_seconds=60)
+    row, _ = await outbox.add(new("k1"))
+    failed = await deliverer.deliver_now(row.id)
+    assert failed is not None and failed.state == "failed" and failed.last_error == "not a PDF"
+    assert await outbox.retry(row.id) == "retried"
+    delivered = await deliverer.deliver_now(row.id)
+    assert delivered is not None and delivered.state == "delivered"
+    assert provider.created == {f"certwidget-{row.id}-WA": 1}, "a second certificate was made"
+    assert sum(provider.attached.values()) == 1
+    assert await outbox.retry(row.id) == "delivered"
 
 
 async def test_a_closed_outbox_opens_again(outbox_backend: Open) -> None:

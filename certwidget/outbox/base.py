@@ -27,6 +27,16 @@ from typing import Any, Literal, Protocol, runtime_checkable
 SubmissionState = Literal["pending", "delivered", "failed"]
 SubmissionKind = Literal["filled", "upload"]
 ALL_STATES: tuple[SubmissionState, ...] = ("pending", "delivered", "failed")
+#: Where a submission stands, as a merchant reads it: ``received`` (stored, no attempt has
+#: failed yet: it is waiting for, or in, its first delivery), ``pending`` (an attempt failed for
+#: now and another is scheduled), ``delivered``, ``failed`` (given up until someone retries it).
+#: The first two are both the stored state ``pending``, told apart by ``attempts``.
+SubmissionStatus = Literal["received", "pending", "delivered", "failed"]
+ALL_STATUSES: tuple[SubmissionStatus, ...] = ("received", "pending", "delivered", "failed")
+#: What :meth:`Outbox.retry` did: ``retried`` (the row is due now), or why it refused:
+#: ``not_found``; ``delivered`` (nothing to retry); ``leased`` (an attempt holds it right now);
+#: ``queued`` (received and due already, no attempt has failed: nothing to hurry).
+RetryResult = Literal["retried", "not_found", "delivered", "leased", "queued"]
 #: How much of an error message a row keeps.
 MAX_ERROR_CHARS = 500
 
@@ -79,6 +89,13 @@ class Submission:
     @property
     def zones(self) -> list[str]:
         return list(self.payload.get("zones", []))
+
+    @property
+    def status(self) -> SubmissionStatus:
+        """Where the submission stands, for a merchant (see :data:`SubmissionStatus`)."""
+        if self.state == "pending":
+            return "pending" if self.attempts else "received"
+        return self.state
 
 
 @runtime_checkable
@@ -157,6 +174,28 @@ class Outbox(Protocol):
 
     async def requeue(self, submission_id: str) -> bool:
         """Send a failed row again (no lease needed), its unexpected-error budget renewed."""
+
+    async def retry(self, submission_id: str) -> RetryResult:
+        """A merchant's retry: a failed row, or a stuck one (pending after failed attempts and
+        waiting for its next, or leased by an attempt whose lease ran out), is due again now,
+        its unexpected-error budget renewed, as :meth:`requeue` does. The row keeps its id,
+        idempotency key and progress, so delivery resumes and never makes a second certificate.
+        Refuses (and changes nothing for) a delivered row, one an attempt holds a live lease
+        on, and a received row still waiting for its first attempt."""
+
+    async def list_submissions(
+        self,
+        *,
+        state: SubmissionStatus | None = None,
+        customer: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[int, list[Submission]]:
+        """(how many rows match, up to ``limit`` of them after ``offset``), newest first (ties
+        by id, so pages do not overlap). ``state`` filters on :attr:`Submission.status`;
+        ``since`` (inclusive) and ``until`` (exclusive) on ``created_at``, in epoch seconds."""
 
     async def counts(self) -> dict[str, int]:
         """How many rows are in each state (states with none are left out)."""

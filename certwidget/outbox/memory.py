@@ -21,8 +21,10 @@ from typing import Any
 from certwidget.outbox.base import (
     ALL_STATES,
     NewSubmission,
+    RetryResult,
     Submission,
     SubmissionState,
+    SubmissionStatus,
     new_lease_owner,
     new_submission_id,
     storable_error,
@@ -282,6 +284,50 @@ class MemoryOutbox:
             row.next_attempt_at = row.lease_until = 0.0
             row.lease_owner = ""
             return True
+
+    async def retry(self, submission_id: str) -> RetryResult:
+        self._check_open()
+        now = time.time()
+        with self._store.lock:
+            row = self._store.rows.get(submission_id)
+            if row is None:
+                return "not_found"
+            submission = row.submission
+            if submission.state == "delivered":
+                return "delivered"
+            if submission.state == "pending":
+                if row.lease_until > now:
+                    return "leased"
+                if not submission.attempts and not row.lease_until:
+                    return "queued"
+            submission.state, submission.unexpected_errors = "pending", 0
+            row.next_attempt_at = row.lease_until = 0.0
+            row.lease_owner = ""
+            return "retried"
+
+    async def list_submissions(
+        self,
+        *,
+        state: SubmissionStatus | None = None,
+        customer: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[int, list[Submission]]:
+        self._check_open()
+        with self._store.lock:
+            rows = [
+                row
+                for row in self._store.rows.values()
+                if (state is None or row.submission.status == state)
+                and (customer is None or row.submission.customer == customer)
+                and (since is None or row.submission.created_at >= since)
+                and (until is None or row.submission.created_at < until)
+            ]
+            rows.sort(key=lambda row: (row.submission.created_at, row.submission.id), reverse=True)
+            start = max(0, offset)
+            return len(rows), [self._copy(row) for row in rows[start : start + max(0, limit)]]
 
     async def counts(self) -> dict[str, int]:
         self._check_open()

@@ -52,8 +52,10 @@ from psycopg_pool import AsyncConnectionPool
 from certwidget.outbox.base import (
     ALL_STATES,
     NewSubmission,
+    RetryResult,
     Submission,
     SubmissionState,
+    SubmissionStatus,
     new_lease_owner,
     new_submission_id,
     storable_error,
@@ -575,6 +577,79 @@ class PostgresOutbox:
             {"id": submission_id},
         )
         return changed == 1
+
+    async def retry(self, submission_id: str) -> RetryResult:
+        # One statement: the row is due again only if it is failed or stuck when it runs, so a
+        # claim racing it either holds the row (and the retry refuses) or finds it due. The
+        # NOTIFY wakes a host now; the trigger fires only for failed -> pending.
+        rows = await self._rows(
+            "WITH retried AS ("
+            " UPDATE certwidget_submissions SET state = 'pending', next_attempt_at = 0,"
+            " lease_until = 0, lease_owner = '', lease_host = 0, unexpected_errors = 0"
+            " WHERE id = %(id)s AND (state = 'failed' OR (state = 'pending'"
+            f" AND {_LAPSED} AND (attempts > 0 OR lease_until > 0)))"
+            " RETURNING id"
+            ") SELECT id, pg_notify(%(channel)s, '') FROM retried",
+            {"id": submission_id, "channel": CHANNEL},
+        )
+        if rows:
+            return "retried"
+        # Why not: read after the fact, which only words the refusal.
+        found = await self._rows(
+            f"SELECT state, attempts, {_LAPSED} AS lapsed FROM certwidget_submissions"
+            " WHERE id = %(id)s",
+            {"id": submission_id},
+        )
+        if not found:
+            return "not_found"
+        if found[0]["state"] == "delivered":
+            return "delivered"
+        if not found[0]["lapsed"]:
+            return "leased"
+        return "queued"
+
+    async def list_submissions(
+        self,
+        *,
+        state: SubmissionStatus | None = None,
+        customer: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[int, list[Submission]]:
+        # Every filter is always in the statement, off when its parameter is NULL: one fixed
+        # (LiteralString) query, no SQL assembled from input. The count rides along as a
+        # window over the same snapshot; a page past the end asks for it again.
+        params = {
+            "status": state,
+            "customer": customer,
+            "since": since,
+            "until": until,
+            "limit": max(0, limit),
+            "offset": max(0, offset),
+        }
+        where = (
+            " WHERE (%(status)s::text IS NULL"
+            " OR (%(status)s = 'received' AND state = 'pending' AND attempts = 0)"
+            " OR (%(status)s = 'pending' AND state = 'pending' AND attempts > 0)"
+            " OR (%(status)s IN ('delivered', 'failed') AND state = %(status)s))"
+            " AND (%(customer)s::text IS NULL OR customer = %(customer)s)"
+            " AND (%(since)s::float8 IS NULL OR created_at >= %(since)s)"
+            " AND (%(until)s::float8 IS NULL OR created_at < %(until)s)"
+        )
+        rows = await self._rows(
+            f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM certwidget_submissions"
+            + where
+            + " ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s",
+            params,
+        )
+        if rows:
+            return int(rows[0]["total"]), [_row(row) for row in rows]
+        counted = await self._rows(
+            "SELECT count(*) AS total FROM certwidget_submissions" + where, params
+        )
+        return int(counted[0]["total"]), []
 
     async def counts(self) -> dict[str, int]:
         rows = await self._rows(

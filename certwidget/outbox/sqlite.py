@@ -50,8 +50,10 @@ from anyio import to_thread
 from certwidget.outbox.base import (
     ALL_STATES,
     NewSubmission,
+    RetryResult,
     Submission,
     SubmissionState,
+    SubmissionStatus,
     new_lease_owner,
     new_submission_id,
     storable_error,
@@ -641,6 +643,75 @@ class SQLiteOutbox:
         )
         return changed == 1
 
+    async def retry(self, submission_id: str) -> RetryResult:
+        """A merchant's retry (see :meth:`Outbox.retry`): a failed or stuck row is due now.
+
+        Read and changed in one write transaction, so an attempt claiming the row meanwhile
+        is either seen (``leased``) or finds the row due again.
+        """
+
+        def op(db: sqlite3.Connection) -> RetryResult:
+            now = time.time()
+            row = db.execute(
+                "SELECT state, attempts, lease_until FROM submissions WHERE id = ?",
+                (submission_id,),
+            ).fetchone()
+            if row is None:
+                return "not_found"
+            if row["state"] == "delivered":
+                return "delivered"
+            if row["state"] == "pending":
+                if row["lease_until"] > now:
+                    return "leased"
+                if not row["attempts"] and not row["lease_until"]:
+                    return "queued"
+            db.execute(
+                "UPDATE submissions SET state = 'pending', next_attempt_at = 0, lease_until = 0,"
+                " lease_owner = '', unexpected_errors = 0 WHERE id = ?",
+                (submission_id,),
+            )
+            return "retried"
+
+        return await self._write(op, durable=True)
+
+    async def list_submissions(
+        self,
+        *,
+        state: SubmissionStatus | None = None,
+        customer: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[int, list[Submission]]:
+        where, params = _filters(state, customer, since, until)
+        return await to_thread.run_sync(
+            self._list_now, where, params, max(0, limit), max(0, offset)
+        )
+
+    def _list_now(
+        self, where: str, params: list[Any], limit: int, offset: int
+    ) -> tuple[int, list[Submission]]:
+        with self._read_lock:
+            db = self._reader
+            # One snapshot for the count and the page: a commit between them cannot make the
+            # page disagree with the total.
+            db.execute("BEGIN")
+            try:
+                total = int(
+                    db.execute(
+                        f"SELECT COUNT(*) FROM submissions WHERE {where}", params
+                    ).fetchone()[0]
+                )
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM submissions WHERE {where}"
+                    " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                    [*params, limit, offset],
+                ).fetchall()
+            finally:
+                db.execute("COMMIT")
+        return total, [_row(row) for row in rows]
+
     async def mark_failed(
         self, submission_id: str, *, owner: str, error: str, unexpected: bool = False
     ) -> bool:
@@ -667,6 +738,38 @@ class SQLiteOutbox:
             f"SELECT id FROM submissions WHERE state IN ({marks})", tuple(states)
         )
         return [row["id"] for row in rows]
+
+
+# The stored conditions each status stands for (see base.SubmissionStatus).
+_STATUS_SQL: dict[str, str] = {
+    "received": "state = 'pending' AND attempts = 0",
+    "pending": "state = 'pending' AND attempts > 0",
+    "delivered": "state = 'delivered'",
+    "failed": "state = 'failed'",
+}
+
+
+def _filters(
+    status: SubmissionStatus | None,
+    customer: str | None,
+    since: float | None,
+    until: float | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of :meth:`SQLiteOutbox.list_submissions`."""
+    clauses = ["1"]
+    params: list[Any] = []
+    if status is not None:
+        clauses.append(_STATUS_SQL[status])
+    if customer is not None:
+        clauses.append("customer = ?")
+        params.append(customer)
+    if since is not None:
+        clauses.append("created_at >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("created_at < ?")
+        params.append(until)
+    return " AND ".join(clauses), params
 
 
 def _columns(db: sqlite3.Connection) -> set[str]:
