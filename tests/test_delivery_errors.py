@@ -136,7 +136,7 @@ async def test_an_unexpected_error_fails_the_row_after_bounded_attempts_with_one
     name = type(fault()).__name__
     assert row.last_error.startswith(f"{name}: ")
     assert f"failed {MAX_UNEXPECTED_ERRORS} times" in row.last_error
-    assert "Outbox.requeue" in row.last_error
+    assert f"certwidget outbox retry {row.id}" in row.last_error
     assert "\ud800" not in row.last_error  # stored (and logged) escaped
     tracebacks = [r for r in caplog.records if r.exc_info and row_id in r.getMessage()]
     assert len(tracebacks) == 1

@@ -411,7 +411,7 @@ class Deliverer:
             f"{_printable(what, 200)} (failed {errors} times: an unexpected error, most likely "
             "a bug or an answer from the provider certwidget does not expect, which retrying "
             "will not cure; fix its cause, see the traceback logged at its first attempt, then "
-            "send it again with Outbox.requeue)"
+            f"send it again: certwidget outbox retry {submission.id})"
         )
         logger.error("certwidget: gave up delivering %s: %s", submission.id, message)
         await self._give_up(submission, message, unexpected=True)
