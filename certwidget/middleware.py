@@ -16,13 +16,10 @@ own ``receive`` and ``send``.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -230,10 +227,7 @@ class CertWidgetMiddleware:
         self._snippet_without_nonce = snippets.html(None)
         self._snippet_with_nonce = snippets.html
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # A plain function handing back the app's (or the endpoints') own awaitable, so the
-        # usual request meets no coroutine of ours. Servers still see an ASGI 3 app: the
-        # method is marked as a coroutine function below the class.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if scope_type == "http":
             if not self._runtime_in_state:
@@ -244,14 +238,17 @@ class CertWidgetMiddleware:
                 if path.startswith(self._prefix_slash) or path == self._prefix:
                     if not self.runtime.started:
                         return self._start_then_serve(scope, receive, send)
-                    return self._endpoints(scope, receive, send)
+                    await self._endpoints(scope, receive, send)
+                    return
                 if path in self._inject_exact or self._should_inject(scope, path):
-                    return self._inject(scope, receive, send)
+                    await self._inject(scope, receive, send)
+                    return
         elif scope_type == "lifespan":
-            return self.app(scope, self._lifespan_receive(scope, receive), send)
+            await self.app(scope, self._lifespan_receive(scope, receive), send)
+            return
         elif scope_type == "websocket":
             scope[SCOPE_KEY] = self.runtime
-        return self.app(scope, receive, send)
+        await self.app(scope, receive, send)
 
     async def _start_then_serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Served without a lifespan (or again after one ended): the outbox opens (a coroutine:
@@ -297,6 +294,8 @@ class CertWidgetMiddleware:
             scope["extensions"] = {k: v for k, v in extensions.items() if k != _PATHSEND}
 
         # A streamed page's chunks sent back to back leave as one write (certwidget.web.coalescing).
+        # Kept: without it a page streamed in 4 KB chunks costs the server 16-19% more CPU
+        # (docs/benchmarks.md, "Mechanisms and their keep").
         injector = HtmlInjector(
             send,
             snippet=self._snippet_without_nonce,
@@ -350,16 +349,3 @@ def compose(
         ship_zone=ship_zone,
         on_certificate=on_certificate,
     )
-
-
-def _mark_coroutine_function(function: Callable[..., Any]) -> None:
-    """Make ``function`` (which returns an awaitable) pass as ``async def`` where servers and
-    frameworks tell ASGI 3 apps from ASGI 2 ones (uvicorn, Starlette's ``is_async_callable``)."""
-    mark = getattr(inspect, "markcoroutinefunction", None)
-    if mark is not None:  # Python 3.12+
-        mark(function)
-    else:  # 3.11: asyncio.iscoroutinefunction also accepts the marker of its old decorator
-        function._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
-
-
-_mark_coroutine_function(CertWidgetMiddleware.__call__)

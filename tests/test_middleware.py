@@ -376,7 +376,7 @@ def test_works_in_starlette_and_fastapi_under_real_uvicorn(
 def test_served_directly_by_uvicorn_it_is_taken_for_an_asgi3_app(
     tmp_path: Path, live_server_factory: Any
 ) -> None:
-    # __call__ hands back the app's own awaitable; servers must still see ASGI 3, not 2.
+    # Served with no framework in between, the middleware must be taken for ASGI 3, not 2.
     shop = build(tmp_path)
     assert is_async_callable(shop)
     server = live_server_factory(shop)
