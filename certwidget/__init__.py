@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from certwidget.middleware import CertWidgetMiddleware
     from certwidget.providers.base import CertificateProvider, CustomerProfile
     from certwidget.web.exemptions import Exemption, exemption_for
+    from certwidget.web.on_file import forget_on_file
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "Zone",
     "__version__",
     "exemption_for",
+    "forget_on_file",
     "zones",
 ]
 
@@ -41,6 +43,7 @@ _LAZY = {
     "CustomerProfile": "certwidget.providers.base",
     "Exemption": "certwidget.web.exemptions",
     "exemption_for": "certwidget.web.exemptions",
+    "forget_on_file": "certwidget.web.on_file",
     "Zone": "certwidget.domain.catalog",
     "zones": "certwidget.domain.catalog",
 }

@@ -134,3 +134,19 @@ def allowed_origins(values: Sequence[str]) -> tuple[str, ...]:
     if isinstance(values, str):
         raise TypeError("allowed_origins must be a list of origins, e.g. ['https://shop.example']")
     return tuple(origin(value) for value in values)
+
+def check_hooks(**hooks: object) -> None:
+    """Callables the shop passes that take something other than the request alone."""
+    for name, value in hooks.items():
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be a function (sync or async), or None")
+
+
+def checked_on_file_ttl(value: object) -> float:
+    """``on_file_ttl``: seconds from 0 (ask the provider every time) to a day."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
+        raise ValueError(
+            "on_file_ttl must be seconds from 0 (ask the provider every time) to 86400, "
+            f"got {value!r}"
+        )
+    return float(value)

@@ -20,17 +20,21 @@ import logging
 import os
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwidget import config
 from certwidget.documents.rendering import CertificateRenderer, WorkerRenderer
+from certwidget.metrics import metrics_for
 from certwidget.outbox import is_postgres, outbox_for, sqlite_path
 from certwidget.outbox.base import Outbox
 from certwidget.outbox.delivery import Deliverer
+from certwidget.outbox.events import DeliveredHook, FailedHook, Lifecycle
 from certwidget.outbox.traffic import BuyerTraffic
 from certwidget.providers.base import CertificateProvider
+from certwidget.web.admin import ADMIN_CSRF_SALT, CSRF_MAX_AGE, AdminAuthorize, AdminPages
 from certwidget.web.assets import Assets
 from certwidget.web.buyers import BuyerResolver, CustomerCallable
 from certwidget.web.coalescing import CoalescingSend
@@ -38,7 +42,7 @@ from certwidget.web.endpoints import Endpoints
 from certwidget.web.exemptions import SCOPE_KEY
 from certwidget.web.injection import DEFAULT_MOUNT_HTML, HtmlInjector
 from certwidget.web.minting import UpstreamTokens
-from certwidget.web.on_file import CertificatesOnFile
+from certwidget.web.on_file import ON_FILE_TTL, CertificatesOnFile
 from certwidget.web.runtime import (
     CHECKOUT_COOKIE_MAX_AGE,
     CertificateHook,
@@ -48,6 +52,9 @@ from certwidget.web.runtime import (
 )
 from certwidget.web.snippet import SnippetRenderer
 from certwidget.web.tokens import CHECKOUT_COOKIE_SALT, Signed, WidgetTokens, normalize_keys
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 logger = logging.getLogger("certwidget")
 
@@ -72,6 +79,20 @@ class CertWidgetMiddleware:
     - ``prefix``: where the widget's endpoints live (default ``/certwidget``).
     - ``on_certificate``: ``on_certificate(request, exemption)`` (sync or async), called for
       each zone once a submission is stored, and when a buyer uses a certificate on file.
+    - ``on_delivered``: ``on_delivered(submission)`` (sync or async), called once a submission
+      is delivered to the provider, with its :class:`certwidget.outbox.admin.SubmissionView`
+      (the provider's references included). ``on_failed(submission, error)``: once delivery
+      gives a submission up (the provider refused it, or an error kept coming back). Their
+      failure is logged and never affects delivery (see :mod:`certwidget.outbox.events`).
+    - ``admin_authorize``: ``admin_authorize(request) -> bool`` (sync or async) lets a merchant
+      see and retry submissions at ``{prefix}/admin/``; False answers 403. Without it there is
+      no admin page (404).
+    - ``on_file_ttl``: seconds a buyer's certificates on file are reused before the provider
+      is asked again (default 30; 0 asks every time): how soon a review at the provider
+      (approved, revoked) reaches ``exemption_for``. See also ``certwidget.forget_on_file``.
+    - ``metrics``: True records Prometheus metrics in prometheus_client's default registry
+      (or pass a ``CollectorRegistry``); needs ``pip install 'certwidget[metrics]'``. The shop
+      serves them itself (see :mod:`certwidget.metrics`).
     - ``database``: where the outbox keeps submissions: a SQLite file (a path or
       ``sqlite:///path``; default ``.certwidget/certwidget.sqlite3``), or a
       ``postgresql://user:password@host:5432/db`` URL that several hosts share (needs
@@ -108,6 +129,11 @@ class CertWidgetMiddleware:
         ship_zone: ShipZoneCallable | None = None,
         prefix: str = "/certwidget",
         on_certificate: CertificateHook | None = None,
+        on_delivered: DeliveredHook | None = None,
+        on_failed: FailedHook | None = None,
+        admin_authorize: AdminAuthorize | None = None,
+        on_file_ttl: float = ON_FILE_TTL,
+        metrics: bool | CollectorRegistry = False,
         database: str | os.PathLike[str] = ".certwidget/certwidget.sqlite3",
         outbox: Outbox | None = None,
         renderer: CertificateRenderer | None = None,
@@ -125,6 +151,13 @@ class CertWidgetMiddleware:
         prefix = config.checked_prefix(prefix)
         config.check_callables(
             customer=customer, ship_zone=ship_zone, on_certificate=on_certificate
+        )
+        config.check_hooks(
+            on_delivered=on_delivered, on_failed=on_failed, admin_authorize=admin_authorize
+        )
+        on_file_ttl = config.checked_on_file_ttl(on_file_ttl)
+        events = Lifecycle(
+            on_delivered=on_delivered, on_failed=on_failed, metrics=metrics_for(metrics)
         )
         config.check_numbers(
             token_max_age=token_max_age,
@@ -203,6 +236,8 @@ class CertWidgetMiddleware:
             customer=customer,
             ship_zone=ship_zone,
             on_certificate=on_certificate,
+            on_file_ttl=on_file_ttl,
+            events=events,
         )
         self._prefix = prefix
         self._prefix_slash = prefix + "/"
@@ -215,7 +250,11 @@ class CertWidgetMiddleware:
             ("",) if self._inject_predicate is not None else (prefix, *self._inject_prefixes)
         )
         assets = Assets()
-        self._endpoints = Endpoints(self.runtime, assets)
+        admin = None
+        if admin_authorize is not None:
+            csrf = Signed(keys, salt=ADMIN_CSRF_SALT, max_age=CSRF_MAX_AGE)
+            admin = AdminPages(self.runtime, authorize=admin_authorize, csrf=csrf)
+        self._endpoints = Endpoints(self.runtime, assets, admin=admin)
         snippets = SnippetRenderer(
             js_url=f"{prefix}/static/{assets.urls['certwidget.js']}",
             css_url=f"{prefix}/static/{assets.urls['certwidget.css']}",
@@ -318,9 +357,11 @@ def compose(
     customer: CustomerCallable | None,
     ship_zone: ShipZoneCallable | None,
     on_certificate: CertificateHook | None,
+    on_file_ttl: float = ON_FILE_TTL,
+    events: Lifecycle | None = None,
 ) -> Runtime:
     """The composition root: every part is built here and handed to the parts that use it."""
-    on_file = CertificatesOnFile(provider, timeout=settings.provider_timeout)
+    on_file = CertificatesOnFile(provider, timeout=settings.provider_timeout, ttl=on_file_ttl)
     traffic = BuyerTraffic()
     deliverer = Deliverer(
         outbox,
@@ -329,6 +370,7 @@ def compose(
         on_delivered=on_file.delivered,
         traffic=traffic,
         renderer=renderer,
+        events=events,
     )
     # The delivery loop wakes when any host commits a submission (PostgreSQL's NOTIFY),
     # where the outbox can tell (an optional method, beside the Outbox protocol).

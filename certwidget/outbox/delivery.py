@@ -39,6 +39,7 @@ from certwidget.documents.rendering import (
 from certwidget.domain.models import Purchaser
 from certwidget.domain.submission import SubmittedCertificate
 from certwidget.outbox.base import Outbox, Submission
+from certwidget.outbox.events import Lifecycle
 from certwidget.outbox.traffic import BuyerTraffic
 from certwidget.providers.base import (
     CertificateDraft,
@@ -126,6 +127,7 @@ class Deliverer:
         traffic: BuyerTraffic | None = None,
         max_unexpected_errors: int = MAX_UNEXPECTED_ERRORS,
         renderer: CertificateRenderer | None = None,
+        events: Lifecycle | None = None,
     ) -> None:
         self._outbox = outbox
         self._provider = provider
@@ -145,6 +147,9 @@ class Deliverer:
         self._claimed: dict[str, _Claimed] = {}
         self._spawned: set[asyncio.Task[Submission | None]] = set()
         self._renderer: CertificateRenderer = renderer or WorkerRenderer()
+        #: Where delivered and failed rows are announced (log records, metrics, shop hooks);
+        #: intake announces received ones through it too.
+        self.events = events or Lifecycle()
 
     @property
     def running(self) -> bool:
@@ -183,6 +188,8 @@ class Deliverer:
             claimed, self._claimed = self._claimed, {}
             leases = {submission_id: row.owner for submission_id, row in claimed.items()}
             await self._outbox.release(leases)
+        # The shop's hooks of deliveries already recorded, before the outbox they read closes.
+        await self.events.stop()
 
     async def _claim(self, claim: Awaitable[T], leased: Callable[[T], Sequence[Submission]]) -> T:
         """Run a claim to its end; if cancelled meanwhile, hand back what it leased, then stop.
@@ -241,6 +248,7 @@ class Deliverer:
             # Cleared before looking, so a wake() while we look is not lost.
             self._wake.clear()
             due_in: float | None = None
+            await self._refresh_rows()
             try:
                 # Lease no more rows than there are free slots: a leased row waiting for a slot
                 # would burn its lease and could be claimed twice.
@@ -283,11 +291,22 @@ class Deliverer:
                 logger.exception("certwidget delivery loop error; retrying in 5 s")
                 due_in = 5.0
             timeout = 60.0 if due_in is None else min(max(due_in, 0.05), 60.0)
+            refresh_in = self.events.rows_refresh_in()
+            if refresh_in is not None:
+                # The row-count gauge is refreshed here, so the loop wakes for it.
+                timeout = min(timeout, max(refresh_in, 0.05))
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
             # lands as the event is set, and this loop would go on after its task was cancelled.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+
+    async def _refresh_rows(self) -> None:
+        # Metrics must never hold deliveries up: a failed count is logged and tried later.
+        try:
+            await self.events.refresh_rows(self._outbox)
+        except Exception:
+            logger.warning("certwidget: could not count the outbox's rows for the metrics")
 
     async def _attempt_in_slot(self, submission: Submission) -> None:
         """One attempt in a slot the loop acquired for it; frees the slot after."""
@@ -449,6 +468,7 @@ class Deliverer:
         submission.progress = progress
         if self._on_delivered is not None:
             self._on_delivered(submission)
+        self.events.delivered(submission, self._outbox)
 
     async def _render(self, submission: Submission, certificate: SubmittedCertificate) -> None:
         """Make the filled certificate's PDF from the stored fields and keep it in the row."""
@@ -493,6 +513,10 @@ class Deliverer:
         )
         if not failed:
             self._lost(submission, "recording that it failed")
+            return
+        submission.state, submission.last_error = "failed", error
+        submission.attempts += 1
+        self.events.failed(submission, error, self._outbox)
 
     async def _deliver(self, submission: Submission) -> dict[str, Any]:
         progress: dict[str, Any] = dict(submission.progress)

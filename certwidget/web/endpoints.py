@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from certwidget.domain import catalog
 from certwidget.providers.base import ProviderError, ProviderToken
+from certwidget.web.admin import AdminPages
 from certwidget.web.assets import Assets
 from certwidget.web.buyers import Buyer, CustomerError
 from certwidget.web.http import (
@@ -38,10 +39,15 @@ EXPIRES_SOON_DAYS = 30
 
 
 class Endpoints:
-    def __init__(self, runtime: Runtime, assets: Assets) -> None:
+    def __init__(
+        self, runtime: Runtime, assets: Assets, *, admin: AdminPages | None = None
+    ) -> None:
         self.runtime = runtime
         self.assets = assets
         self.prefix = runtime.settings.prefix
+        #: The merchant's pages (``{prefix}/admin/``), only when the shop passed
+        #: ``admin_authorize``; else those paths are unknown (404) like any other.
+        self.admin = admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -92,6 +98,8 @@ class Endpoints:
             self._allow(method, "POST")
             check_same_origin(request, self.runtime.settings.allowed_origins)
             return await self.use_certificate(request, path[len("/certificates/") : -len("/use")])
+        if self.admin is not None and (path == "/admin" or path.startswith("/admin/")):
+            return await self.admin.dispatch(request, path[len("/admin") :])
         raise HTTPProblem(
             404,
             "not_found",

@@ -229,6 +229,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
             f"This certificate was refused: {submission.last_error}. Fill in a new one.",
         )
     if created:
+        runtime.deliverer.events.received(submission)
         runtime.ensure_started()
         submission = await _deliver_briefly(runtime, submission)
     # The row stored (for a retried key, the earlier one): what the buyer hears is what it holds.
