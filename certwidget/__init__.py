@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from certwidget.domain.catalog import Zone, zones
+    from certwidget.domain.models import Seller
     from certwidget.middleware import CertWidgetMiddleware
     from certwidget.providers.base import CertificateProvider, CustomerProfile
     from certwidget.web.exemptions import Exemption, exemption_for
@@ -29,6 +30,7 @@ __all__ = [
     "CertificateProvider",
     "CustomerProfile",
     "Exemption",
+    "Seller",
     "Zone",
     "__version__",
     "exemption_for",
@@ -44,6 +46,7 @@ _LAZY = {
     "Exemption": "certwidget.web.exemptions",
     "exemption_for": "certwidget.web.exemptions",
     "forget_on_file": "certwidget.web.on_file",
+    "Seller": "certwidget.domain.models",
     "Zone": "certwidget.domain.catalog",
     "zones": "certwidget.domain.catalog",
 }

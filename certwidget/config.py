@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
+
+from certwidget.domain.models import Seller
 
 InjectRule = Sequence[str] | Callable[[HTTPConnection], bool]
 LOCALES = ("en", "es")
@@ -134,6 +136,50 @@ def allowed_origins(values: Sequence[str]) -> tuple[str, ...]:
     if isinstance(values, str):
         raise TypeError("allowed_origins must be a list of origins, e.g. ['https://shop.example']")
     return tuple(origin(value) for value in values)
+
+
+_SELLER_KEYS = {
+    "name": "name",
+    "line1": "line1",
+    "city": "city",
+    "region": "region",
+    "postal_code": "postal_code",
+    "postalCode": "postal_code",
+    "country": "country",
+}
+
+
+def checked_seller(value: object) -> Seller | None:
+    """The ``seller`` option: a :class:`certwidget.Seller`, a mapping of its fields, or None.
+
+    Every certificate names the seller the buyer certifies to, so a name is required and the
+    address parts must be one-line text.
+    """
+    if value is None or isinstance(value, Seller):
+        seller = value
+    elif isinstance(value, Mapping):
+        unknown = sorted(str(k) for k in value if k not in _SELLER_KEYS)
+        if unknown:
+            raise ValueError(
+                f"seller has unknown keys {unknown}: use name, line1, city, region, "
+                "postal_code (or postalCode) and country"
+            )
+        seller = Seller(**{_SELLER_KEYS[str(k)]: v for k, v in value.items()})
+    else:
+        raise TypeError(
+            "seller must be certwidget.Seller(name=..., line1=..., city=..., region=..., "
+            f"postal_code=...) or a mapping of those fields, got {type(value).__name__}"
+        )
+    if seller is None:
+        return None
+    for name in ("name", "line1", "city", "region", "postal_code", "country"):
+        part = getattr(seller, name)
+        if not isinstance(part, str) or any(ch in part for ch in "\r\n\x00"):
+            raise ValueError(f"seller.{name} must be one line of text, got {part!r}")
+    if not seller.name.strip():
+        raise ValueError("seller needs the shop's legal name: Seller(name='Example Shop LLC', ...)")
+    return seller
+
 
 def check_hooks(**hooks: object) -> None:
     """Callables the shop passes that take something other than the request alone."""

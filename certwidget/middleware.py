@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certwidget import config
 from certwidget.documents.rendering import CertificateRenderer, WorkerRenderer
+from certwidget.domain.models import Seller
 from certwidget.metrics import metrics_for
 from certwidget.outbox import is_postgres, outbox_for, sqlite_path
 from certwidget.outbox.base import Outbox
@@ -46,6 +47,7 @@ from certwidget.web.on_file import ON_FILE_TTL, CertificatesOnFile
 from certwidget.web.runtime import (
     CHECKOUT_COOKIE_MAX_AGE,
     CertificateHook,
+    OrderReferenceCallable,
     Runtime,
     Settings,
     ShipZoneCallable,
@@ -103,6 +105,14 @@ class CertWidgetMiddleware:
     - ``renderer``: draws the filled-in certificate's PDF at delivery, an object implementing
       :class:`certwidget.documents.rendering.CertificateRenderer`; default: a worker process.
     - ``accept_pending``: let on-file certificates still Pending review exempt orders.
+    - ``seller``: the shop as every certificate names it, a :class:`certwidget.Seller` (or a
+      mapping: name, line1, city, region, postal_code, country); set it in production.
+    - ``order_reference``: ``order_reference(request)`` (sync or async) answers the shop's
+      reference for the order being checked out (e.g. a cart id), or None. With it the widget
+      offers a single-purchase certificate, which names that order and exempts only it.
+    - ``exempt_on_submit``: True (default) lets a certificate submitted in this checkout exempt
+      the order at once; False exempts only once the provider has approved it (Active), and
+      ``exemption_for`` answers an :class:`Exemption` with ``awaiting_review=True`` until then.
     - ``token_max_age``: widget token lifetime in seconds (default 1800).
     - ``allowed_origins``: further origins the endpoints accept in ``Origin`` besides the
       request's own, e.g. the shop's public ``https://`` origin behind a proxy that hides the
@@ -138,6 +148,9 @@ class CertWidgetMiddleware:
         outbox: Outbox | None = None,
         renderer: CertificateRenderer | None = None,
         accept_pending: bool = False,
+        seller: Seller | Mapping[str, str] | None = None,
+        order_reference: OrderReferenceCallable | None = None,
+        exempt_on_submit: bool = True,
         token_max_age: int = 1800,
         allowed_origins: Sequence[str] = (),
         locale: str = "en",
@@ -150,8 +163,12 @@ class CertWidgetMiddleware:
         keys = normalize_keys(secret_key)
         prefix = config.checked_prefix(prefix)
         config.check_callables(
-            customer=customer, ship_zone=ship_zone, on_certificate=on_certificate
+            customer=customer,
+            ship_zone=ship_zone,
+            on_certificate=on_certificate,
+            order_reference=order_reference,
         )
+        checked_seller = config.checked_seller(seller)
         config.check_hooks(
             on_delivered=on_delivered, on_failed=on_failed, admin_authorize=admin_authorize
         )
@@ -159,6 +176,8 @@ class CertWidgetMiddleware:
         events = Lifecycle(
             on_delivered=on_delivered, on_failed=on_failed, metrics=metrics_for(metrics)
         )
+        if not isinstance(exempt_on_submit, bool):
+            raise TypeError("exempt_on_submit must be True or False")
         config.check_numbers(
             token_max_age=token_max_age,
             deliver_wait=deliver_wait,
@@ -218,6 +237,8 @@ class CertWidgetMiddleware:
         settings = Settings(
             prefix=prefix,
             accept_pending=accept_pending,
+            seller=checked_seller,
+            exempt_on_submit=exempt_on_submit,
             token_max_age=token_max_age,
             allowed_origins=origins,
             locale=locale,
@@ -236,6 +257,7 @@ class CertWidgetMiddleware:
             customer=customer,
             ship_zone=ship_zone,
             on_certificate=on_certificate,
+            order_reference=order_reference,
             on_file_ttl=on_file_ttl,
             events=events,
         )
@@ -276,7 +298,8 @@ class CertWidgetMiddleware:
             if path.startswith(self._claimed_prefixes):
                 if path.startswith(self._prefix_slash) or path == self._prefix:
                     if not self.runtime.started:
-                        return self._start_then_serve(scope, receive, send)
+                        await self._start_then_serve(scope, receive, send)
+                        return
                     await self._endpoints(scope, receive, send)
                     return
                 if path in self._inject_exact or self._should_inject(scope, path):
@@ -357,6 +380,7 @@ def compose(
     customer: CustomerCallable | None,
     ship_zone: ShipZoneCallable | None,
     on_certificate: CertificateHook | None,
+    order_reference: OrderReferenceCallable | None = None,
     on_file_ttl: float = ON_FILE_TTL,
     events: Lifecycle | None = None,
 ) -> Runtime:
@@ -390,4 +414,5 @@ def compose(
         checkout=Signed(keys, salt=CHECKOUT_COOKIE_SALT, max_age=CHECKOUT_COOKIE_MAX_AGE),
         ship_zone=ship_zone,
         on_certificate=on_certificate,
+        order_reference=order_reference,
     )

@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 
-from certwidget import CertWidgetMiddleware, Exemption, exemption_for, zones
+from certwidget import CertWidgetMiddleware, Exemption, Seller, exemption_for, zones
 from certwidget.providers import CertificateProvider, embedded_sandbox
 
 from .csp import ContentSecurityPolicy
@@ -32,6 +32,14 @@ from .seed import buyers, seed
 
 HERE = Path(__file__).parent
 DEFAULT_ZONE = "WA"
+# The shop as every certificate names it: the seller the buyer certifies to.
+SELLER = Seller(
+    name="certwidget Example Supply Co.",
+    line1="500 Pine Street",
+    city="Seattle",
+    region="WA",
+    postal_code="98101",
+)
 
 
 def current_customer(request: Request) -> dict[str, str] | None:
@@ -45,12 +53,20 @@ def ship_zone(request: Request) -> str:
     return str(request.session.get("ship_to", DEFAULT_ZONE))
 
 
+def order_reference(request: Request) -> str | None:
+    """The order being checked out (made with the cart): a single-purchase certificate names
+    it and exempts only it."""
+    ref = request.session.get("order_ref")
+    return str(ref) if ref else None
+
+
 def create_app(
     *,
     data_dir: str | os.PathLike[str] = ".certwidget-demo",
     provider: CertificateProvider | None = None,
     secret_key: str | None = None,
     seed_buyers: bool = True,
+    exempt_on_submit: bool = True,
 ) -> FastAPI:
     data = Path(data_dir)
     secret = secret_key or os.environ.get("CERTWIDGET_SECRET") or secrets.token_urlsafe(32)
@@ -105,6 +121,7 @@ def create_app(
         cart: dict[str, int] = dict(request.session.get("cart", {}))
         cart[sku] = min(999, cart.get(sku, 0) + quantity)
         request.session["cart"] = cart
+        request.session.setdefault("order_ref", "ORD-" + secrets.token_hex(4).upper())
         return RedirectResponse("/checkout", status_code=303)
 
     @app.get("/signin", response_class=HTMLResponse)
@@ -172,6 +189,7 @@ def create_app(
             certificate=cart_totals.exemption.reference if cart_totals.exemption else None,
         )
         request.session["cart"] = {}
+        request.session.pop("order_ref", None)  # the next order is another one
         return RedirectResponse("/orders", status_code=303)
 
     @app.get("/orders", response_class=HTMLResponse)
@@ -190,6 +208,9 @@ def create_app(
         provider=provider,
         customer=current_customer,
         ship_zone=ship_zone,
+        seller=SELLER,
+        order_reference=order_reference,
+        exempt_on_submit=exempt_on_submit,
         database=data / "certwidget.sqlite3",
         # The demo's provider is in-process and quick: wait for it, so the buyer's success
         # message and the order carry the provider's certificate number.

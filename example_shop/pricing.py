@@ -51,7 +51,8 @@ class Totals:
             "total": money(self.total_cents),
             "taxLabel": self.tax_label,
             "zone": self.zone,
-            "exempt": self.exemption is not None,
+            # An Exemption awaiting review is falsy: it exempts nothing yet.
+            "exempt": bool(self.exemption),
             "certificate": self.exemption.reference if self.exemption else None,
         }
 
@@ -89,7 +90,9 @@ def totals(lines: list[Line], zone: str, exemption: Exemption | None) -> Totals:
     tax = (Decimal(subtotal) * Decimal(str(rate)) / 100 * taxable).quantize(
         Decimal(1), rounding=ROUND_HALF_UP
     )
-    if exemption is not None:
+    if exemption is not None and exemption.awaiting_review:
+        label = f"Sales tax ({zone} {rate:g}%); certificate {exemption.reference} awaiting approval"
+    elif exemption is not None:
         label = (
             f"Sales tax exempt ({exemption.reason_name}, certificate {exemption.reference})"
             if exemption.exempt_percentage >= 100

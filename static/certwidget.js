@@ -72,8 +72,6 @@
       chooseReason: 'Choose a reason',
       number: 'Exemption or permit number',
       numberHint: 'As shown on your permit or registration.',
-      perState: 'Use a different number for some states',
-      perStateHint: 'Leave a state blank to use the number above.',
       numberFor: 'Number for {state}',
       taxIdType: 'Type of tax ID',
       tax_state: 'State-issued',
@@ -128,6 +126,46 @@
       e_file: 'Choose the certificate file to upload.',
       e_fileType: 'Choose a PDF, PNG, JPEG or TIFF file.',
       e_fileSize: 'The file is {size} MB. Choose a file of 10 MB or less.',
+      uploadOnlyNote: 'There is no form to fill in online here for {states}: upload the certificate the state requires.',
+      reasonHint: 'Only the reasons these states’ forms accept are listed. For another reason, go back and upload your certificate.',
+      youSign: 'You will sign: {forms}.',
+      formFor: '{title} ({number}) for {states}',
+      businessType: 'Type of business',
+      businessTypeOn: 'Type of business on the {number}',
+      chooseType: 'Choose a type of business',
+      bdesc: 'Description of your business',
+      bdescHint: 'What the purchaser sells, makes or does.',
+      pdesc: 'Items you are buying',
+      pdescHint: 'A general description, for example “Packaging for resale”.',
+      kind: 'This certificate covers',
+      kindBlanket: 'This and future orders (blanket certificate)',
+      kindSingle: 'This order only (single purchase)',
+      kindSingleHint: 'Names order {ref}; later orders need a new certificate.',
+      kindSingleNoRef: 'Names this order; later orders need a new certificate.',
+      expiryDate: 'Expiration date printed on your {number}',
+      signerTitle: 'Your title',
+      signerTitleHint: 'For example Owner or Purchasing manager.',
+      previewIntroMany: 'You are signing {n} documents, one per form. Check each, then submit: one signature covers them all.',
+      issuedBy: '{number}, issued by {issuer}',
+      seller: 'Seller',
+      noSeller: 'Not named by the shop',
+      covers: 'Covers',
+      coversBlanket: 'This and future orders (blanket)',
+      coversSingle: 'This order only: {ref}',
+      thisOrder: 'this order',
+      expiry: 'Expires',
+      expiryPrinted: 'On the date printed on it: {date}',
+      signerTitleRow: 'Signer’s title',
+      signed: 'Signed',
+      reviewPolicy: 'Tax is removed once your certificate is approved.',
+      doneReview: 'Certificate received for {states}. Tax is removed once your certificate is approved.',
+      e_businessType: 'Choose the type of business.',
+      e_bdesc: 'Describe the purchaser’s business.',
+      e_pdesc: 'Describe the items you are buying.',
+      e_signerTitle: 'Enter your title, for example Owner.',
+      e_expiry: 'Enter the expiration date printed on your certificate.',
+      e_expiryPast: 'The expiration date must be in the future.',
+      e_numberState: 'Enter the number {state} issued you.',
     },
     es: {
       title: 'Compra exenta de impuestos',
@@ -184,8 +222,6 @@
       chooseReason: 'Elija un motivo',
       number: 'Número de exención o permiso',
       numberHint: 'Tal como aparece en su permiso o registro.',
-      perState: 'Usar un número distinto para algunos estados',
-      perStateHint: 'Deje un estado en blanco para usar el número de arriba.',
       numberFor: 'Número para {state}',
       taxIdType: 'Tipo de identificación fiscal',
       tax_state: 'Emitida por el estado',
@@ -240,6 +276,46 @@
       e_file: 'Elija el archivo del certificado que quiere subir.',
       e_fileType: 'Elija un archivo PDF, PNG, JPEG o TIFF.',
       e_fileSize: 'El archivo ocupa {size} MB. Elija uno de 10 MB o menos.',
+      uploadOnlyNote: 'Aquí no hay formulario para rellenar en línea para {states}: suba el certificado que exige el estado.',
+      reasonHint: 'Solo aparecen los motivos que aceptan los formularios de estos estados. Para otro motivo, vuelva atrás y suba su certificado.',
+      youSign: 'Firmará: {forms}.',
+      formFor: '{title} ({number}) para {states}',
+      businessType: 'Tipo de negocio',
+      businessTypeOn: 'Tipo de negocio en el {number}',
+      chooseType: 'Elija un tipo de negocio',
+      bdesc: 'Descripción de su negocio',
+      bdescHint: 'Lo que el comprador vende, fabrica o hace.',
+      pdesc: 'Artículos que compra',
+      pdescHint: 'Una descripción general, por ejemplo «Embalajes para reventa».',
+      kind: 'Este certificado cubre',
+      kindBlanket: 'Este pedido y los siguientes (certificado general)',
+      kindSingle: 'Solo este pedido (compra única)',
+      kindSingleHint: 'Indica el pedido {ref}; los pedidos siguientes necesitan un certificado nuevo.',
+      kindSingleNoRef: 'Indica este pedido; los pedidos siguientes necesitan un certificado nuevo.',
+      expiryDate: 'Fecha de vencimiento impresa en su {number}',
+      signerTitle: 'Su cargo',
+      signerTitleHint: 'Por ejemplo Propietario o Responsable de compras.',
+      previewIntroMany: 'Firmará {n} documentos, uno por formulario. Revise cada uno y envíelos: una sola firma los cubre todos.',
+      issuedBy: '{number}, emitido por {issuer}',
+      seller: 'Vendedor',
+      noSeller: 'La tienda no lo ha indicado',
+      covers: 'Cubre',
+      coversBlanket: 'Este pedido y los siguientes (general)',
+      coversSingle: 'Solo este pedido: {ref}',
+      thisOrder: 'este pedido',
+      expiry: 'Vence',
+      expiryPrinted: 'En la fecha impresa: {date}',
+      signerTitleRow: 'Cargo del firmante',
+      signed: 'Firmado',
+      reviewPolicy: 'El impuesto se quita cuando se apruebe su certificado.',
+      doneReview: 'Certificado recibido para {states}. El impuesto se quita cuando se apruebe su certificado.',
+      e_businessType: 'Elija el tipo de negocio.',
+      e_bdesc: 'Describa el negocio del comprador.',
+      e_pdesc: 'Describa los artículos que compra.',
+      e_signerTitle: 'Escriba su cargo, por ejemplo Propietario.',
+      e_expiry: 'Escriba la fecha de vencimiento impresa en su certificado.',
+      e_expiryPast: 'La fecha de vencimiento debe ser futura.',
+      e_numberState: 'Escriba el número que le emitió {state}.',
     },
   };
 
@@ -255,15 +331,19 @@
   const PATHS = { zones: ['zone', 'cw-zone'] };
   PURCHASER.forEach(([k]) => { PATHS['purchaser.' + k] = ['fill', 'cw-p-' + k]; });
   Object.assign(PATHS, {
-    reason: ['form', 'cw-reason'], exemptionNumber: ['form', 'cw-number'], taxIdType: ['fill', 'cw-taxid'],
-    file: ['upload', 'cw-file'], signature: ['sign', 'cw-sig'], 'signature.image': ['sign', 'cw-sig'],
-    'signature.name': ['sign', 'cw-sig-name'], attest: ['sign', 'cw-attest'],
+    reason: ['form', 'cw-reason'], forms: ['fill', 'cw-reason'], exemptionNumber: ['form', 'cw-number'],
+    taxIdType: ['fill', 'cw-taxid'], businessDescription: ['fill', 'cw-bdesc'], propertyDescription: ['fill', 'cw-pdesc'],
+    purchaseKind: ['fill', 'cw-kind'], orderReference: ['fill', 'cw-kind'], expirationDate: ['fill', 'cw-expiry'],
+    file: ['upload', 'cw-file'], signerTitle: ['sign', 'cw-signer-title'], signature: ['sign', 'cw-sig'],
+    'signature.image': ['sign', 'cw-sig'], 'signature.name': ['sign', 'cw-sig-name'], attest: ['sign', 'cw-attest'],
   });
+  // The number and business-type paths depend on the states and forms: added per step (see validate).
   const STEP_PATHS = {
     zone: ['zones'],
-    fill: PURCHASER.map(([k]) => 'purchaser.' + k).concat('reason', 'exemptionNumber', 'taxIdType'),
-    sign: ['signature', 'signature.image', 'signature.name', 'attest'],
-    upload: ['reason', 'exemptionNumber', 'file'],
+    fill: PURCHASER.map(([k]) => 'purchaser.' + k).concat('reason', 'taxIdType', 'businessDescription',
+      'propertyDescription', 'purchaseKind', 'expirationDate'),
+    sign: ['signerTitle', 'signature', 'signature.image', 'signature.name', 'attest'],
+    upload: ['reason', 'file'],
   };
   const STEP_ORDER = ['zone', 'onfile', 'choice', 'fill', 'upload', 'sign', 'preview', 'done'];
 
@@ -377,6 +457,9 @@
       this.zones = [];
       this.zmap = new Map();
       this.rcache = new Map();
+      this.fcache = new Map(); // zone -> what GET /forms says of it
+      this.fdefs = {}; // form id -> the form
+      this.policy = null; // seller, exemptOnSubmit, singlePurchase (GET /forms)
       this.reasons = [];
       this.ctl = new Set();
       this.undo = [];
@@ -406,7 +489,9 @@
         step: 'zone', hist: [], zone: upper(o.shipZone), extras: [], picking: false,
         token: prev ? prev.token : o.token || null, tokenExp: prev ? prev.tokenExp : 0,
         tokenZones: prev ? prev.tokenZones : o.token ? '*' : '',
-        certs: [], mode: 'fill', reason: '', number: '', numbers: {}, perState: false, taxIdType: 'state', purchaser, locked,
+        certs: [], mode: 'fill', reason: '', number: '', numbers: {}, taxIdType: 'state', purchaser, locked,
+        businessTypes: {}, businessDescription: '', propertyDescription: '', signerTitle: '', purchaseKind: 'blanket',
+        expirationDate: '', orderRef: typeof o.orderReference === 'string' ? o.orderReference : '',
         sigMode: 'draw', strokes: [], sigImage: '', padSize: null, typed: '', attest: false, file: null,
         errors: {}, idem: null, busy: false, result: null, fired: prev ? prev.fired : new Set(),
       };
@@ -605,6 +690,7 @@
       const o = this.o;
       if (!('shipZone' in o) && typeof data.shipZone === 'string') o.shipZone = data.shipZone;
       if (!('purchaser' in o) && data.purchaser && typeof data.purchaser === 'object') o.purchaser = data.purchaser;
+      if (!('orderReference' in o) && typeof data.orderReference === 'string') o.orderReference = data.orderReference;
       this.buyerKnown = true;
       this.s = this.fresh(this.s);
     }
@@ -734,45 +820,170 @@
       const select = this.reasonSelect((e) => {
         s.reason = e.target.value;
         this.fix('reason');
-        this.refreshNumberLabel();
-        this.numberPaths().forEach((p) => { if (s.errors[p] || this.numberValue(p)) this.checkNumber(p); });
+        if (s.mode === 'upload') {
+          this.refreshNumberLabel();
+          this.numberPaths().forEach((p) => { if (s.errors[p] || this.numberValue(p)) this.checkNumber(p); });
+        } else {
+          this.drawFormFields();
+        }
       });
-      const num = this.input(s.number, (e) => { s.number = e.target.value; this.fix('exemptionNumber'); }, {
-        autocomplete: 'off', spellcheck: 'false', onblur: (e) => this.blurCheck(e, 'exemptionNumber'),
-      });
+      if (s.mode === 'upload') {
+        return [this.field('cw-reason', this.L.reason, select), this.numberKids()];
+      }
       return [
-        this.field('cw-reason', this.L.reason, select),
-        this.field('cw-number', this.L.number, num, { hint: this.numberHint(), optional: this.numberOptional() }),
-        s.mode === 'upload' ? null : this.perStateFields(),
+        this.field('cw-reason', this.L.reason, select, { hint: this.L.reasonHint }),
+        h('div', { id: 'cw-formfields' }, this.formFieldKids()),
       ];
     }
 
-    // A multi-state certificate may carry one number per state (protocol: exemptionNumbers).
-    perStateFields() {
+    // What the chosen forms ask, redrawn when the reason (and so the forms) changes.
+    formFieldKids() {
       const s = this.s;
       const L = this.L;
-      const zones = this.chosen();
-      if (zones.length < 2) return null;
-      const box = h('div', { class: 'cw-perstate', id: 'cw-perstate-fields', hidden: !s.perState },
-        h('p', { class: 'cw-hint' }, L.perStateHint),
-        zones.map((z) => this.field('cw-num-' + z, fmt(L.numberFor, { state: this.zoneName(z) }), this.input(s.numbers[z], (e) => {
-          s.numbers[z] = e.target.value;
-          this.fix('exemptionNumbers.' + z);
-          this.fix('exemptionNumber');
-        }, { autocomplete: 'off', spellcheck: 'false', onblur: (e) => this.blurCheck(e, 'exemptionNumbers.' + z) }),
-        { optional: true })));
-      return [h('div', { class: 'cw-check' },
-        h('input', { type: 'checkbox', id: 'cw-perstate', checked: s.perState, 'aria-controls': 'cw-perstate-fields', onchange: (e) => {
-          s.perState = e.target.checked;
-          box.hidden = !s.perState;
-          this.numberPaths().forEach((p) => { if (s.errors[p]) this.checkNumber(p); });
-        } }),
-        h('label', { for: 'cw-perstate' }, L.perState)), box];
+      const groups = this.formGroups();
+      const kids = [];
+      if (groups.length) {
+        kids.push(h('p', { class: 'cw-note', id: 'cw-forms-note' }, fmt(L.youSign, {
+          forms: groups.map((g) => fmt(L.formFor, { title: g.form.title, number: g.form.number, states: this.stateList(g.zones) })).join('; '),
+        })));
+      }
+      kids.push(h('div', { id: 'cw-numbers' }, this.numberKids()));
+      kids.push(this.group('cw-taxid', L.taxIdType, h('div', { class: 'cw-inline' },
+        TAX_IDS.map((t) => this.radio('cw-taxid', t, L['tax_' + t], s.taxIdType === t, (e) => {
+          s.taxIdType = e.target.value;
+          this.drawNumbers();
+        })))));
+      const bts = this.btForms();
+      bts.forEach((f) => {
+        const path = bts.length === 1 ? 'businessType' : 'businessType.' + f.id;
+        const select = h('select', { class: 'cw-input', onchange: (e) => { s.businessTypes[f.id] = e.target.value; this.fix(path); } },
+          h('option', { value: '' }, L.chooseType),
+          f.businessTypes.map((b) => h('option', { value: b.code, selected: s.businessTypes[f.id] === b.code }, b.label)));
+        kids.push(this.field('cw-bt-' + f.id, bts.length === 1 ? L.businessType : fmt(L.businessTypeOn, { number: f.number }), select));
+      });
+      if (this.asks('business_description')) {
+        kids.push(this.field('cw-bdesc', L.bdesc, this.input(s.businessDescription, (e) => {
+          s.businessDescription = e.target.value;
+          this.fix('businessDescription');
+        }, { autocomplete: 'off' }), { hint: L.bdescHint }));
+      }
+      if (this.asks('property_description')) {
+        kids.push(this.field('cw-pdesc', L.pdesc, this.input(s.propertyDescription, (e) => {
+          s.propertyDescription = e.target.value;
+          this.fix('propertyDescription');
+        }, { autocomplete: 'off' }), { hint: L.pdescHint }));
+      }
+      if (this.kindChoice()) {
+        const pick = (e) => { s.purchaseKind = e.target.value; this.fix('purchaseKind'); };
+        kids.push(this.group('cw-kind', L.kind, [
+          this.radio('cw-kind', 'blanket', L.kindBlanket, s.purchaseKind !== 'single', pick),
+          this.radio('cw-kind', 'single', L.kindSingle, s.purchaseKind === 'single', pick,
+            s.orderRef ? fmt(L.kindSingleHint, { ref: s.orderRef }) : L.kindSingleNoRef)]));
+      }
+      const fixed = this.fixedExpiry();
+      if (fixed.length) {
+        kids.push(this.field('cw-expiry', fmt(L.expiryDate, { number: fixed[0].form.number }), this.input(s.expirationDate, (e) => {
+          s.expirationDate = e.target.value;
+          this.fix('expirationDate');
+        }, { type: 'date' })));
+      }
+      return kids;
     }
 
-    numberPaths() { return ['exemptionNumber', ...this.chosen().map((z) => 'exemptionNumbers.' + z)]; }
-    numberValue(path) { return path === 'exemptionNumber' ? this.s.number.trim() : this.override(path.slice(17)); }
-    override(code) { return this.s.perState && this.s.mode !== 'upload' ? String(this.s.numbers[code] || '').trim() : ''; }
+    drawFormFields() {
+      const box = this.$('cw-formfields');
+      if (box) box.replaceChildren(...this.formFieldKids());
+      this.allPaths().forEach((p) => this.paint(p));
+    }
+
+    drawNumbers() {
+      const box = this.$('cw-numbers');
+      if (box) box.replaceChildren(...this.numberKids());
+      this.allPaths().forEach((p) => this.paint(p));
+    }
+
+    // One number, or (several states, state-issued numbers) one per state: a number a state
+    // issued is never carried to another state.
+    numberKids() {
+      const s = this.s;
+      const L = this.L;
+      const opts = (path) => ({ autocomplete: 'off', spellcheck: 'false', onblur: (e) => this.blurCheck(e, path) });
+      if (!this.perState()) {
+        const num = this.input(s.number, (e) => { s.number = e.target.value; this.fix('exemptionNumber'); }, opts('exemptionNumber'));
+        return [this.field('cw-number', L.number, num, { hint: this.numberHint(), optional: this.numberOptional() })];
+      }
+      return this.chosen().map((z) => this.field('cw-num-' + z, fmt(L.numberFor, { state: this.zoneName(z) }),
+        this.input(s.numbers[z], (e) => { s.numbers[z] = e.target.value; this.fix('exemptionNumbers.' + z); }, opts('exemptionNumbers.' + z)),
+        { hint: this.numberHint([z]), optional: this.numberOptional() }));
+    }
+
+    // ---------------------------------------------------------- forms (GET /forms)
+    async loadForms(zones) {
+      const missing = zones.filter((z) => !this.fcache.has(z));
+      if (!missing.length && this.policy) return;
+      const ask = missing.length ? missing : zones.slice(0, 1);
+      const { data } = await this.req('GET', '/forms?zones=' + encodeURIComponent(ask.join(',')));
+      (Array.isArray(data.zones) ? data.zones : []).forEach((z) => { if (z && z.code) this.fcache.set(z.code, z); });
+      Object.assign(this.fdefs, data.forms && typeof data.forms === 'object' ? data.forms : {});
+      this.policy = { seller: data.seller || null, exemptOnSubmit: data.exemptOnSubmit !== false, single: data.singlePurchase === true };
+    }
+
+    zoneForms(code) { return this.fcache.get(code) || { reasons: [], expiry: {} }; }
+
+    // The reasons every chosen state has a form for.
+    fillReasons() {
+      const zones = this.chosen();
+      if (!zones.length) return [];
+      let list = this.zoneForms(zones[0]).reasons || [];
+      for (const z of zones.slice(1)) {
+        const codes = new Set((this.zoneForms(z).reasons || []).map((r) => r.code));
+        list = list.filter((r) => codes.has(r.code));
+      }
+      return list;
+    }
+
+    fillable() { return this.fillReasons().length > 0; }
+
+    formIdOf(zone) {
+      const r = (this.zoneForms(zone).reasons || []).find((x) => x.code === this.s.reason);
+      return r ? r.form : null;
+    }
+
+    // The forms the buyer signs for the chosen reason, each with its states (one document each).
+    formGroups() {
+      const groups = [];
+      if (this.s.mode === 'upload' || !this.s.reason) return groups;
+      for (const z of this.chosen()) {
+        const form = this.fdefs[this.formIdOf(z)];
+        if (!form) continue;
+        let g = groups.find((x) => x.form.id === form.id);
+        if (!g) groups.push((g = { form, zones: [] }));
+        g.zones.push(z);
+      }
+      return groups;
+    }
+
+    asks(field) { return this.formGroups().some((g) => (g.form.asks || []).includes(field)); }
+    btForms() {
+      return this.formGroups().map((g) => g.form)
+        .filter((f) => Array.isArray(f.businessTypes) && f.businessTypes.length && (f.asks || []).includes('business_type'));
+    }
+    btPaths() {
+      const forms = this.btForms();
+      return forms.length === 1 ? ['businessType'] : forms.map((f) => 'businessType.' + f.id);
+    }
+    // Single or blanket, where every form offers both and the shop names its orders.
+    kindChoice() {
+      const forms = this.formGroups().map((g) => g.form);
+      return !!(this.policy && this.policy.single) && forms.length > 0 && forms.every((f) => f.single && f.blanket);
+    }
+    purchaseKind() { return this.kindChoice() && this.s.purchaseKind === 'single' ? 'single' : 'blanket'; }
+    expiryOf(form, zone) { return (this.zoneForms(zone).expiry || {})[form.id] || { kind: 'none', date: null }; }
+    fixedExpiry() { return this.formGroups().filter((g) => g.zones.some((z) => this.expiryOf(g.form, z).kind === 'fixed_date')); }
+    perState() { return this.s.mode !== 'upload' && this.s.taxIdType === 'state' && this.chosen().length > 1; }
+
+    numberPaths() { return this.perState() ? this.chosen().map((z) => 'exemptionNumbers.' + z) : ['exemptionNumber']; }
+    numberValue(path) { return path === 'exemptionNumber' ? this.s.number.trim() : String(this.s.numbers[path.slice(17)] || '').trim(); }
 
     reasonObj() { return this.reasons.find((r) => r.code === this.s.reason) || null; }
     numberOptional() { const r = this.reasonObj(); return !!r && r.numberRequired === false; }
@@ -784,9 +995,11 @@
       if (hint) hint.textContent = this.numberHint();
     }
 
-    // Format rules that apply to the chosen states and reason (from /zones numberPattern or /reasons pattern).
+    // Format rules that apply to the chosen states and reason (from /zones numberPattern or
+    // /reasons pattern); a state's format is for the numbers it issues, not a FEIN.
     numberRules(zones = this.chosen()) {
       const rules = [];
+      if (this.s.taxIdType !== 'state') return rules;
       const r = this.reasonObj();
       for (const code of zones) {
         const np = (this.zmap.get(code) || {}).numberPattern;
@@ -799,18 +1012,26 @@
       return rules.filter((x) => x.re);
     }
 
-    numberHint() {
-      const hints = this.lang === 'en' ? this.numberRules().filter((x) => x.hint).map((x) => x.hint) : [];
-      return hints.length ? hints.map((x) => x.charAt(0).toUpperCase() + x.slice(1)).join('. ') + '.' : this.L.numberHint;
+    numberHint(zones = this.chosen()) {
+      const parts = [];
+      if (this.lang === 'en' && this.s.mode !== 'upload' && this.s.taxIdType === 'state' && zones.length === 1) {
+        const form = this.fdefs[this.formIdOf(zones[0])];
+        if (form && form.numberLabel) parts.push(form.numberLabel);
+      }
+      if (this.lang === 'en') this.numberRules(zones).filter((x) => x.hint).forEach((x) => parts.push(x.hint.charAt(0).toUpperCase() + x.hint.slice(1)));
+      return parts.length ? parts.join('. ') + '.' : this.L.numberHint;
     }
 
-    // The main number covers every state without its own number; a state's own number only itself.
+    // The one number covers every state; a state's own number only itself.
     numberProblem(path) {
       const r = this.reasonObj();
       const own = path !== 'exemptionNumber';
-      const zones = own ? [path.slice(17)] : this.chosen().filter((z) => !this.override(z));
+      const zones = own ? [path.slice(17)] : this.chosen();
       const n = this.numberValue(path);
-      if (!n) return !own && zones.length && r && r.numberRequired ? this.L.e_number : null;
+      if (!n) {
+        if (!(zones.length && r && r.numberRequired)) return null;
+        return own ? fmt(this.L.e_numberState, { state: this.zoneName(zones[0]) }) : this.L.e_number;
+      }
       for (const rule of this.numberRules(zones)) {
         if (!rule.re.test(rule.strip ? n.replace(/[\s.-]/g, '') : n)) {
           return fmt(rule.hint && this.lang === 'en' ? this.L.e_numberFormat : this.L.e_numberFormatShort, { state: rule.state, hint: rule.hint });
@@ -837,14 +1058,20 @@
     def(path) {
       if (PATHS[path]) return PATHS[path];
       if (path.startsWith('exemptionNumbers.')) return ['fill', 'cw-num-' + path.slice(17)];
-      if (path === 'exemptionNumbers') return ['fill', 'cw-perstate'];
+      if (path === 'exemptionNumbers') return ['fill', 'cw-numbers'];
+      if (path.startsWith('forms.')) return ['fill', 'cw-reason'];
+      if (path === 'businessType') {
+        const f = this.btForms()[0];
+        return f ? ['fill', 'cw-bt-' + f.id] : ['fill', 'cw-reason'];
+      }
+      if (path.startsWith('businessType.')) return ['fill', 'cw-bt-' + path.slice(13)];
       return null;
     }
 
     allPaths() {
       const keys = Object.keys(PATHS);
       const at = keys.indexOf('exemptionNumber') + 1;
-      return keys.slice(0, at).concat(this.chosen().map((z) => 'exemptionNumbers.' + z), keys.slice(at));
+      return keys.slice(0, at).concat(this.chosen().map((z) => 'exemptionNumbers.' + z), this.btPaths(), keys.slice(at));
     }
 
     stepOf(path) {
@@ -907,7 +1134,19 @@
       }
       if (path === 'reason') return s.reason ? null : L.e_reason;
       if (path === 'exemptionNumber' || path.startsWith('exemptionNumbers.')) return this.numberProblem(path);
-      if (path === 'taxIdType') return null;
+      if (path === 'taxIdType' || path === 'purchaseKind' || path === 'orderReference') return null;
+      if (path === 'businessType' || path.startsWith('businessType.')) {
+        const f = path === 'businessType' ? this.btForms()[0] : this.btForms().find((x) => x.id === path.slice(13));
+        return f && !s.businessTypes[f.id] ? L.e_businessType : null;
+      }
+      if (path === 'businessDescription') return this.asks('business_description') && !s.businessDescription.trim() ? L.e_bdesc : null;
+      if (path === 'propertyDescription') return this.asks('property_description') && !s.propertyDescription.trim() ? L.e_pdesc : null;
+      if (path === 'signerTitle') return this.asks('title') && !s.signerTitle.trim() ? L.e_signerTitle : null;
+      if (path === 'expirationDate') {
+        if (!this.fixedExpiry().length) return null;
+        if (!/^\d{4}-\d{2}-\d{2}$/.test(s.expirationDate)) return L.e_expiry;
+        return s.expirationDate <= new Date().toISOString().slice(0, 10) ? L.e_expiryPast : null;
+      }
       if (path === 'signature' || path === 'signature.image') return s.sigMode === 'draw' && !s.strokes.length ? L.e_sig : null;
       if (path === 'signature.name') return s.sigMode === 'type' && !s.typed.trim() ? L.e_sigName : null;
       if (path === 'attest') return s.attest ? null : L.e_attest;
@@ -924,7 +1163,8 @@
     // Client-side check of one step: true when it may proceed.
     validate(step) {
       const s = this.s;
-      const paths = (STEP_PATHS[step] || []).concat(step === 'fill' ? this.numberPaths().slice(1) : []);
+      const dynamic = step === 'fill' ? this.numberPaths().concat(this.btPaths()) : step === 'upload' ? this.numberPaths() : [];
+      const paths = (STEP_PATHS[step] || []).concat(dynamic);
       const found = {};
       for (const p of paths) {
         delete s.errors[p];
@@ -943,7 +1183,6 @@
       const s = this.s;
       s.errors = {};
       for (const [p, m] of Object.entries(fields)) if (typeof m === 'string') s.errors[p] = m;
-      if (Object.keys(s.errors).some((p) => p.startsWith('exemptionNumbers'))) s.perState = true;
       const steps = Object.keys(s.errors).map((p) => this.stepOf(p)).filter(Boolean)
         .sort((a, b) => STEP_ORDER.indexOf(a) - STEP_ORDER.indexOf(b));
       if (steps.length && steps[0] !== s.step) this.go(steps[0], { focus: false, keepSummary: true });
@@ -1055,7 +1294,7 @@
       this.setBusy(null, this.L.loading);
       let data;
       try {
-        ({ data } = await this.req('GET', '/certificates', { auth: true }));
+        [{ data }] = await Promise.all([this.req('GET', '/certificates', { auth: true }), this.loadForms(zones)]);
       } catch (e) {
         this.fail(e, () => this.afterZones());
         return;
@@ -1101,10 +1340,22 @@
       this.succeed({ certificate: cert, exemptions: res.data.exemptions || [] }, 'use', res.status);
     }
 
+    // Everything the old certificate (and the submission it came from) said, but the signature.
     renew(cert) {
       const s = this.s;
       s.reason = cert.reason || '';
       s.number = cert.exemptionNumber || '';
+      if (cert.zone && cert.exemptionNumber) s.numbers[cert.zone] = cert.exemptionNumber;
+      const pre = cert.prefill && typeof cert.prefill === 'object' ? cert.prefill : {};
+      if (pre.purchaser && typeof pre.purchaser === 'object') {
+        for (const [k] of PURCHASER) {
+          if (typeof pre.purchaser[k] === 'string' && pre.purchaser[k] && !s.locked.has(k)) s.purchaser[k] = pre.purchaser[k];
+        }
+      }
+      if (TAX_IDS.includes(pre.taxIdType)) s.taxIdType = pre.taxIdType;
+      if (pre.exemptionNumbers && typeof pre.exemptionNumbers === 'object') Object.assign(s.numbers, pre.exemptionNumbers);
+      if (pre.businessTypes && typeof pre.businessTypes === 'object') Object.assign(s.businessTypes, pre.businessTypes);
+      for (const k of ['businessDescription', 'propertyDescription', 'signerTitle']) if (typeof pre[k] === 'string') s[k] = pre[k];
       this.choose(true);
     }
 
@@ -1114,6 +1365,7 @@
       const fill = isTrue(o.fillOnly);
       const upload = isTrue(o.uploadOnly);
       if (upload && !fill) { this.s.mode = 'upload'; this.startForm(); }
+      else if (!this.fillable()) { this.s.mode = 'upload'; this.go('choice'); } // says why, offers upload
       else if ((fill && !upload) || renewing) { this.s.mode = 'fill'; this.startForm(); }
       else this.go('choice');
     }
@@ -1122,17 +1374,32 @@
       const L = this.L;
       const s = this.s;
       const pick = (e) => { s.mode = e.target.value; };
+      const fillable = this.fillable();
+      // No form of some chosen state is modelled (GenCert's upload_form_unavailable): say so.
+      const notes = fillable ? [] : [fmt(L.uploadOnlyNote, { states: this.stateList() })]
+        .concat(this.chosen().map((z) => this.zoneForms(z)).filter((z) => z.uploadOnly && z.note).map((z) => z.note));
       return this.form([
         h('fieldset', { class: 'cw-group' },
           h('legend', {}, this.heading(L.choiceHeading)),
-          this.radio('cw-mode', 'fill', L.choiceFill, s.mode === 'fill', pick, L.choiceFillHint),
-          this.radio('cw-mode', 'upload', L.choiceUpload, s.mode === 'upload', pick, L.fileKinds)),
-      ], [this.backBtn(), this.primary(L.cont), this.cancelBtn()], () => this.startForm());
+          notes.length ? h('div', { class: 'cw-note', id: 'cw-upload-only' }, notes.map((n) => h('p', {}, n))) : null,
+          fillable ? this.radio('cw-mode', 'fill', L.choiceFill, s.mode === 'fill', pick, L.choiceFillHint) : null,
+          this.radio('cw-mode', 'upload', L.choiceUpload, s.mode === 'upload' || !fillable, pick, L.fileKinds)),
+      ], [this.backBtn(), this.primary(L.cont), this.cancelBtn()], () => {
+        if (!fillable) s.mode = 'upload';
+        this.startForm();
+      });
     }
 
     async startForm() {
       const s = this.s;
       const zones = this.chosen();
+      if (s.mode !== 'upload') {
+        // Only what the chosen states' forms accept (GET /forms, loaded with the states).
+        this.reasons = this.fillReasons();
+        if (s.reason && !this.reasons.some((r) => r.code === s.reason)) s.reason = '';
+        this.go('fill');
+        return;
+      }
       this.setBusy(null, this.L.loading);
       try {
         await Promise.all(zones.filter((z) => !this.rcache.has(z)).map(async (z) => {
@@ -1173,8 +1440,6 @@
           locked.size ? h('p', { class: 'cw-hint' }, L.fromAccount) : null,
           h('div', { class: 'cw-grid' }, fields)),
         this.numberFields(),
-        this.group('cw-taxid', L.taxIdType, h('div', { class: 'cw-inline' },
-          TAX_IDS.map((t) => this.radio('cw-taxid', t, L['tax_' + t], s.taxIdType === t, (e) => { s.taxIdType = e.target.value; })))),
       ], [this.backBtn(), this.primary(L.cont), this.cancelBtn()], () => {
         if (this.validate('fill')) this.go('sign');
       });
@@ -1210,8 +1475,13 @@
         delete s.errors.signature; delete s.errors['signature.image']; delete s.errors['signature.name'];
         this.paint('signature'); this.paint('signature.name');
       };
+      const title = this.asks('title') ? this.field('cw-signer-title', L.signerTitle, this.input(s.signerTitle, (e) => {
+        s.signerTitle = e.target.value;
+        this.fix('signerTitle');
+      }, { autocomplete: 'organization-title' }), { hint: L.signerTitleHint }) : null;
       return this.form([
         this.heading(L.signHeading),
+        title,
         this.group('cw-sig', L.signMethod, [
           h('div', { class: 'cw-inline' },
             this.radio('cw-sigmode', 'draw', L.draw, s.sigMode === 'draw', switchMode),
@@ -1343,15 +1613,31 @@
       const s = this.s;
       const purchaser = {};
       for (const [k] of PURCHASER) purchaser[k] = (s.purchaser[k] || '').trim();
+      const zones = this.chosen();
+      const forms = {};
+      this.formGroups().forEach((g) => g.zones.forEach((z) => { forms[z] = g.form.id; }));
+      const per = this.perState();
       const numbers = {};
-      this.chosen().forEach((z) => { if (this.override(z)) numbers[z] = this.override(z); });
-      return {
-        zones: this.chosen(), reason: s.reason, exemptionNumber: s.number.trim(),
-        ...(Object.keys(numbers).length ? { exemptionNumbers: numbers } : {}),
+      if (per) zones.forEach((z) => { const v = String(s.numbers[z] || '').trim(); if (v) numbers[z] = v; });
+      const body = {
+        zones, reason: s.reason, forms, exemptionNumber: per ? '' : s.number.trim(),
+        ...(per ? { exemptionNumbers: numbers } : {}),
         taxIdType: s.taxIdType, purchaser,
-        signature: s.sigMode === 'draw' ? { type: 'drawn', image: s.sigImage } : { type: 'typed', name: s.typed.trim() },
-        attest: s.attest === true, expirationDate: null, exemptPercentage: 100,
       };
+      const bts = this.btForms();
+      if (bts.length === 1) body.businessType = s.businessTypes[bts[0].id] || '';
+      else if (bts.length > 1) body.businessType = Object.fromEntries(bts.map((f) => [f.id, s.businessTypes[f.id] || '']));
+      if (this.asks('business_description')) body.businessDescription = s.businessDescription.trim();
+      if (this.asks('property_description')) body.propertyDescription = s.propertyDescription.trim();
+      if (this.asks('title')) body.signerTitle = s.signerTitle.trim();
+      // The shop names the order a single purchase is for (its order_reference option).
+      body.purchaseKind = this.purchaseKind();
+      return Object.assign(body, {
+        signature: s.sigMode === 'draw' ? { type: 'drawn', image: s.sigImage } : { type: 'typed', name: s.typed.trim() },
+        attest: s.attest === true,
+        expirationDate: this.fixedExpiry().length && s.expirationDate ? s.expirationDate : null,
+        exemptPercentage: 100,
+      });
     }
 
     // One Idempotency-Key per attempt-set: reused while the body is unchanged (retries), new once it changes.
@@ -1361,25 +1647,61 @@
       return s.idem.key;
     }
 
+    // One summary per document the buyer signs (GA + TX: the SST certificate and the 01-339),
+    // each with its title and number, the seller and when it expires; one signature below.
     v_preview() {
       const L = this.L;
       const s = this.s;
       const p = s.purchaser;
       const r = this.reasonObj();
       const row = (label, ...value) => [h('dt', {}, label), h('dd', {}, value)];
-      const address = [p.name, p.line1, [p.city, p.region, p.postalCode].filter(Boolean).join(', '), p.country, p.email]
-        .filter((x) => x && x.trim()).map((x) => h('span', { class: 'cw-line' }, x));
+      const line = (text) => h('span', { class: 'cw-line' }, text);
+      // Made afresh for each card: a node appended twice would move to the last card.
+      const address = () => [p.name, p.line1, [p.city, p.region, p.postalCode].filter(Boolean).join(', '), p.country, p.email]
+        .filter((x) => x && x.trim()).map(line);
+      const seller = this.policy && this.policy.seller;
+      const sellerLines = () => (seller ? [seller.name, seller.address].filter(Boolean).map(line) : L.noSeller);
+      const groups = this.formGroups();
+      const many = this.chosen().length > 1;
+      const numberLines = (zones) => (this.perState()
+        ? zones.map((z) => line(`${this.zoneName(z)}: ${String(s.numbers[z] || '').trim() || '—'}`))
+        : [line(s.number.trim() || '—')]);
+      const expiryText = (form, zone) => {
+        const ex = this.expiryOf(form, zone);
+        if (ex.kind === 'fixed_date') return fmt(L.expiryPrinted, { date: dateText(s.expirationDate, this.lang) });
+        return ex.date ? fmt(L.expires, { date: dateText(ex.date, this.lang) }) : L.noExpiry;
+      };
+      const ref = s.orderRef || L.thisOrder;
+      const cards = groups.map((g, i) => {
+        const f = g.form;
+        const bt = (f.businessTypes || []).find((b) => b.code === s.businessTypes[f.id]);
+        const asks = (field) => (f.asks || []).includes(field);
+        return h('section', { class: 'cw-formcard', 'aria-labelledby': 'cw-form-' + i },
+          h('h4', { id: 'cw-form-' + i, class: 'cw-formtitle' }, f.title),
+          h('p', { class: 'cw-muted' }, fmt(L.issuedBy, { number: f.number, issuer: f.issuer })),
+          h('dl', { class: 'cw-dl' },
+            row(L.states, this.stateList(g.zones)),
+            row(L.seller, sellerLines()),
+            row(L.purchaser, address()),
+            bt ? row(L.businessType, bt.label) : null,
+            asks('business_description') && s.businessDescription.trim() ? row(L.bdesc, s.businessDescription.trim()) : null,
+            asks('property_description') && s.propertyDescription.trim() ? row(L.pdesc, s.propertyDescription.trim()) : null,
+            row(L.reason, (g.zones.map((z) => (this.zoneForms(z).reasons || []).find((x) => x.code === s.reason)).find(Boolean) || {}).label || (r ? r.name : s.reason)),
+            row(L.number, numberLines(g.zones)),
+            row(L.taxIdType, L['tax_' + s.taxIdType] || s.taxIdType),
+            row(L.covers, this.purchaseKind() === 'single' ? fmt(L.coversSingle, { ref }) : L.coversBlanket),
+            row(L.expiry, g.zones.map((z) => line(many ? `${this.zoneName(z)}: ${expiryText(f, z)}` : expiryText(f, z))))));
+      });
       const sig = s.sigMode === 'draw' ? this.sigCopy() : h('span', { class: 'cw-typed' }, s.typed.trim());
+      const review = this.policy && !this.policy.exemptOnSubmit;
       return this.form([
         this.heading(L.previewHeading),
-        h('p', { class: 'cw-muted' }, L.previewIntro),
+        h('p', { class: 'cw-muted' }, groups.length > 1 ? fmt(L.previewIntroMany, { n: groups.length }) : L.previewIntro),
+        review ? h('p', { class: 'cw-note' }, L.reviewPolicy) : null,
+        cards,
         h('dl', { class: 'cw-dl' },
-          row(L.states, this.stateList()),
-          row(L.purchaser, address),
-          row(L.reason, r ? r.name || r.code : s.reason),
-          row(L.number, h('span', { class: 'cw-line' }, s.number.trim() || '—'), this.chosen().filter((z) => this.override(z))
-            .map((z) => h('span', { class: 'cw-line' }, `${this.zoneName(z)}: ${this.override(z)}`))),
-          row(L.taxIdType, L['tax_' + s.taxIdType] || s.taxIdType),
+          this.asks('title') ? row(L.signerTitleRow, s.signerTitle.trim()) : null,
+          row(L.signed, dateText(new Date().toISOString().slice(0, 10), this.lang)),
           row(L.signature, sig)),
       ], [this.btn(L.edit, () => this.go('fill')), this.primary(L.submit), this.cancelBtn()], () => this.submitFilled());
     }
@@ -1468,9 +1790,11 @@
       if (!zones.length) zones = kind === 'use' && data.certificate ? [data.certificate.zone] : this.chosen();
       zones = zones.filter((z, i, a) => a.indexOf(z) === i);
       const pending = status === 202 || sub.status === 'pending';
+      // The shop exempts only approved certificates (exempt_on_submit=False): say so.
+      const review = kind !== 'use' && ex.some((x) => x && x.awaitingReview);
       return h('div', { class: 'cw-done' },
         this.heading(kind === 'use' ? L.appliedHeading : L.doneHeading),
-        h('p', {}, fmt(kind === 'use' ? L.applied : L.done, { states: this.stateList(zones) })),
+        h('p', {}, fmt(kind === 'use' ? L.applied : review ? L.doneReview : L.done, { states: this.stateList(zones) })),
         pending ? h('p', { class: 'cw-muted' }, L.pending) : null);
     }
   }

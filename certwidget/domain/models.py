@@ -169,10 +169,25 @@ class Exemption:
     certificate_id: str | None = None
     submission_id: str | None = None
     source: Literal["submission", "on_file"] = "submission"
+    #: Submitted in this checkout but not exempting yet: the shop exempts only certificates
+    #: the provider has approved (``exempt_on_submit=False``) and this one is still in review.
+    awaiting_review: bool = False
+
+    @property
+    def exempting(self) -> bool:
+        """Whether the order goes out exempt now (False while the certificate awaits review)."""
+        return not self.awaiting_review
+
+    def __bool__(self) -> bool:
+        # ``if exemption:`` must never remove tax for a certificate still in review.
+        return self.exempting
 
     @property
     def taxable_fraction(self) -> float:
-        """The share of the order that stays taxable (0.0 for a full exemption)."""
+        """The share of the order that stays taxable (0.0 for a full exemption; all of it
+        while the certificate awaits review)."""
+        if self.awaiting_review:
+            return 1.0
         return max(0.0, 1.0 - self.exempt_percentage / 100.0)
 
     def to_json(self) -> dict[str, Any]:
@@ -186,4 +201,5 @@ class Exemption:
             "reference": self.reference,
             "expirationDate": self.expiration_date.isoformat() if self.expiration_date else None,
             "source": self.source,
+            "awaitingReview": self.awaiting_review,
         }

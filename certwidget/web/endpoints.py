@@ -31,11 +31,13 @@ from certwidget.web.intake import receive_certificate
 from certwidget.web.runtime import Runtime, reason_name
 from certwidget.web.snippet import buyer_config
 from certwidget.web.tokens import TokenRejected, WidgetClaims, fingerprint
+from certwidget.web.wire import forms_json, renewal_json
 
 logger = logging.getLogger("certwidget")
 
 MAX_TOKEN_BODY = 16 * 1024
 EXPIRES_SOON_DAYS = 30
+MAX_FORM_ZONES = 60
 
 
 class Endpoints:
@@ -86,6 +88,9 @@ class Endpoints:
         if path == "/reasons":
             self._allow(method, "GET", "HEAD")
             return self.reasons(request)
+        if path == "/forms":
+            self._allow(method, "GET", "HEAD")
+            return self.forms(request)
         if path == "/certificates":
             self._allow(method, "GET", "POST")
             if method == "GET":
@@ -131,7 +136,11 @@ class Endpoints:
             # (400, "contact the shop") when the buyer goes on.
             logger.exception("certwidget: customer(request) answered something unusable")
             profile = None
-        return json_response(buyer_config(profile, await runtime.ship_zone(page)))
+        return json_response(
+            buyer_config(
+                profile, await runtime.ship_zone(page), await runtime.order_reference(page)
+            )
+        )
 
     # -- tokens ----------------------------------------------------------------------------
 
@@ -244,6 +253,33 @@ class Endpoints:
             body["reasons"] = [r for r in body["reasons"] if r["code"] in accepted]
         return json_response(body)
 
+    def forms(self, request: Request) -> Response:
+        """The form each chosen state takes per reason, what it asks and when it would expire
+        if signed today; the shop's seller and review policy (docs/protocol.md)."""
+        raw = ",".join(request.query_params.getlist("zones") + request.query_params.getlist("zone"))
+        codes = [code.strip() for code in raw.split(",") if code.strip()]
+        if not codes or len(codes) > MAX_FORM_ZONES:
+            raise HTTPProblem(
+                400,
+                "bad_zones",
+                f"Name 1 to {MAX_FORM_ZONES} states, e.g. {self.prefix}/forms?zones=GA,TX.",
+            )
+        try:
+            zones = list(dict.fromkeys(catalog.zone(code).code for code in codes))
+        except catalog.UnknownZone as exc:
+            raise HTTPProblem(400, "unknown_zone", str(exc)) from exc
+        runtime = self.runtime
+        return json_response(
+            forms_json(
+                zones,
+                today=dt.date.today(),
+                accepted_reasons=runtime.accepted_reasons,
+                seller=runtime.settings.seller,
+                exempt_on_submit=runtime.settings.exempt_on_submit,
+                single_purchase=runtime.takes_single_purchase,
+            )
+        )
+
     # -- certificates on file --------------------------------------------------------------
 
     async def list_certificates(self, request: Request) -> Response:
@@ -251,7 +287,14 @@ class Endpoints:
         today = dt.date.today()
         soon = today + dt.timedelta(days=EXPIRES_SOON_DAYS)
         listed = []
-        for certificate in await self.runtime.certificates_on_file(buyer.code):
+        certificates = await self.runtime.certificates_on_file(buyer.code)
+        # Renewal (within EXPIRES_SOON_DAYS) starts from what the buyer entered last time.
+        renewing = any(
+            c.expiration_date is not None and today <= c.expiration_date <= soon
+            for c in certificates
+        )
+        signed = await self.runtime.signed_here(buyer.code) if renewing else {}
+        for certificate in certificates:
             if claims.zones and certificate.zone not in claims.zones:
                 continue
             if certificate.status in ("Revoked", "Expired"):
@@ -271,6 +314,9 @@ class Endpoints:
                     "expiresSoon": expiry is not None and today <= expiry <= soon,
                 }
             )
+            stored = signed.get(certificate.id)
+            if stored is not None and listed[-1]["expiresSoon"]:
+                listed[-1]["prefill"] = renewal_json(stored)
         return json_response({"certificates": listed})
 
     async def use_certificate(self, request: Request, certificate_id: str) -> Response:

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from certwidget.documents import uploads
 from certwidget.documents.certificate import DocumentError, verify_signature_png
-from certwidget.domain.models import CertificateRequest, CustomerProfile, Exemption
+from certwidget.domain.models import CertificateRequest, CustomerProfile, Exemption, Seller
 from certwidget.domain.submission import SubmittedCertificate, UploadedFile
 from certwidget.domain.validation import (
     InvalidSubmission,
@@ -66,6 +66,7 @@ def _submitted(
     buyer: Buyer,
     today: dt.date,
     document: uploads.UploadedDocument | None,
+    seller: Seller | None,
 ) -> SubmittedCertificate:
     """The validated request as the outbox keeps it, with who the shop says the buyer is."""
     profile = buyer.profile
@@ -86,10 +87,14 @@ def _submitted(
         if document is not None
         else None
     )
-    return SubmittedCertificate.of(request, signed_date=today, customer=known, upload=upload)
+    return SubmittedCertificate.of(
+        request, signed_date=today, customer=known, upload=upload, seller=seller
+    )
 
 
-async def _filled(request: Request) -> tuple[CertificateRequest, str, bytes | None]:
+async def _filled(
+    runtime: Runtime, request: Request
+) -> tuple[CertificateRequest, str, bytes | None]:
     body = await read_body(request, limit=MAX_JSON_BYTES)
     try:
         data = json.loads(body)
@@ -99,7 +104,19 @@ async def _filled(request: Request) -> tuple[CertificateRequest, str, bytes | No
         raise HTTPProblem(
             400, "malformed_json", f"The body is not valid JSON: {exc}."[:300]
         ) from exc
-    validated = validate_filled(data)
+    if (
+        isinstance(data, dict)
+        and data.get("purchaseKind") == "single"
+        and not runtime.takes_single_purchase
+    ):
+        # Without the shop's name for the order, "this order only" could not be held to.
+        message = "This shop takes blanket certificates only; choose blanket."
+        raise InvalidSubmission({"purchaseKind": message})
+    # The shop names the order a single-purchase certificate is for; the wire cannot.
+    reference = (
+        (await runtime.order_reference(request) or "") if runtime.takes_single_purchase else None
+    )
+    validated = validate_filled(data, order_reference=reference)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return validated, hashlib.sha256(canonical).hexdigest(), None
 
@@ -156,7 +173,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
     document: uploads.UploadedDocument | None = None
     try:
         if media_type == "application/json":
-            validated, body_hash, _ = await _filled(request)
+            validated, body_hash, _ = await _filled(runtime, request)
         elif media_type == "multipart/form-data":
             validated, body_hash, document = await _uploaded(runtime, request)
         else:
@@ -175,7 +192,7 @@ async def receive_certificate(runtime: Runtime, request: Request, buyer: Buyer) 
     if refused:
         raise HTTPProblem(422, "invalid_fields", " ".join(refused.values()), fields=refused)
 
-    certificate = _submitted(validated, buyer, dt.date.today(), document)
+    certificate = _submitted(validated, buyer, dt.date.today(), document, runtime.settings.seller)
     if document is None:
         # The PDF is rendered at delivery from what is stored here (certwidget.documents.rendering);
         # the drawn signature is checked now, so that rendering cannot fail after "received".

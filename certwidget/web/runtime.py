@@ -10,7 +10,7 @@ import datetime as dt
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from certwidget.domain import catalog
+from certwidget.domain.models import Seller
 from certwidget.domain.submission import SubmittedCertificate
 from certwidget.outbox.base import Outbox, Submission
 from certwidget.outbox.delivery import Deliverer
@@ -46,6 +47,11 @@ MAX_CHECKOUT_ENTRIES = 8
 
 CertificateHook = Callable[[HTTPConnection, Exemption], Awaitable[None] | None]
 ShipZoneCallable = Callable[[HTTPConnection], Awaitable[str | None] | str | None]
+OrderReferenceCallable = Callable[[HTTPConnection], Awaitable[object] | object]
+#: The longest order reference a certificate prints (the form's box is one line).
+MAX_ORDER_REFERENCE = 200
+#: How many of a buyer's newest submissions are read for their single-purchase certificates.
+SINGLE_PURCHASE_LOOKBACK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,10 @@ class Settings:
 
     prefix: str = "/certwidget"
     accept_pending: bool = False
+    #: The shop as every certificate names it (None: the certificate leaves the seller blank).
+    seller: Seller | None = None
+    #: False: a certificate submitted in the checkout exempts only once the provider approved it.
+    exempt_on_submit: bool = True
     token_max_age: int = 1800
     allowed_origins: tuple[str, ...] = ()
     locale: str = "en"
@@ -83,6 +93,7 @@ class Runtime:
         checkout: Signed,
         ship_zone: ShipZoneCallable | None,
         on_certificate: CertificateHook | None,
+        order_reference: OrderReferenceCallable | None = None,
     ) -> None:
         self.provider = provider
         self.settings = settings
@@ -96,6 +107,7 @@ class Runtime:
         self._checkout = checkout
         self._ship_zone = ship_zone
         self._on_certificate = on_certificate
+        self._order_reference = order_reference
         # At most a few threads measure (and hash) uploaded images, so a burst of uploads cannot
         # take every thread of anyio's pool from the work other requests need. PDFs take no
         # thread: the event loop waits on their reader processes itself.
@@ -151,6 +163,30 @@ class Runtime:
         except catalog.UnknownZone:
             logger.warning("certwidget: ship_zone(request) returned unknown zone %r", value)
             return None
+
+    @property
+    def takes_single_purchase(self) -> bool:
+        """Whether the shop names its orders (``order_reference``): a single-purchase
+        certificate must name the order it exempts, and only then can exempt only that one."""
+        return self._order_reference is not None
+
+    async def order_reference(self, connection: HTTPConnection) -> str | None:
+        """The shop's reference for the order being checked out, or None."""
+        if self._order_reference is None:
+            return None
+        try:
+            value = self._order_reference(connection)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception:
+            # A single-purchase certificate then cannot name (or exempt) the order: the
+            # buyer is told to choose blanket, and the order keeps its tax.
+            logger.exception("certwidget: order_reference(request) failed")
+            return None
+        if value is None:
+            return None
+        text = " ".join(str(value).split())[:MAX_ORDER_REFERENCE]
+        return text or None
 
     def cookie_secure(self, connection: HTTPConnection) -> bool:
         if self.settings.cookie_secure is not None:
@@ -251,6 +287,8 @@ class Runtime:
                     certificate_id=certificate_id,
                     submission_id=submission.id,
                     source="submission",
+                    # Until exemption_for has seen the provider approve it (see _judged).
+                    awaiting_review=not self.settings.exempt_on_submit,
                 )
             )
         return result
@@ -275,8 +313,41 @@ class Runtime:
         )
 
     async def certificates_on_file(self, customer: str) -> list[ProviderCertificate]:
-        """The buyer's own certificates at the provider (see :class:`CertificatesOnFile`)."""
-        return await self.on_file.of(customer)
+        """The buyer's own certificates at the provider (see :class:`CertificatesOnFile`) that
+        later orders may use: never one given for a single purchase."""
+        certificates = await self.on_file.of(customer)
+        if not certificates:
+            return certificates
+        single = await self.single_purchase_ids(customer)
+        return [c for c in certificates if c.id not in single] if single else certificates
+
+    async def signed_here(self, customer: str) -> dict[str, SubmittedCertificate]:
+        """The buyer's certificates signed through the widget, by the provider's certificate
+        id they became (to prefill a renewal with what the buyer entered then)."""
+        found: dict[str, SubmittedCertificate] = {}
+        for submission in await self.outbox.for_customer(customer, limit=SINGLE_PURCHASE_LOOKBACK):
+            ids = submission.progress.get("certificates", {})
+            if submission.kind != "filled" or not ids:
+                continue
+            try:
+                stored = SubmittedCertificate.from_record(submission.payload)
+            except ValueError:
+                continue  # unreadable: nothing to prefill from
+            for certificate_id in ids.values():
+                found.setdefault(str(certificate_id), stored)  # newest first
+        return found
+
+    async def single_purchase_ids(self, customer: str) -> frozenset[str]:
+        """The provider's ids of the certificates this buyer gave for a single purchase.
+
+        Neither provider API can mark a certificate single-purchase, so the outbox (which
+        keeps what was signed and, once delivered, the ids it became) is the record.
+        """
+        ids: set[str] = set()
+        for submission in await self.outbox.for_customer(customer, limit=SINGLE_PURCHASE_LOOKBACK):
+            if submission.payload.get("purchase_kind") == "single":
+                ids.update(str(i) for i in submission.progress.get("certificates", {}).values())
+        return frozenset(ids)
 
     async def exemption_for(self, connection: HTTPConnection, zone: str) -> Exemption | None:
         if not isinstance(zone, str):
@@ -299,9 +370,15 @@ class Runtime:
             submission = await self.outbox.get(str(entry.get("s")))
             if submission is None or submission.state == "failed":
                 continue
-            for exemption in self.submission_exemptions(submission):
-                if exemption.zone == code and await self._still_valid(exemption, buyer.code):
-                    return exemption
+            stored = SubmittedCertificate.from_record(submission.payload)
+            if stored.single_purchase and not await self._names_this_order(connection, stored):
+                continue  # a single purchase exempts the order it names, no later one
+            for exemption in self.submission_exemptions(submission, stored):
+                if exemption.zone != code:
+                    continue
+                judged = await self._judged(exemption, buyer.code)
+                if judged is not None:
+                    return judged
         today = dt.date.today()
         usable = [
             certificate
@@ -317,17 +394,32 @@ class Runtime:
         )
         return self.on_file_exemption(best)
 
-    async def _still_valid(self, exemption: Exemption, customer: str) -> bool:
-        """A fresh submission exempts at once, until it expires or the provider rules it out."""
+    async def _names_this_order(
+        self, connection: HTTPConnection, stored: SubmittedCertificate
+    ) -> bool:
+        current = await self.order_reference(connection)
+        return current is not None and current == stored.order_reference
+
+    async def _judged(self, exemption: Exemption, customer: str) -> Exemption | None:
+        """A fresh submission's exemption as it stands now, or None once it is out.
+
+        With ``exempt_on_submit`` (the default) it exempts at once, until it expires or the
+        provider rules it out; otherwise it awaits review until the provider has it Active.
+        """
         today = dt.date.today()
         if exemption.expiration_date is not None and exemption.expiration_date < today:
-            return False
+            return None
         if exemption.certificate_id is None:
-            return True  # not delivered yet: nothing to ask the provider about
-        for certificate in await self.certificates_on_file(customer):
+            return exemption  # not delivered yet: nothing to ask the provider about
+        # The provider's whole list: this checkout's own single-purchase certificate included.
+        for certificate in await self.on_file.of(customer):
             if certificate.id == exemption.certificate_id and certificate.zone == exemption.zone:
-                return certificate.status in ("Active", "Pending")
-        return True  # the provider is unreachable or not caught up: the submission stands
+                if certificate.status not in ("Active", "Pending"):
+                    return None
+                if exemption.awaiting_review and certificate.status == "Active":
+                    return replace(exemption, status="Active", awaiting_review=False)
+                return exemption
+        return exemption  # the provider is unreachable or not caught up: the submission stands
 
     async def notify(self, connection: HTTPConnection, exemptions: Sequence[Exemption]) -> None:
         """Call the shop's ``on_certificate`` hook; its failure never fails the buyer."""

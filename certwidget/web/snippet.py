@@ -66,11 +66,17 @@ class SnippetRenderer:
         return self._with_nonce.replace(_NONCE, html.escape(nonce, quote=True)).encode()
 
 
-def buyer_config(profile: CustomerProfile | None, ship_zone: str | None) -> dict[str, Any]:
+def buyer_config(
+    profile: CustomerProfile | None, ship_zone: str | None, order_reference: str | None = None
+) -> dict[str, Any]:
     """What ``GET {prefix}/buyer`` answers: the buyer the shop says is signed in (None: a
-    guest) and the order's ship-to state, which the widget pre-fills and pre-selects."""
-    return {
+    guest), the order's ship-to state, which the widget pre-fills and pre-selects, and the
+    shop's reference for the order (a single-purchase certificate names it)."""
+    body: dict[str, Any] = {
         "signedIn": profile is not None,
         "purchaser": purchaser_json(profile) if profile is not None else None,
         "shipZone": ship_zone,
     }
+    if order_reference is not None:  # only from a shop with the order_reference option
+        body["orderReference"] = order_reference
+    return body

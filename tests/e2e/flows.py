@@ -34,6 +34,10 @@ GUEST = {
 }
 WA_NUMBER = "603123456"  # a Washington UBI has 9 digits
 TX_NUMBER = "32012345678"  # a Texas sales tax permit has 11 digits
+GA_NUMBER = "7654321"  # Georgia publishes no format: any number
+CA_NUMBER = "SR-KH-100-123456"
+BUSINESS_TYPE = "Wholesale trade"  # the SST form's type 13
+SELLER_NAME = "certwidget Example Supply Co."  # example_shop.app.SELLER
 
 
 # ------------------------------------------------------------------ the shop
@@ -137,15 +141,51 @@ def fill_details(
     *,
     reason: str = "Resale",
     number: str = WA_NUMBER,
+    numbers: dict[str, str] | None = None,
     purchaser: dict[str, str] | None = None,
 ) -> None:
+    """The details step: purchaser, reason, the number (or ``numbers`` per state name, for
+    several states), and whatever the chosen forms ask (see :func:`fill_form_fields`)."""
     w = widget(page)
     expect_step(page, "details")
     for label, value in (purchaser or {}).items():
         w.get_by_label(label, exact=True).fill(value)
     w.get_by_label("Reason for exemption").select_option(label=reason)
-    w.get_by_label("Exemption or permit number").fill(number)
+    if numbers is None:
+        w.get_by_label("Exemption or permit number").fill(number)
+    else:
+        for state, value in numbers.items():
+            w.get_by_label(f"Number for {state}", exact=True).fill(value)
     expect(w.get_by_role("radio", name="State-issued")).to_be_checked()
+    fill_form_fields(page)
+
+
+def fill_form_fields(
+    page: Page,
+    *,
+    business_type: str = BUSINESS_TYPE,
+    business: str = "Packaging distributor",
+    items: str = "Corrugated boxes for resale",
+) -> None:
+    """The fields only some forms ask (SST: type of business; 01-339, CDTFA-230: what the
+    buyer's business is and what it buys), where the chosen forms ask them."""
+    w = widget(page)
+    for label, value in (
+        ("Description of your business", business),
+        ("Items you are buying", items),
+    ):
+        control = w.get_by_label(label, exact=True)
+        if control.count():
+            control.fill(value)
+    select = w.get_by_label("Type of business", exact=True)
+    if select.count():
+        select.select_option(label=business_type)
+
+
+def fill_signer_title(page: Page, title: str = "Owner") -> None:
+    control = widget(page).get_by_label("Your title", exact=True)
+    if control.count():
+        control.fill(title)
 
 
 def draw_signature(page: Page) -> None:
@@ -171,6 +211,7 @@ def sign(page: Page, *, typed: str | None = None) -> None:
     """The sign step: drawn signature (default) or typed name, then the attestation."""
     w = widget(page)
     expect_step(page, "sign")
+    fill_signer_title(page)
     if typed is None:
         expect(w.get_by_role("radio", name="Draw", exact=True)).to_be_checked()
         draw_signature(page)
