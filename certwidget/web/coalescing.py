@@ -10,7 +10,8 @@ its ``<head>`` and then waits on a database still sends the head at once.
 
 Bounds: at most ``limit`` bytes are held; past that, the app's ``send`` waits for the write,
 as it would have without us (back-pressure from a slow client reaches the app). A failed write
-(the client went away) is raised from the app's next ``send``.
+is raised from the app's next ``send`` (every response ends with one): the ``send`` that handed
+over a held chunk has returned before the joined write happens, which is the price of joining.
 """
 
 from __future__ import annotations
