@@ -196,6 +196,11 @@ def create_app(
     async def list_orders(request: Request) -> HTMLResponse:
         return page(request, "orders.html", orders=orders.for_owner(owner(request)))
 
+    @app.get("/account", response_class=HTMLResponse)
+    async def account(request: Request) -> HTMLResponse:
+        # The widget's account view lists the signed-in buyer's certificates (data-view).
+        return page(request, "account.html")
+
     # Innermost, the shop's own CSRF rule: its forms (/cart, /signin, /signout, /checkout/
     # ship-to, /orders) refuse cross-site posts, as certwidget's endpoints do; certwidget answers
     # its own endpoints before a request gets this far.
@@ -207,6 +212,8 @@ def create_app(
         secret_key=secret,
         provider=provider,
         customer=current_customer,
+        # The checkout, and the account page's certificate list.
+        inject=("/checkout", "/account"),
         ship_zone=ship_zone,
         seller=SELLER,
         order_reference=order_reference,

@@ -166,6 +166,24 @@
       e_expiry: 'Enter the expiration date printed on your certificate.',
       e_expiryPast: 'The expiration date must be in the future.',
       e_numberState: 'Enter the number {state} issued you.',
+      accountTitle: 'Tax exemption certificates',
+      accountHeading: 'Your certificates',
+      accountIntro: 'The exemption certificates you gave this shop. Download a copy, or renew one that expires soon.',
+      accountEmpty: 'You have no exemption certificates with this shop yet. You can add one at checkout.',
+      signInToSee: 'Sign in to see your exemption certificates.',
+      statusLabel: 'Status: {status}',
+      st_Active: 'Active',
+      st_Pending: 'Awaiting review',
+      st_Expired: 'Expired',
+      st_Revoked: 'Revoked',
+      st_Received: 'Received, being filed',
+      expired: 'Expired on {date}',
+      singleNote: 'For one order only',
+      download: 'Download a copy',
+      downloadFor: 'Download a copy for {states}',
+      downloading: 'Downloading…',
+      downloaded: 'Download started: {name}.',
+      backToAccount: 'Back to your certificates',
     },
     es: {
       title: 'Compra exenta de impuestos',
@@ -316,6 +334,24 @@
       e_expiry: 'Escriba la fecha de vencimiento impresa en su certificado.',
       e_expiryPast: 'La fecha de vencimiento debe ser futura.',
       e_numberState: 'Escriba el número que le emitió {state}.',
+      accountTitle: 'Certificados de exención de impuestos',
+      accountHeading: 'Sus certificados',
+      accountIntro: 'Los certificados de exención que dio a esta tienda. Descargue una copia o renueve uno que vence pronto.',
+      accountEmpty: 'Aún no tiene certificados de exención con esta tienda. Puede añadir uno al pagar.',
+      signInToSee: 'Inicie sesión para ver sus certificados de exención.',
+      statusLabel: 'Estado: {status}',
+      st_Active: 'Activo',
+      st_Pending: 'En revisión',
+      st_Expired: 'Vencido',
+      st_Revoked: 'Revocado',
+      st_Received: 'Recibido, en trámite',
+      expired: 'Venció el {date}',
+      singleNote: 'Solo para un pedido',
+      download: 'Descargar una copia',
+      downloadFor: 'Descargar una copia para {states}',
+      downloading: 'Descargando…',
+      downloaded: 'Descarga iniciada: {name}.',
+      backToAccount: 'Volver a sus certificados',
     },
   };
 
@@ -454,6 +490,8 @@
       this.ep = String(opts.endpoint || '/certwidget').replace(/\/+$/, '');
       this.lang = pickLocale(opts.locale);
       this.L = STRINGS[this.lang];
+      // data-view="account": the signed-in buyer's certificates (the shop's account page).
+      this.account = String(opts.view || '').toLowerCase() === 'account';
       this.zones = [];
       this.zmap = new Map();
       this.rcache = new Map();
@@ -503,8 +541,9 @@
       applyTheme(this.el, this.o.theme);
       this.root = this.el.attachShadow({ mode: 'open' });
       // title: false when the shop's page already heads the widget; a string replaces the default.
-      const title = this.o.title === false || this.o.title === '' ? null : typeof this.o.title === 'string' ? this.o.title : L.title;
-      this.frame = h('section', { class: 'cw', 'aria-labelledby': title ? 'cw-title' : null, 'aria-label': title ? null : L.title, lang: this.lang },
+      const title = this.o.title === false || this.o.title === '' ? null : typeof this.o.title === 'string' ? this.o.title
+        : this.account ? L.accountTitle : L.title;
+      this.frame = h('section', { class: 'cw', 'aria-labelledby': title ? 'cw-title' : null, 'aria-label': title ? null : this.account ? L.accountTitle : L.title, lang: this.lang },
         // The embedded sandbox (the middleware's config says so): a badge nobody can miss.
         isTrue(this.o.sandbox) ? h('p', { class: 'cw-sandbox', role: 'note', 'aria-label': L.sandboxNote, title: L.sandboxNote }, L.sandbox) : null,
         title ? h('h2', { id: 'cw-title', class: 'cw-title' }, title) : null,
@@ -673,12 +712,13 @@
         .sort((a, b) => String(a.name).localeCompare(String(b.name), this.lang));
       this.zmap = new Map(this.zones.map((z) => [z.code, z]));
       if (!this.zmap.has(this.s.zone)) this.s.zone = '';
-      this.go('zone', { push: false, focus: false });
+      if (this.account) await this.loadAccount(false);
+      else this.go('zone', { push: false, focus: false });
       if (!this.ready) {
         this.ready = true;
         this.emit('ready', { version: VERSION, shipZone: this.s.zone || null, locale: this.lang }, 'onInit');
       }
-      this.checkNoTax(this.s.zone);
+      if (!this.account) this.checkNoTax(this.s.zone);
     }
 
     // Who the shop says is signed in and the order's ship-to state: asked once, next to the
@@ -691,6 +731,7 @@
       if (!('shipZone' in o) && typeof data.shipZone === 'string') o.shipZone = data.shipZone;
       if (!('purchaser' in o) && data.purchaser && typeof data.purchaser === 'object') o.purchaser = data.purchaser;
       if (!('orderReference' in o) && typeof data.orderReference === 'string') o.orderReference = data.orderReference;
+      this.signedIn = data.signedIn === true;
       this.buyerKnown = true;
       this.s = this.fresh(this.s);
     }
@@ -746,7 +787,9 @@
       this.s.busy = false;
       this.busyBtn = null;
       const inside = focus === true || this.root.activeElement != null;
-      if (this.zones.length) {
+      if (this.account && this.zones.length) {
+        this.loadAccount(inside);
+      } else if (this.zones.length) {
         this.go('zone', { push: false, focus: inside });
         this.checkNoTax(this.s.zone);
       } else {
@@ -1795,7 +1838,156 @@
       return h('div', { class: 'cw-done' },
         this.heading(kind === 'use' ? L.appliedHeading : L.doneHeading),
         h('p', {}, fmt(kind === 'use' ? L.applied : review ? L.doneReview : L.done, { states: this.stateList(zones) })),
-        pending ? h('p', { class: 'cw-muted' }, L.pending) : null);
+        pending ? h('p', { class: 'cw-muted' }, L.pending) : null,
+        h('div', { class: 'cw-actions' },
+          this.copies(data, kind).map((c) => this.btn(c.label, (e) => this.download(c.path, e.currentTarget))),
+          this.account ? this.btn(L.backToAccount, () => this.reset(true)) : null));
+    }
+
+    // The buyer's own copy of what was just signed or uploaded (signed-in buyers only: the
+    // server refuses guests): one per form when the states took different forms.
+    copies(data, kind) {
+      if (!this.signedIn) return [];
+      const L = this.L;
+      const enc = encodeURIComponent;
+      const sub = data.submission || {};
+      if (kind === 'use') {
+        const cert = data.certificate;
+        return cert && cert.id ? [{ path: `/certificates/${enc(cert.id)}/document`, label: L.download }] : [];
+      }
+      if (!sub.id) return [];
+      const groups = kind === 'filled' ? this.formGroups() : [];
+      if (groups.length > 1) {
+        return groups.map((g) => ({
+          path: `/submissions/${enc(sub.id)}/document?zone=${enc(g.zones[0])}`,
+          label: fmt(L.downloadFor, { states: this.stateList(g.zones) }),
+        }));
+      }
+      return [{ path: `/submissions/${enc(sub.id)}/document`, label: L.download }];
+    }
+
+    // Fetched with the widget token (never a URL that history, logs or a Referer could leak),
+    // then saved from a blob.
+    async download(path, btn) {
+      const L = this.L;
+      const gen = this.gen;
+      this.clearProblem();
+      this.setBusy(btn, L.downloading);
+      try {
+        let res;
+        for (let attempt = 0; ; attempt++) {
+          await this.ensureToken();
+          if (this.dead || gen !== this.gen) return;
+          const ac = new AbortController();
+          this.ctl.add(ac);
+          const timer = setTimeout(() => ac.abort(), UPLOAD_TIMEOUT);
+          try {
+            res = await fetch(this.ep + path, {
+              headers: { Authorization: 'Bearer ' + this.s.token, Accept: 'application/pdf, image/*, application/json' },
+              credentials: 'same-origin', signal: ac.signal,
+            });
+          } catch (e) {
+            throw { net: true, status: 0, code: 'network', message: '' };
+          } finally {
+            clearTimeout(timer);
+            this.ctl.delete(ac);
+          }
+          if (res.status === 401 && attempt === 0) { this.s.token = null; continue; } // token expired: once more
+          break;
+        }
+        if (this.dead || gen !== this.gen) return;
+        if (!res.ok) {
+          let data = null;
+          try { data = await res.json(); } catch (e) { data = null; }
+          const err = (data && data.error) || {};
+          throw { net: res.status >= 500, status: res.status, code: err.code || 'http_' + res.status, message: err.message || '' };
+        }
+        const blob = await res.blob();
+        const m = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') || '');
+        const name = m ? m[1] : 'certificate.pdf';
+        const url = URL.createObjectURL(blob);
+        const a = h('a', { href: url, download: name, hidden: true });
+        this.root.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60000);
+        this.setBusy(null);
+        this.say(fmt(L.downloaded, { name }));
+      } catch (e) {
+        this.fail(e, () => this.download(path, btn));
+      }
+    }
+
+    // ------------------------------------------------------------ the account view
+    async loadAccount(focus) {
+      const s = this.s;
+      s.zone = '';
+      s.extras = [];
+      s.hist = [];
+      if (this.signedIn) {
+        this.view.replaceChildren(h('p', { class: 'cw-muted' }, this.L.loading));
+        let data;
+        try {
+          ({ data } = await this.req('GET', '/certificates?view=account', { auth: true }));
+        } catch (e) {
+          this.fail(e, () => this.loadAccount(focus));
+          return;
+        }
+        s.account = (Array.isArray(data.certificates) ? data.certificates : []).filter((c) => c && c.zone);
+      }
+      this.go('account', { push: false, focus });
+    }
+
+    v_account() {
+      const L = this.L;
+      if (!this.signedIn) return h('div', { class: 'cw-account' }, this.heading(L.accountHeading), h('p', {}, L.signInToSee));
+      const list = this.s.account || [];
+      return h('div', { class: 'cw-account' },
+        this.heading(L.accountHeading),
+        h('p', { class: list.length ? 'cw-muted' : null }, list.length ? L.accountIntro : L.accountEmpty),
+        list.length ? h('ul', { class: 'cw-certs' }, list.map((c, i) => this.accountItem(c, i))) : null);
+    }
+
+    accountItem(c, i) {
+      const L = this.L;
+      const id = 'cw-acct-' + i;
+      const status = L['st_' + c.status] || String(c.status || '');
+      const date = c.expirationDate ? dateText(c.expirationDate, this.lang) : '';
+      const exp = !c.expirationDate ? L.noExpiry : fmt(c.expired ? L.expired : c.expiresSoon ? L.expiresSoon : L.expires, { date });
+      const state = this.zoneName(c.zone);
+      const tone = /^(active)$/i.test(c.status) ? 'ok' : /^(expired|revoked)$/i.test(c.status) ? 'bad' : 'wait';
+      return h('li', { class: 'cw-cert' },
+        h('div', { id },
+          h('p', { class: 'cw-cert-name' }, c.reasonName || c.reason || ''),
+          h('p', {}, c.number || c.id ? fmt(L.certNo, { number: c.number || c.id, state }) : state),
+          c.exemptionNumber ? h('p', { class: 'cw-muted' }, fmt(L.permitNo, { number: c.exemptionNumber })) : null,
+          h('p', {}, h('span', { class: 'cw-status cw-status-' + tone }, fmt(L.statusLabel, { status }))),
+          h('p', { class: c.expired || c.expiresSoon ? 'cw-warn' : 'cw-muted' }, exp),
+          c.single ? h('p', { class: 'cw-muted' }, L.singleNote) : null),
+        h('div', { class: 'cw-actions' },
+          typeof c.document === 'string' && c.document.startsWith('/')
+            ? h('button', { type: 'button', class: 'cw-btn', 'aria-describedby': id, onclick: (e) => { if (!this.s.busy) this.download(c.document, e.currentTarget); } }, L.download)
+            : null,
+          c.renewable
+            ? h('button', { type: 'button', class: 'cw-btn cw-primary', 'aria-describedby': id, onclick: (e) => { if (!this.s.busy) this.renewFrom(c, e.currentTarget); } }, L.renew)
+            : null));
+    }
+
+    // Renew opens the normal flow for the certificate's state, prefilled as at checkout; Back
+    // returns to the list.
+    async renewFrom(cert, btn) {
+      const s = this.s;
+      s.zone = cert.zone;
+      s.extras = [];
+      this.setBusy(btn, this.L.loading);
+      try {
+        await this.loadForms([cert.zone]);
+      } catch (e) {
+        this.fail(e, () => this.renewFrom(cert, btn));
+        return;
+      }
+      this.setBusy(null);
+      this.renew(cert);
     }
   }
 
@@ -1810,6 +2002,7 @@
     if ('preview' in d) o.preview = d.preview === '' || isTrue(d.preview);
     if ('editPurchaser' in d) o.editPurchaser = d.editPurchaser === '' || isTrue(d.editPurchaser);
     if (d.theme) o.theme = d.theme;
+    if (d.view) o.view = d.view;
     if ('title' in d) o.title = d.title === 'false' ? false : d.title;
     return o;
   }

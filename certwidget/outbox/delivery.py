@@ -155,6 +155,11 @@ class Deliverer:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def renderer(self) -> CertificateRenderer:
+        """What draws filled-in certificates: also the buyer's copy before delivery did."""
+        return self._renderer
+
     def start(self) -> None:
         """Start the background loop (idempotent); needs a running event loop."""
         if not self.running:

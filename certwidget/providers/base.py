@@ -28,6 +28,7 @@ __all__ = [
     "CertificateProvider",
     "CertificateStatus",
     "CustomerProfile",
+    "DocumentSource",
     "ProviderCertificate",
     "ProviderError",
     "ProviderToken",
@@ -116,7 +117,9 @@ class CertificateProvider(Protocol):
     can_mint_tokens: bool
     # Optional, read with getattr: ``accepted_reasons: frozenset[str]`` (the SST reason codes
     # the provider can hold; the widget offers only those) and ``partial_exemptions: bool``
-    # (False when every certificate exempts a sale fully). Absent means "all".
+    # (False when every certificate exempts a sale fully). Absent means "all". Also optional:
+    # ``document(certificate_id)`` (see :class:`DocumentSource`), the buyer's copy once
+    # delivered; a provider without it keeps its documents to itself.
 
     async def mint_token(self, customer_code: str) -> ProviderToken:
         """Mint an upstream token scoped to one buyer (only when ``can_mint_tokens``)."""
@@ -142,4 +145,20 @@ class CertificateProvider(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class DocumentSource(Protocol):
+    """A provider that hands back a certificate's document (the buyer's own copy).
+
+    Optional beside :class:`CertificateProvider`, so a shop's own provider written before it
+    still works: the middleware then answers the buyer 404 with a message once the outbox no
+    longer holds the document. Ownership is checked by the caller (the certificate must be
+    among ``certificates_for`` the buyer); this only fetches.
+    """
+
+    async def document(self, certificate_id: str) -> Attachment | None:
+        """The certificate's document, or None when the provider holds none for it (no such
+        certificate, or nothing attached)."""
         ...

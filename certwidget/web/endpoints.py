@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from certwidget.domain import catalog
 from certwidget.providers.base import ProviderError, ProviderToken
+from certwidget.web.account import Account
 from certwidget.web.admin import AdminPages
 from certwidget.web.assets import Assets
 from certwidget.web.buyers import Buyer, CustomerError
@@ -50,6 +51,8 @@ class Endpoints:
         #: The merchant's pages (``{prefix}/admin/``), only when the shop passed
         #: ``admin_authorize``; else those paths are unknown (404) like any other.
         self.admin = admin
+        #: The signed-in buyer's certificates and copies of their documents.
+        self.account = Account(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -93,6 +96,8 @@ class Endpoints:
             return self.forms(request)
         if path == "/certificates":
             self._allow(method, "GET", "POST")
+            if method == "GET" and request.query_params.get("view") == "account":
+                return await self.account_certificates(request)
             if method == "GET":
                 return await self.list_certificates(request)
             check_same_origin(request, self.runtime.settings.allowed_origins)
@@ -103,6 +108,9 @@ class Endpoints:
             self._allow(method, "POST")
             check_same_origin(request, self.runtime.settings.allowed_origins)
             return await self.use_certificate(request, path[len("/certificates/") : -len("/use")])
+        if path.endswith("/document") and path.startswith(("/certificates/", "/submissions/")):
+            self._allow(method, "GET")
+            return await self.document(request, path)
         if self.admin is not None and (path == "/admin" or path.startswith("/admin/")):
             return await self.admin.dispatch(request, path[len("/admin") :])
         raise HTTPProblem(
@@ -318,6 +326,30 @@ class Endpoints:
             if stored is not None and listed[-1]["expiresSoon"]:
                 listed[-1]["prefill"] = renewal_json(stored)
         return json_response({"certificates": listed})
+
+    # -- the buyer's account view and copies ----------------------------------------------
+
+    async def account_certificates(self, request: Request) -> Response:
+        check_same_origin(request, self.runtime.settings.allowed_origins)
+        buyer, _ = await self.authenticate(request)
+        body = await self.account.certificates(buyer, dt.date.today())
+        return json_response(body)
+
+    async def document(self, request: Request, path: str) -> Response:
+        """A copy of the buyer's own document. A Bearer token (never a URL that could leak
+        through history, logs or a Referer) and the shop's session must both name the buyer."""
+        check_same_origin(request, self.runtime.settings.allowed_origins)
+        kind, _, rest = path[1:].partition("/")
+        item = rest[: -len("/document")]
+        if not item or "/" in item or len(item) > 200:
+            raise HTTPProblem(404, "document_not_found", "No such certificate document.")
+        buyer, _ = await self.authenticate(request)
+        if kind == "submissions":
+            zone = request.query_params.get("zone", "")[:10]
+            copy = await self.account.submission_document(buyer, item, zone)
+        else:
+            copy = await self.account.certificate_document(buyer, item)
+        return copy.response()
 
     async def use_certificate(self, request: Request, certificate_id: str) -> Response:
         buyer, claims = await self.authenticate(request)

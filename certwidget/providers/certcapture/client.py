@@ -755,6 +755,14 @@ class CertCaptureProvider(AsyncClosing):
             certificate_id, content, filename=filename, media_type=media_type
         )
 
+    async def document(self, certificate_id: str) -> Attachment | None:
+        """The certificate's attachment (getCertificateAttachment); None when the certificate
+        is unknown or has none. Whose it is, the caller checks (``certificates_for``)."""
+        try:
+            return await self.client.get_certificate_attachment(certificate_id)
+        except NotFound:
+            return None
+
     async def certificates_for(self, customer_code: str) -> list[ProviderCertificate]:
         """Every certificate of the buyer; an unknown buyer has none."""
         try:

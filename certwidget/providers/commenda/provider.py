@@ -28,6 +28,7 @@ import httpx
 from certwidget.domain import catalog
 from certwidget.providers.base import (
     AsyncClosing,
+    Attachment,
     CertificateDraft,
     CertificateStatus,
     CustomerProfile,
@@ -389,6 +390,17 @@ class CommendaProvider(AsyncClosing):
         while len(self._files) > _FILE_CACHE:
             self._files.popitem(last=False)
         return uploaded.id
+
+    async def document(self, certificate_id: str) -> Attachment | None:
+        """The certificate's linked file (``GET /files/{file_id}``); None when the certificate
+        is unknown or no file is linked. Whose it is, the caller checks (``certificates_for``)."""
+        try:
+            cert = await self.client.get_exemption_certificate(certificate_id)
+            if not cert.file_id:
+                return None
+            return await self.client.get_file(cert.file_id)
+        except NotFound:
+            return None
 
     async def certificates_for(self, customer_code: str) -> list[ProviderCertificate]:
         """Every certificate of the buyer, one entry per covered zone; an unknown buyer has none."""
