@@ -19,6 +19,7 @@ owner's: nobody else is working on the row.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,12 @@ class NewSubmission:
     filename: str
 
 
+class Columns(Protocol):
+    """A database row read by column name (``sqlite3.Row``, psycopg's ``dict_row``)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
 @dataclass(slots=True)
 class Submission:
     """A stored submission and its delivery progress."""
@@ -85,6 +92,29 @@ class Submission:
     #: The token of the lease :meth:`Outbox.claim` or :meth:`Outbox.claim_due` took on the row,
     #: which the updates that extend or settle it must show; empty for rows read otherwise.
     lease_owner: str = field(default="", compare=False)
+
+    @classmethod
+    def from_row(cls, row: Columns, lease_owner: str = "") -> Submission:
+        """A row of a SQL backend's submissions table, its JSON columns decoded."""
+        return cls(
+            id=row["id"],
+            customer=row["customer"],
+            guest=bool(row["guest"]),
+            idempotency_key=row["idempotency_key"],
+            body_hash=row["body_hash"],
+            kind=row["kind"],
+            payload=json.loads(row["payload"]),
+            media_type=row["media_type"],
+            filename=row["filename"],
+            state=row["state"],
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+            created_at=row["created_at"],
+            delivered_at=row["delivered_at"],
+            progress=json.loads(row["progress"]),
+            unexpected_errors=row["unexpected_errors"],
+            lease_owner=lease_owner,
+        )
 
     @property
     def zones(self) -> list[str]:

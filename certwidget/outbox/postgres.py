@@ -120,28 +120,6 @@ def describe(dsn: str) -> str:
     )
 
 
-def _row(row: DictRow, lease_owner: str = "") -> Submission:
-    return Submission(
-        id=row["id"],
-        customer=row["customer"],
-        guest=row["guest"],
-        idempotency_key=row["idempotency_key"],
-        body_hash=row["body_hash"],
-        kind=row["kind"],
-        payload=json.loads(row["payload"]),
-        media_type=row["media_type"],
-        filename=row["filename"],
-        state=row["state"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        delivered_at=row["delivered_at"],
-        progress=json.loads(row["progress"]),
-        unexpected_errors=row["unexpected_errors"],
-        lease_owner=lease_owner,
-    )
-
-
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     """Each new pooled connection: a COMMIT must be on disk before it returns. A database whose
     default is ``synchronous_commit = off`` gets ``on`` for our sessions; a stricter setting
@@ -384,7 +362,7 @@ class PostgresOutbox:
             params,
         )
         if rows:
-            return _row(rows[0]), True
+            return Submission.from_row(rows[0]), True
         earlier = await self._rows(
             f"SELECT {_COLUMNS} FROM certwidget_submissions"
             " WHERE customer = %(customer)s AND idempotency_key = %(key)s",
@@ -394,14 +372,14 @@ class PostgresOutbox:
             raise psycopg.IntegrityError("the submission was neither stored nor found stored")
         # A retry after the connection died mid-answer lands here too, with the row it stored:
         # durable either way, and answered as a replay.
-        return _row(earlier[0]), False
+        return Submission.from_row(earlier[0]), False
 
     async def get(self, submission_id: str) -> Submission | None:
         rows = await self._rows(
             f"SELECT {_COLUMNS} FROM certwidget_submissions WHERE id = %(id)s",
             {"id": submission_id},
         )
-        return _row(rows[0]) if rows else None
+        return Submission.from_row(rows[0]) if rows else None
 
     async def for_customer(self, customer: str, *, limit: int = 100) -> list[Submission]:
         rows = await self._rows(
@@ -409,7 +387,7 @@ class PostgresOutbox:
             " ORDER BY created_at DESC LIMIT %(limit)s",
             {"customer": customer, "limit": max(0, limit)},
         )
-        return [_row(row) for row in rows]
+        return [Submission.from_row(row) for row in rows]
 
     async def document(self, submission_id: str) -> bytes:
         rows = await self._rows(
@@ -460,7 +438,7 @@ class PostgresOutbox:
         )
         # RETURNING keeps no order: oldest schedule first, as the contract says.
         rows.sort(key=lambda row: (row["next_attempt_at"], row["created_at"]))
-        return [_row(row, row["lease_owner"]) for row in rows]
+        return [Submission.from_row(row, row["lease_owner"]) for row in rows]
 
     async def claim(self, submission_id: str, *, lease_seconds: float) -> Submission | None:
         owner = new_lease_owner()
@@ -472,7 +450,7 @@ class PostgresOutbox:
             f" RETURNING {_COLUMNS}",
             {"id": submission_id, "lease": lease_seconds, "owner": owner, "host": self._host},
         )
-        return _row(rows[0], owner) if rows else None
+        return Submission.from_row(rows[0], owner) if rows else None
 
     async def renew(self, submission_id: str, *, owner: str, lease_seconds: float) -> bool:
         changed = await self._changed(
@@ -645,7 +623,7 @@ class PostgresOutbox:
             params,
         )
         if rows:
-            return int(rows[0]["total"]), [_row(row) for row in rows]
+            return int(rows[0]["total"]), [Submission.from_row(row) for row in rows]
         counted = await self._rows(
             "SELECT count(*) AS total FROM certwidget_submissions" + where, params
         )

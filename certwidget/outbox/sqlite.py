@@ -130,28 +130,6 @@ _COLUMNS = (
 )
 
 
-def _row(row: sqlite3.Row, lease_owner: str = "") -> Submission:
-    return Submission(
-        id=row["id"],
-        customer=row["customer"],
-        guest=bool(row["guest"]),
-        idempotency_key=row["idempotency_key"],
-        body_hash=row["body_hash"],
-        kind=row["kind"],
-        payload=json.loads(row["payload"]),
-        media_type=row["media_type"],
-        filename=row["filename"],
-        state=row["state"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        delivered_at=row["delivered_at"],
-        progress=json.loads(row["progress"]),
-        unexpected_errors=row["unexpected_errors"],
-        lease_owner=lease_owner,
-    )
-
-
 # Whether the caller still holds the lease it claimed: the row is pending and no claim has
 # taken it since (a claim writes its own token; settling or releasing writes ''). A lease that
 # ran out unclaimed is still the caller's: nobody else is working on the row. The bound token
@@ -423,7 +401,7 @@ class SQLiteOutbox:
         rows = await self._read(
             f"SELECT {_COLUMNS} FROM submissions WHERE id = ?", (submission_id,)
         )
-        return _row(rows[0]) if rows else None
+        return Submission.from_row(rows[0]) if rows else None
 
     async def for_customer(self, customer: str, *, limit: int = 100) -> list[Submission]:
         rows = await self._read(
@@ -431,7 +409,7 @@ class SQLiteOutbox:
             " ORDER BY created_at DESC LIMIT ?",
             (customer, limit),
         )
-        return [_row(row) for row in rows]
+        return [Submission.from_row(row) for row in rows]
 
     async def document(self, submission_id: str) -> bytes:
         return await to_thread.run_sync(self._document, submission_id)
@@ -503,7 +481,7 @@ class SQLiteOutbox:
                 "UPDATE submissions SET lease_until = ?, lease_owner = ? WHERE id = ?",
                 [(now + lease_seconds, owner, row["id"]) for row, owner in leases],
             )
-            return [_row(row, owner) for row, owner in leases]
+            return [Submission.from_row(row, owner) for row, owner in leases]
 
         return await self._write(op, durable=False)
 
@@ -527,7 +505,7 @@ class SQLiteOutbox:
                 "UPDATE submissions SET lease_until = ?, lease_owner = ? WHERE id = ?",
                 (now + lease_seconds, owner, submission_id),
             )
-            return _row(row, owner)
+            return Submission.from_row(row, owner)
 
         return await self._write(op, durable=False)
 
@@ -710,7 +688,7 @@ class SQLiteOutbox:
                 ).fetchall()
             finally:
                 db.execute("COMMIT")
-        return total, [_row(row) for row in rows]
+        return total, [Submission.from_row(row) for row in rows]
 
     async def mark_failed(
         self, submission_id: str, *, owner: str, error: str, unexpected: bool = False
@@ -931,4 +909,4 @@ def _earlier(db: sqlite3.Connection, new: NewSubmission) -> Submission:
     ).fetchone()
     if existing is None:
         raise sqlite3.IntegrityError("the submission was neither stored nor found stored")
-    return _row(existing)
+    return Submission.from_row(existing)
