@@ -386,6 +386,9 @@ def compose(
 ) -> Runtime:
     """The composition root: every part is built here and handed to the parts that use it."""
     on_file = CertificatesOnFile(provider, timeout=settings.provider_timeout, ttl=on_file_ttl)
+    # Delivery gives way to buyers' submissions in flight; intake marks them through
+    # ``runtime.traffic``. Kept for intake's throughput and p99 under a burst: docs/benchmarks.md,
+    # "Mechanisms and their keep (issue 23)", (f).
     traffic = BuyerTraffic()
     deliverer = Deliverer(
         outbox,

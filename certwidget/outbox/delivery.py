@@ -53,8 +53,8 @@ T = TypeVar("T")
 
 # While buyers' submissions are in flight, the background loop starts no new attempt for up to
 # this long, then one: intake answers sooner in a burst, and delivery still gets a turn this
-# often. (Half a second let deliveries to the in-process sandbox, a PDF render each for
-# filled-in certificates, double intake's p99 over a 1,000-submission burst.)
+# often. Why 2 s (not 0.5): docs/benchmarks.md, "Intake"; why the gating is kept at all: the
+# same file's "Mechanisms and their keep (issue 23)", (f) (`python -m bench --only intake`).
 YIELD_TO_BUYERS_SECONDS = 2.0
 # Attempts that end in an unexpected error before the row is given up as failed. A passing
 # fault (a file briefly locked, a provider answer garbled once) gets a few retries with backoff
@@ -247,6 +247,7 @@ class Deliverer:
             # How many attempts may start now: all free slots; but while buyers are still
             # waiting on intake after the (bounded) wait for a lull, one attempt at a time, so
             # a batch of deliveries (the embedded sandbox runs on this loop) never lands on them.
+            # What it earns: docs/benchmarks.md, "Mechanisms and their keep (issue 23)", (f).
             wanted = self._concurrency
             if self._traffic is not None and not await self._traffic.quiet(YIELD_TO_BUYERS_SECONDS):
                 wanted = 0 if self._claimed else 1
