@@ -153,6 +153,25 @@ class _Write:
     new: NewSubmission | None = None
 
 
+def _switch_to_wal(db: sqlite3.Connection, *, patience: float = 30.0) -> None:
+    """Put the file in WAL mode, waiting out other processes doing the same.
+
+    Switching a new file to WAL takes the file's exclusive lock, and while another process
+    holds it SQLite answers "database is locked" at once instead of calling the busy handler
+    (the connection's ``timeout``): several hosts starting together on one new file would
+    fail. Asked again shortly, the switch finds the file in WAL mode already.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SQLiteOutbox:
     """The :class:`~certwidget.outbox.base.Outbox` on one SQLite file (made if missing).
 
@@ -180,7 +199,7 @@ class SQLiteOutbox:
         # 16 KB pages a 200 KB upload is 13 WAL frames instead of 50, and its commit costs 40%
         # less CPU. Only a new file takes it; an existing one keeps its page size.
         self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(self._db)
         # SQLite's default checkpoints every 1,000 pages: keep that at 4 MB whatever the page
         # size, so the commit that runs a checkpoint is never held up by more than 4 MB.
         page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
