@@ -23,7 +23,7 @@ from certwidget.domain.submission import SubmittedCertificate
 from certwidget.outbox import outbox_for
 from certwidget.outbox.base import NewSubmission, Outbox, Submission
 from certwidget.outbox.delivery import Deliverer
-from tests.test_outbox_contract import RefusesFirstAttach
+from tests.outbox.test_outbox_contract import RefusesFirstAttach
 
 T = TypeVar("T")
 

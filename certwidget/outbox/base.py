@@ -8,7 +8,7 @@ backend that must block inside (SQLite's ``sqlite3``) runs that off the event lo
 Backends: :class:`~certwidget.outbox.sqlite.SQLiteOutbox` (the default, one file, zero
 configuration) and :class:`~certwidget.outbox.memory.MemoryOutbox` (tests). A shop may pass any
 object with these methods as ``CertWidgetMiddleware(outbox=...)``; the contract it must meet is
-``tests/test_outbox_contract.py``.
+``tests/outbox/test_outbox_contract.py``.
 
 Leases: a claim (:meth:`Outbox.claim_due`, :meth:`Outbox.claim`) answers rows stamped with a
 fresh token (``Submission.lease_owner``). Every update an attempt makes shows that token and is
