@@ -208,15 +208,18 @@ class CertWidgetMiddleware:
             )
         # A path or sqlite:/// URL is a SQLite file, postgresql:// the outbox many hosts share;
         # any other URL is refused (it would become a file named after the URL).
+        # The embedded sandbox (provider=None, or one the shop built with embedded_sandbox or
+        # embedded_commenda) acknowledges certificates that reach no real provider.
+        embedded = provider is None or bool(getattr(provider, "is_sandbox", False))
         if is_postgres(database):
-            if provider is None:
+            if embedded:
                 # Several hosts on one database is production: the embedded sandbox there
                 # would acknowledge certificates that reach no provider.
                 raise ValueError(
                     "database='postgresql://...' needs a real provider: pass provider="
                     "CertCaptureProvider(url, username=..., password=...) (or a "
-                    "CommendaProvider); provider=None, the embedded sandbox, is for one "
-                    "development host on SQLite"
+                    "CommendaProvider); the embedded sandbox is for one development host "
+                    "on SQLite"
                 )
             if outbox is None:
                 outbox = outbox_for(database)
@@ -225,14 +228,15 @@ class CertWidgetMiddleware:
             database = sqlite_path(database)
         if outbox is None:
             outbox = outbox_for(database)
-        self.sandbox = provider is None
-        if provider is None:
-            from certwidget.sandbox.embedded import embedded_sandbox
-
+        self.sandbox = embedded
+        if embedded:
             logger.warning(
                 "certwidget is using the embedded sandbox: certificates go nowhere real; "
                 "pass provider=CertCaptureProvider(...) (or CommendaProvider(...)) for production"
             )
+        if provider is None:
+            from certwidget.sandbox.embedded import embedded_sandbox
+
             provider = embedded_sandbox(database.with_name(database.stem + "-sandbox.sqlite3"))
         settings = Settings(
             prefix=prefix,

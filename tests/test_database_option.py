@@ -15,6 +15,7 @@ from certwidget import CertWidgetMiddleware
 from certwidget.outbox.postgres import PostgresOutbox
 from certwidget.outbox.sqlite import SQLiteOutbox
 from certwidget.providers.certcapture.client import CertCaptureProvider
+from certwidget.sandbox.embedded import embedded_commenda, embedded_sandbox
 
 from .support.shop import SECRET, build, client, shop_app
 
@@ -45,6 +46,24 @@ def test_any_other_url_is_refused_not_made_into_a_file(tmp_path: Path, url: str)
 def test_postgresql_with_the_embedded_sandbox_is_refused_saying_what_to_pass() -> None:
     with pytest.raises(ValueError, match=r"needs a real provider: pass provider="):
         CertWidgetMiddleware(shop_app(), secret_key=SECRET, database="postgresql://u:p@db/shop")
+
+
+@pytest.mark.parametrize("make", [embedded_sandbox, embedded_commenda])
+def test_an_embedded_sandbox_the_shop_built_itself_is_a_sandbox_too(
+    make: Any, tmp_path: Path
+) -> None:
+    provider = make(tmp_path / "sandbox.sqlite3")
+    middleware = CertWidgetMiddleware(
+        shop_app(), secret_key=SECRET, provider=provider, database=tmp_path / "outbox.sqlite3"
+    )
+    assert middleware.sandbox
+    with pytest.raises(ValueError, match=r"needs a real provider: pass provider="):
+        CertWidgetMiddleware(
+            shop_app(),
+            secret_key=SECRET,
+            provider=make(tmp_path / "sandbox2.sqlite3"),
+            database="postgresql://u:p@db/shop",
+        )
 
 
 def test_postgresql_with_a_provider_selects_the_shared_outbox() -> None:

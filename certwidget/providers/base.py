@@ -117,9 +117,10 @@ class CertificateProvider(Protocol):
     can_mint_tokens: bool
     # Optional, read with getattr: ``accepted_reasons: frozenset[str]`` (the SST reason codes
     # the provider can hold; the widget offers only those) and ``partial_exemptions: bool``
-    # (False when every certificate exempts a sale fully). Absent means "all". Also optional:
-    # ``document(certificate_id)`` (see :class:`DocumentSource`), the buyer's copy once
-    # delivered; a provider without it keeps its documents to itself.
+    # (False when every certificate exempts a sale fully). Absent means "all".
+    # ``is_sandbox: bool`` marks an in-process sandbox (certificates go nowhere real).
+    # Also optional: ``document(certificate_id)`` (see :class:`DocumentSource`), the buyer's
+    # copy once delivered; a provider without it keeps its documents to itself.
 
     async def mint_token(self, customer_code: str) -> ProviderToken:
         """Mint an upstream token scoped to one buyer (only when ``can_mint_tokens``)."""

@@ -28,6 +28,9 @@ class EmbeddedSandbox(CertCaptureProvider):
     """The CertCapture provider wired to an in-process sandbox; ``app`` is that sandbox."""
 
     name = "sandbox"
+    #: Certificates delivered here go nowhere real: the middleware shows the widget's
+    #: "Sandbox" badge and refuses to run it beside a shared (PostgreSQL) outbox.
+    is_sandbox = True
 
     def __init__(self, app: Starlette, *, username: str, password: str) -> None:
         super().__init__(
@@ -38,6 +41,12 @@ class EmbeddedSandbox(CertCaptureProvider):
             retries=2,
         )
         self.app = app
+
+
+class EmbeddedCommenda(CommendaProvider):
+    """The Commenda provider wired to an in-process sandbox's Commenda dialect."""
+
+    is_sandbox = True
 
 
 def embedded_sandbox(
@@ -64,6 +73,6 @@ def embedded_commenda(db_path: str | os.PathLike[str]) -> CommendaProvider:
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
     app = create_app(db_path=db_path, password=secrets.token_urlsafe(24), commenda_token=token)
-    return CommendaProvider(
+    return EmbeddedCommenda(
         COMMENDA_SANDBOX_URL, token=token, transport=httpx.ASGITransport(app=app), retries=2
     )
