@@ -38,18 +38,29 @@ def png_data_url(width: int = 40, height: int = 12) -> str:
     return "data:image/png;base64," + base64.b64encode(png(width, height)).decode()
 
 
-def pdf(text: str = "Certificate of Exemption") -> bytes:
-    """A minimal, well-formed one-page PDF with a correct xref table."""
+def pdf(
+    text: str = "Certificate of Exemption",
+    *,
+    catalog_extra: bytes = b"",
+    extra_objects: tuple[bytes, ...] = (),
+    version: bytes = b"1.4",
+) -> bytes:
+    """A minimal, well-formed one-page PDF with a correct xref table.
+
+    ``catalog_extra`` goes into the document catalog (e.g. ``/OpenAction 6 0 R``) and
+    ``extra_objects`` become objects 6, 7, ... for it to point at.
+    """
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
     objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b" ".join(part for part in (b"<< /Type /Catalog /Pages 2 0 R", catalog_extra, b">>") if part),
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
         b" /Resources << /Font << /F1 5 0 R >> >> >>",
         b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        *extra_objects,
     ]
-    out = bytearray(b"%PDF-1.4\n")
+    out = bytearray(b"%PDF-" + version + b"\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
         offsets.append(len(out))

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import free_port
+from tests.support import files
 from tests.support.files import pdf, png
 from tests.support.shop import as_buyer, build, filled
 
@@ -178,30 +179,9 @@ def _png_with_junk() -> bytes:
 
 def _pdf_with(catalog_extra: bytes, *extra_objects: bytes) -> bytes:
     """A one-page PDF whose catalog carries ``catalog_extra`` (objects 6, 7... are extra)."""
-    stream = b"BT /F1 12 Tf 72 720 Td (Certificate) Tj ET"
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R " + catalog_extra + b" >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        *extra_objects,
-    ]
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
+    return files.pdf(
+        "Certificate", catalog_extra=catalog_extra, extra_objects=extra_objects, version=b"1.7"
     )
-    return bytes(out)
 
 
 def _pdf_bomb() -> bytes:
