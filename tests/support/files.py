@@ -51,8 +51,9 @@ def pdf(
     ``extra_objects`` become objects 6, 7, ... for it to point at.
     """
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    catalog = (b"<< /Type /Catalog /Pages 2 0 R", catalog_extra, b">>")
     objects = [
-        b" ".join(part for part in (b"<< /Type /Catalog /Pages 2 0 R", catalog_extra, b">>") if part),
+        b" ".join(part for part in catalog if part),
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
         b" /Resources << /Font << /F1 5 0 R >> >> >>",
