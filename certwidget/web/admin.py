@@ -35,7 +35,7 @@ from certwidget.domain.submission import SubmittedCertificate
 from certwidget.outbox.admin import SubmissionView, view_of
 from certwidget.outbox.base import ALL_STATUSES, RetryResult, Submission, SubmissionStatus
 from certwidget.resources import static_dir, templates_dir
-from certwidget.web.http import HTTPProblem, check_same_origin, read_body
+from certwidget.web.http import HTTPProblem, check_same_origin, read_body, require_method
 from certwidget.web.runtime import Runtime, reason_name
 from certwidget.web.tokens import Signed, TokenRejected
 
@@ -151,22 +151,22 @@ class AdminPages:
         if path == "":
             return RedirectResponse(self.base + "/", status_code=308)
         if path == "/":
-            _allow(method, "GET", "HEAD")
+            require_method(method, "GET", "HEAD")
             return await self.list_page(request)
         if path == "/admin.css":
-            _allow(method, "GET", "HEAD")
+            require_method(method, "GET", "HEAD")
             return self._stylesheet(request)
         parts = path.strip("/").split("/")
         if len(parts) >= 2 and parts[0] == "submissions" and _SUBMISSION_ID.fullmatch(parts[1]):
             submission_id = parts[1]
             if len(parts) == 2:
-                _allow(method, "GET", "HEAD")
+                require_method(method, "GET", "HEAD")
                 return await self.detail_page(request, submission_id)
             if parts[2:] == ["document"]:
-                _allow(method, "GET", "HEAD")
+                require_method(method, "GET", "HEAD")
                 return await self.document(submission_id)
             if parts[2:] == ["retry"]:
-                _allow(method, "POST")
+                require_method(method, "POST")
                 return await self.retry(request, submission_id)
         raise HTTPProblem(404, "not_found", "There is no such admin page.")
 
@@ -423,16 +423,6 @@ def _midnight_utc(day: dt.date) -> float:
 
 def _good_nonce(value: str) -> bool:
     return len(value) == 32 and all(ch in "0123456789abcdef" for ch in value)
-
-
-def _allow(method: str, *allowed: str) -> None:
-    if method not in allowed:
-        raise HTTPProblem(
-            405,
-            "method_not_allowed",
-            f"Use {' or '.join(allowed)} here, not {method}.",
-            headers={"Allow": ", ".join(allowed)},
-        )
 
 
 def _document_label(view: SubmissionView) -> str:

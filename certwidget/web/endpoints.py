@@ -27,6 +27,7 @@ from certwidget.web.http import (
     json_response,
     page_request,
     read_body,
+    require_method,
 )
 from certwidget.web.intake import receive_certificate
 from certwidget.web.runtime import Runtime, reason_name
@@ -73,29 +74,29 @@ class Endpoints:
     async def dispatch(self, request: Request, path: str) -> Response:
         method = request.method
         if path.startswith("/static/"):
-            self._allow(method, "GET", "HEAD")
+            require_method(method, "GET", "HEAD")
             return self.assets.response(
                 path[len("/static/") :],
                 accept_encoding=request.headers.get("accept-encoding", ""),
                 if_none_match=request.headers.get("if-none-match"),
             )
         if path == "/ecommerce/token":
-            self._allow(method, "POST")
+            require_method(method, "POST")
             return await self.mint(request)
         if path == "/buyer":
-            self._allow(method, "GET")
+            require_method(method, "GET")
             return await self.buyer(request)
         if path == "/zones":
-            self._allow(method, "GET", "HEAD")
+            require_method(method, "GET", "HEAD")
             return json_response(catalog.zones_json())
         if path == "/reasons":
-            self._allow(method, "GET", "HEAD")
+            require_method(method, "GET", "HEAD")
             return self.reasons(request)
         if path == "/forms":
-            self._allow(method, "GET", "HEAD")
+            require_method(method, "GET", "HEAD")
             return self.forms(request)
         if path == "/certificates":
-            self._allow(method, "GET", "POST")
+            require_method(method, "GET", "POST")
             if method == "GET" and request.query_params.get("view") == "account":
                 return await self.account_certificates(request)
             if method == "GET":
@@ -105,11 +106,11 @@ class Endpoints:
             with self.runtime.traffic.submission():
                 return await receive_certificate(self.runtime, request, buyer)
         if path.startswith("/certificates/") and path.endswith("/use"):
-            self._allow(method, "POST")
+            require_method(method, "POST")
             check_same_origin(request, self.runtime.settings.allowed_origins)
             return await self.use_certificate(request, path[len("/certificates/") : -len("/use")])
         if path.endswith("/document") and path.startswith(("/certificates/", "/submissions/")):
-            self._allow(method, "GET")
+            require_method(method, "GET")
             return await self.document(request, path)
         if self.admin is not None and (path == "/admin" or path.startswith("/admin/")):
             return await self.admin.dispatch(request, path[len("/admin") :])
@@ -118,16 +119,6 @@ class Endpoints:
             "not_found",
             f"No widget endpoint at {self.prefix}{path[:100]}; see the certwidget README.",
         )
-
-    @staticmethod
-    def _allow(method: str, *allowed: str) -> None:
-        if method not in allowed:
-            raise HTTPProblem(
-                405,
-                "method_not_allowed",
-                f"Use {' or '.join(allowed)} here, not {method}.",
-                headers={"Allow": ", ".join(allowed)},
-            )
 
     # -- the buyer a checkout page is for --------------------------------------------------
 

@@ -41,6 +41,18 @@ class HTTPProblem(Exception):
         )
 
 
+def require_method(method: str, *allowed: str) -> None:
+    """A 405 naming the methods this path takes (and an ``Allow`` header), unless ``method``
+    is one of them."""
+    if method not in allowed:
+        raise HTTPProblem(
+            405,
+            "method_not_allowed",
+            f"Use {' or '.join(allowed)} here, not {method}.",
+            headers={"Allow": ", ".join(allowed)},
+        )
+
+
 _JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
