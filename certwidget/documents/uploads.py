@@ -263,21 +263,38 @@ def _check_image_structure(content: bytes, media_type: str) -> None:
         )
 
 
-def _check_image_verdict(read: Callable[[], dict[str, Any]]) -> None:
-    """Run ``read`` (a reader's verdict on the decoded image) and turn it into an answer."""
+def _reader_verdict(
+    read: Callable[[], dict[str, Any]], *, too_slow: str, what: str
+) -> dict[str, Any] | None:
+    """Run ``read`` (a reader process's verdict on an upload); None when no reader could run.
+
+    A reader that takes too long is the file's doing (a 422 saying ``too_slow``); readers all
+    busy is a 503: never let a file through unread because others keep them busy. Failing to
+    run the check at all is our problem, not the buyer's: the structural checks made before
+    stand, and the upload goes on.
+    """
     try:
-        verdict = read()
+        return read()
     except CheckTimedOut:
-        raise _unreadable(
-            "The image took too long to decode; it may be damaged or unusually large." + _RESCAN
-        ) from None
+        raise _unreadable(too_slow) from None
     except CheckBusy:
         raise UploadRejected(
             503, "busy", "Too many certificates are being checked right now; try again shortly."
         ) from None
     except (CheckUnavailable, OSError):
-        # As for a PDF: without a reader, the size header and the end marker were checked.
-        logger.warning("image check unavailable; structure checked only")
+        logger.warning("%s check unavailable; structure checked only", what)
+        return None
+
+
+def _check_image_verdict(read: Callable[[], dict[str, Any]]) -> None:
+    """Run ``read`` (a reader's verdict on the decoded image) and turn it into an answer."""
+    verdict = _reader_verdict(
+        read,
+        too_slow="The image took too long to decode; it may be damaged or unusually large."
+        + _RESCAN,
+        what="image",
+    )
+    if verdict is None:
         return
     if not verdict.get("ok"):
         why = str(verdict.get("why", "it is damaged"))
@@ -537,20 +554,12 @@ def _check_pdf_structure(content: bytes) -> None:
 
 def _check_pdf_verdict(read: Callable[[], dict[str, Any]]) -> None:
     """Run ``read`` (the worker's verdict on the PDF) and turn its outcome into an answer."""
-    try:
-        verdict = read()
-    except CheckTimedOut:
-        raise _unreadable(
-            "The PDF took too long to read; it may be damaged or unusually complex." + _AGAIN
-        ) from None
-    except CheckBusy:
-        # Never let a file through unread because others keep the readers busy.
-        raise UploadRejected(
-            503, "busy", "Too many certificates are being checked right now; try again shortly."
-        ) from None
-    except (CheckUnavailable, OSError):
-        # Failing to run the check is our problem, not the buyer's: keep the structural check.
-        logger.warning("PDF check unavailable; structure checked only")
+    verdict = _reader_verdict(
+        read,
+        too_slow="The PDF took too long to read; it may be damaged or unusually complex." + _AGAIN,
+        what="PDF",
+    )
+    if verdict is None:
         return
     ok = verdict.get("ok")
     if not ok and verdict.get("refused"):
